@@ -1,0 +1,468 @@
+//! The lease lifecycle: every operation is one transaction under the registry lock
+//! that reads the registry once and writes it at most once.
+
+use std::collections::HashSet;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::directory;
+use crate::error::{Error, Result};
+use crate::lease::Lease;
+use crate::lock::RegistryLock;
+use crate::probe::{ephemeral_port_range, is_port_free};
+use crate::process::{LivenessCache, ProcessId};
+use crate::record::{LeaseRecord, Record, port_of_key};
+use crate::registry::Registry;
+use crate::request::{Owner, Request};
+use crate::snapshot::LeaseInfo;
+
+/// How long a caller waits for the registry lock unless told otherwise.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Hands out leases from the registry in one directory.
+///
+/// Cheap to clone; every operation takes the lock anew, so one `Allocator` may be used
+/// from many threads, and many processes may use the same directory at once.
+///
+/// ```
+/// # fn main() -> portlease::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// use portlease::{Allocator, Request};
+///
+/// let allocator = Allocator::with_dir(dir.path())?;
+/// let lease = allocator.allocate(&Request::new().range(39000..=39099))?;
+/// println!("serve on {}", lease.port());
+/// // Dropping the lease releases the port.
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Allocator {
+    dir: PathBuf,
+    lock_timeout: Duration,
+}
+
+/// One transaction's view of the registry.
+pub(crate) struct Transaction<'a> {
+    pub(crate) registry: Registry,
+    pub(crate) now: f64,
+    pub(crate) liveness: LivenessCache,
+    pub(crate) lock: &'a RegistryLock,
+    dir: &'a Path,
+    /// Set by whatever changes the registry: only then is it written.
+    pub(crate) changed: bool,
+}
+
+impl Allocator {
+    /// An allocator on the default directory ([`default_dir`](crate::default_dir)).
+    ///
+    /// # Errors
+    /// When the directory cannot be created or is not safe to use.
+    pub fn new() -> Result<Allocator> {
+        Allocator::with_dir(directory::default_dir())
+    }
+
+    /// An allocator on the registry in `dir`, created (mode 0700) if missing.
+    ///
+    /// # Errors
+    /// When the directory cannot be created, is not a directory, is owned by another
+    /// user, or is writable by group or others.
+    pub fn with_dir(dir: impl Into<PathBuf>) -> Result<Allocator> {
+        let dir = dir.into();
+        directory::prepare(&dir)?;
+        Ok(Allocator {
+            dir,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        })
+    }
+
+    /// How long to wait for the registry lock before failing with
+    /// [`Error::LockTimeout`] (default 30 s).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Allocator {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The registry directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Leases ports as `request` asks: its preferred port if free, else the next free
+    /// ports after the last one handed out (so a port released a moment ago is not
+    /// handed out again at once). A port is free when no live lease holds it and it
+    /// can be bound. Stale leases are reclaimed on the way.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`], [`Error::NoSuchProcess`] for an owner that does not
+    /// run, [`Error::Exhausted`], [`Error::OwnerLimit`], [`Error::LockTimeout`], or an
+    /// I/O error naming the file. On error the registry is unchanged.
+    pub fn allocate(&self, request: &Request) -> Result<Lease> {
+        request.validate()?;
+        warn_if_ephemeral(request.ranges());
+        let owner = match request.owner {
+            Owner::CurrentProcess => Some(ProcessId::current()),
+            Owner::Process(pid) => Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?),
+            Owner::Nobody => None,
+        };
+        let candidates = request.candidates();
+        let token = new_token();
+        let ports = self.transact(|txn| {
+            txn.reclaim_stale();
+            if let (Some(limit), Some(owner)) = (request.max_per_owner, owner) {
+                let held = txn.leases_of(owner.pid);
+                if held >= limit {
+                    return Err(Error::OwnerLimit { pid: owner.pid, held });
+                }
+            }
+            let taken: HashSet<u16> = txn.registry.entries.keys().filter_map(|k| port_of_key(k)).collect();
+            let mut usable = |port: u16| -> Result<bool> {
+                Ok(!taken.contains(&port) && is_port_free(port, request.protocol, request.host)?)
+            };
+            let ports = pick(request, &candidates, txn.lock.read_cursor(), &mut usable)?;
+            for &port in &ports {
+                let record = LeaseRecord {
+                    pid: owner.map_or_else(std::process::id, |o| o.pid),
+                    timestamp: txn.now,
+                    owner,
+                    ttl: request.ttl.map(|ttl| ttl.as_secs_f64()),
+                    protocol: request.protocol,
+                    label: request.label.clone(),
+                    source: Some(request.source.clone()),
+                    token: Some(token.clone()),
+                };
+                txn.registry.entries.insert(port.to_string(), record.to_value());
+            }
+            if let Some(&last) = ports.last() {
+                txn.lock.write_cursor(last);
+            }
+            txn.changed = true;
+            log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
+            Ok(ports)
+        })?;
+        Ok(Lease::new(self.clone(), ports, token, request))
+    }
+
+    /// Ends the lease on `port`, whoever holds it (the seed's `release`). Returns
+    /// whether the port was leased; releasing a port that is not is no error.
+    ///
+    /// # Errors
+    /// [`Error::LockTimeout`] or an I/O error naming the file.
+    pub fn release(&self, port: u16) -> Result<bool> {
+        Ok(!self.release_where(|info| info.port == Some(port))?.is_empty())
+    }
+
+    /// Ends every lease for which `matches` is true (say, all with one label or one
+    /// owner pid); returns what it ended.
+    ///
+    /// # Errors
+    /// [`Error::LockTimeout`] or an I/O error naming the file.
+    pub fn release_where(&self, matches: impl Fn(&LeaseInfo) -> bool) -> Result<Vec<LeaseInfo>> {
+        self.transact(|txn| {
+            let released = txn.snapshot().into_iter().filter(|info| matches(info)).collect::<Vec<_>>();
+            for info in &released {
+                txn.registry.entries.remove(&info.key);
+            }
+            txn.changed = !released.is_empty();
+            Ok(released)
+        })
+    }
+
+    /// Renews the lease on `port`: its time starts again from now, with `ttl` as its
+    /// new lifetime, or the lifetime it had (`None`). Refreshes the `timestamp` the
+    /// seed judges leases by, too.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the port holds no live portlease lease,
+    /// [`Error::InvalidRequest`] for a TTL of 0.
+    pub fn renew(&self, port: u16, ttl: Option<Duration>) -> Result<()> {
+        self.renew_matching(&[port], None, ttl)
+    }
+
+    /// Renews several leases in one transaction: all of them, or, on error, none.
+    ///
+    /// # Errors
+    /// As [`renew`](Allocator::renew).
+    pub fn renew_all(&self, ports: &[u16], ttl: Option<Duration>) -> Result<()> {
+        self.renew_matching(ports, None, ttl)
+    }
+
+    /// Renews the given ports, checking the token when one is given.
+    pub(crate) fn renew_matching(&self, ports: &[u16], token: Option<&str>, ttl: Option<Duration>) -> Result<()> {
+        if ttl == Some(Duration::ZERO) {
+            return Err(Error::invalid("a TTL of 0 s would end the lease at once"));
+        }
+        self.update_leases(ports, token, |lease, now| {
+            lease.timestamp = now;
+            if let Some(ttl) = ttl {
+                lease.ttl = Some(ttl.as_secs_f64());
+            }
+            Ok(())
+        })
+    }
+
+    /// Changes the live leases on `ports` (held under `token`, when given) with
+    /// `change`, in one transaction; fails with [`Error::LeaseLost`] if any is gone.
+    pub(crate) fn update_leases(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        change: impl Fn(&mut LeaseRecord, f64) -> Result<()>,
+    ) -> Result<()> {
+        self.transact(|txn| {
+            for &port in ports {
+                let key = port.to_string();
+                let record = txn.registry.entries.get(&key).map(Record::read);
+                let mut lease = match record {
+                    Some(Record::Lease(lease))
+                        if token.is_none_or(|t| lease.token.as_deref() == Some(t))
+                            && !lease.is_stale(txn.now, &mut txn.liveness) =>
+                    {
+                        lease
+                    }
+                    _ => return Err(Error::LeaseLost { port }),
+                };
+                change(&mut lease, txn.now)?;
+                if let Some(entry) = txn.registry.entries.get_mut(&key) {
+                    merge_into(entry, lease.to_value());
+                }
+            }
+            txn.changed = true;
+            Ok(())
+        })
+    }
+
+    /// Ends the leases on `ports` held under `token`; the ports whose lease is no
+    /// longer this one are left alone and reported as [`Error::LeaseLost`].
+    pub(crate) fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
+        let lost = self.transact(|txn| {
+            let mut lost = None;
+            for &port in ports {
+                let key = port.to_string();
+                match txn.registry.entries.get(&key).map(Record::read) {
+                    Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => {
+                        txn.registry.entries.remove(&key);
+                        txn.changed = true;
+                    }
+                    _ => lost = lost.or(Some(port)),
+                }
+            }
+            Ok(lost)
+        })?;
+        lost.map_or(Ok(()), |port| Err(Error::LeaseLost { port }))
+    }
+
+    /// A snapshot of every entry in the registry, stale ones included (marked).
+    ///
+    /// # Errors
+    /// [`Error::LockTimeout`] or an I/O error naming the file.
+    pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        self.transact(|txn| Ok(txn.snapshot()))
+    }
+
+    /// Reclaims every stale lease (owner gone, or TTL passed) and returns them.
+    ///
+    /// # Errors
+    /// [`Error::LockTimeout`] or an I/O error naming the file.
+    pub fn gc(&self) -> Result<Vec<LeaseInfo>> {
+        self.transact(|txn| Ok(txn.reclaim_stale()))
+    }
+
+    /// Runs `work` under the lock on the registry as it is now, then writes the
+    /// registry if `work` changed it and succeeded. A failed `work` changes nothing.
+    pub(crate) fn transact<T>(&self, work: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+        let lock = RegistryLock::acquire(&self.dir, self.lock_timeout)?;
+        let registry = Registry::load(&self.dir)?;
+        let mut txn = Transaction {
+            // A salvaged registry is written back at once, its original kept aside.
+            changed: registry.was_damaged(),
+            registry,
+            now: unix_now(),
+            liveness: LivenessCache::default(),
+            lock: &lock,
+            dir: &self.dir,
+        };
+        let result = work(&mut txn)?;
+        if txn.changed {
+            txn.registry.save(txn.dir)?;
+        }
+        Ok(result)
+    }
+}
+
+impl Transaction<'_> {
+    /// Every entry, described.
+    pub(crate) fn snapshot(&mut self) -> Vec<LeaseInfo> {
+        let mut infos: Vec<LeaseInfo> = self
+            .registry
+            .entries
+            .iter()
+            .map(|(key, value)| LeaseInfo::describe(key, &Record::read(value), self.now, &mut self.liveness))
+            .collect();
+        infos.sort_by_key(|info| (info.port.is_none(), info.port, info.key.clone()));
+        infos
+    }
+
+    /// Removes every stale entry and returns what it removed.
+    pub(crate) fn reclaim_stale(&mut self) -> Vec<LeaseInfo> {
+        let stale: Vec<LeaseInfo> = self.snapshot().into_iter().filter(|info| info.stale).collect();
+        for info in &stale {
+            self.registry.entries.remove(&info.key);
+            log::info!("reclaimed the stale lease on {} (pid {:?})", info.key, info.pid);
+        }
+        self.changed |= !stale.is_empty();
+        stale
+    }
+
+    fn leases_of(&self, pid: u32) -> usize {
+        self.registry
+            .entries
+            .values()
+            .filter(|value| matches!(Record::read(value), Record::Lease(lease) if lease.owner.is_some_and(|o| o.pid == pid)))
+            .count()
+    }
+}
+
+/// Chooses the ports: the preferred one first, then next-fit through the candidates
+/// from just after `cursor`, wrapping around.
+fn pick(
+    request: &Request,
+    candidates: &[u16],
+    cursor: Option<u16>,
+    usable: &mut impl FnMut(u16) -> Result<bool>,
+) -> Result<Vec<u16>> {
+    let count = request.count;
+    if let Some(preferred) = request.preferred.filter(|p| !request.excluded.contains(p)) {
+        if request.block {
+            let block = preferred.checked_add(count as u16 - 1).map(|last| preferred..=last);
+            if let Some(block) = block
+                && block.clone().all(|p| !request.excluded.contains(&p))
+                && all_usable(block.clone(), usable)?
+            {
+                return Ok(block.collect());
+            }
+        } else if usable(preferred)? {
+            let mut ports = vec![preferred];
+            next_fit(candidates, cursor, |port| {
+                if ports.len() < count && port != preferred && usable(port)? {
+                    ports.push(port);
+                }
+                Ok(ports.len() == count)
+            })?;
+            if ports.len() == count {
+                return Ok(ports);
+            }
+        }
+    }
+    let mut ports = Vec::with_capacity(count);
+    if request.block {
+        next_fit(candidates, cursor, |start| {
+            let Some(index) = candidates.binary_search(&start).ok() else {
+                return Ok(false);
+            };
+            let fits = candidates.get(index + count - 1) == Some(&(start + (count as u16 - 1)));
+            if fits && all_usable(start..=start + (count as u16 - 1), usable)? {
+                ports.extend(start..=start + (count as u16 - 1));
+                return Ok(true);
+            }
+            Ok(false)
+        })?;
+    } else {
+        next_fit(candidates, cursor, |port| {
+            if usable(port)? {
+                ports.push(port);
+            }
+            Ok(ports.len() == count)
+        })?;
+    }
+    if ports.len() == count {
+        return Ok(ports);
+    }
+    Err(Error::Exhausted {
+        wanted: match (count, request.block) {
+            (1, _) => "port".into(),
+            (n, true) => format!("block of {n} consecutive ports"),
+            (n, false) => format!("{n} ports"),
+        },
+        ranges: request.describe_ranges(),
+    })
+}
+
+/// Visits the candidates from the first one after `cursor`, wrapping around, until
+/// `visit` returns true.
+fn next_fit(candidates: &[u16], cursor: Option<u16>, mut visit: impl FnMut(u16) -> Result<bool>) -> Result<()> {
+    let start = cursor.map_or(0, |c| candidates.partition_point(|&p| p <= c));
+    for &port in candidates[start..].iter().chain(&candidates[..start]) {
+        if visit(port)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn all_usable(ports: RangeInclusive<u16>, usable: &mut impl FnMut(u16) -> Result<bool>) -> Result<bool> {
+    for port in ports {
+        if !usable(port)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes portlease's fields of `update` into `entry`, keeping the fields it does not
+/// know (another tool's, or a newer portlease's).
+fn merge_into(entry: &mut serde_json::Value, update: serde_json::Value) {
+    if let (Some(entry), serde_json::Value::Object(update)) = (entry.as_object_mut(), update) {
+        entry.extend(update);
+    }
+}
+
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A token unique to one allocation: pid, time and a counter.
+fn new_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}-{:x}-{:x}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Logs a warning, once per range and process, when a range overlaps the kernel's
+/// ephemeral range: outgoing connections may take ports from it at any moment.
+fn warn_if_ephemeral(ranges: &[RangeInclusive<u16>]) {
+    static WARNED: Mutex<Vec<RangeInclusive<u16>>> = Mutex::new(Vec::new());
+    static EPHEMERAL: OnceLock<Option<RangeInclusive<u16>>> = OnceLock::new();
+    let Some(ephemeral) = EPHEMERAL.get_or_init(ephemeral_port_range) else {
+        return;
+    };
+    let Ok(mut warned) = WARNED.lock() else {
+        return;
+    };
+    for range in ranges {
+        let overlaps = range.start() <= ephemeral.end() && ephemeral.start() <= range.end();
+        if overlaps && !warned.contains(range) {
+            warned.push(range.clone());
+            log::warn!(
+                "range {}-{} overlaps the kernel's ephemeral range {}-{}: outgoing connections \
+                 may take its ports at any moment; prefer ports below {}",
+                range.start(),
+                range.end(),
+                ephemeral.start(),
+                ephemeral.end(),
+                ephemeral.start()
+            );
+        }
+    }
+}

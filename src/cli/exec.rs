@@ -1,0 +1,166 @@
+//! `portlease exec`: run a command on leased ports, and release them when it ends.
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use portlease::Owner;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::Global;
+use super::args::{LeaseOptions, UsageError};
+
+/// Lease ports for a command, pass them to it, run it, and release them when it ends.
+///
+/// The ports are owned by the command's process, so they stay leased even if
+/// portlease itself is killed. They are passed in the environment ($PORT, or the
+/// names given with --env, one per port; $PORTLEASE_PORTS holds them all, space-
+/// separated) and replace {PORT}, {PORT0}, {PORT1}, ... in the arguments. SIGINT,
+/// SIGTERM and SIGHUP are forwarded to the command; portlease exits with its exit
+/// code, 128 + N when signal N ended it, 127 when it cannot be found.
+///
+/// Example: portlease exec -- python3 -m http.server {PORT}
+#[derive(clap::Args, Debug)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    lease: LeaseOptions,
+    /// An environment variable to set to a port: one per port, in order (repeatable)
+    #[arg(long = "env", value_name = "NAME")]
+    env: Vec<String>,
+    /// The command to run, after `--`
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
+    let count = port_count(args)?;
+    // Listen for signals before anything is leased, so none is missed.
+    let forwarding = Arc::new(Mutex::new(Forwarding::default()));
+    forward_signals(Arc::clone(&forwarding))?;
+
+    let request = args.lease.request(Owner::CurrentProcess, None, "exec").count(count);
+    let lease = global.allocator()?.allocate(&request)?;
+    let ports = lease.ports().to_vec();
+
+    let mut command = Command::new(&args.command[0]);
+    command.args(args.command[1..].iter().map(|arg| substitute(arg, &ports)));
+    let names: Vec<&str> = if args.env.is_empty() {
+        vec!["PORT"]
+    } else {
+        args.env.iter().map(String::as_str).collect()
+    };
+    for (name, port) in names.iter().zip(&ports) {
+        command.env(name, port.to_string());
+    }
+    let all: Vec<String> = ports.iter().map(u16::to_string).collect();
+    command.env("PORTLEASE_PORTS", all.join(" "));
+
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let program = args.command[0].to_string_lossy();
+            let (code, why) = match e.kind() {
+                ErrorKind::NotFound => (127, "command not found".to_string()),
+                ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
+                _ => (126, e.to_string()),
+            };
+            release(lease);
+            eprintln!("portlease: error: cannot run {program:?}: {why}");
+            return Ok(code);
+        }
+    };
+    let pid = i32::try_from(child.id()).context("child pid out of range")?;
+    if let Ok(mut forwarding) = forwarding.lock() {
+        forwarding.child = pid;
+        for signal in std::mem::take(&mut forwarding.pending) {
+            send(pid, signal);
+        }
+    }
+    if let Err(e) = lease.transfer_to(child.id()) {
+        log::debug!("the lease stays with portlease itself: {e}");
+    }
+    let status = child.wait().context("cannot wait for the command")?;
+    release(lease);
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1))
+}
+
+/// How many ports: --count, else one per --env name, else 1.
+fn port_count(args: &ExecArgs) -> anyhow::Result<usize> {
+    for name in &args.env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return Err(UsageError(format!(
+                "--env {name:?} is not a variable name: use letters, digits and _"
+            ))
+            .into());
+        }
+    }
+    match (args.lease.count, args.env.len()) {
+        (Some(count), names) if names > 0 && names != count => Err(UsageError(format!(
+            "--count {count} but {names} --env names: give one name per port"
+        ))
+        .into()),
+        (Some(count), _) => Ok(count),
+        (None, 0) => Ok(1),
+        (None, names) => Ok(names),
+    }
+}
+
+/// Replaces `{PORT}` with the first port and `{PORTi}` with the i-th (from 0).
+fn substitute(arg: &OsString, ports: &[u16]) -> OsString {
+    let Some(text) = arg.to_str() else {
+        return arg.clone();
+    };
+    let mut text = text.replace("{PORT}", &ports[0].to_string());
+    for (i, port) in ports.iter().enumerate() {
+        text = text.replace(&format!("{{PORT{i}}}"), &port.to_string());
+    }
+    text.into()
+}
+
+/// Where the signal forwarder sends signals.
+#[derive(Default)]
+struct Forwarding {
+    /// The child's pid, once it runs.
+    child: i32,
+    /// Signals that came before the child ran, sent as soon as it does.
+    pending: Vec<i32>,
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to the child once it runs. One mutex guards
+/// the pid and the signals kept before it, so none is lost in between.
+fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot listen for signals")?;
+    std::thread::Builder::new()
+        .name("portlease-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let Ok(mut forwarding) = forwarding.lock() else {
+                    return;
+                };
+                match forwarding.child {
+                    0 => forwarding.pending.push(signal),
+                    pid => send(pid, signal),
+                }
+            }
+        })
+        .context("cannot start the signal forwarder")?;
+    Ok(())
+}
+
+fn send(pid: i32, signal: i32) {
+    // SAFETY: kill only sends a signal to our own child; no memory is involved.
+    unsafe { libc::kill(pid, signal) };
+}
+
+fn release(lease: portlease::Lease) {
+    if let Err(e) = lease.release() {
+        log::warn!("{e}");
+    }
+}

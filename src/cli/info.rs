@@ -1,0 +1,57 @@
+//! `portlease info`: where the registry is and how the host is set up.
+
+use serde::Serialize;
+
+use super::Global;
+
+/// Show the registry directory and whether it is RAM-backed, the kernel's ephemeral
+/// port range, the lock timeout, and the number of leases.
+///
+/// Example: portlease info --json
+#[derive(clap::Args, Debug)]
+pub(crate) struct InfoArgs {
+    /// Print JSON: {"dir", "ram_backed", "ephemeral_range": [start, end], "lock_timeout_secs", "leases", "stale"}
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Info {
+    dir: std::path::PathBuf,
+    ram_backed: Option<bool>,
+    ephemeral_range: Option<[u16; 2]>,
+    lock_timeout_secs: f64,
+    leases: usize,
+    stale: usize,
+}
+
+pub(crate) fn run(global: &Global, args: &InfoArgs) -> anyhow::Result<i32> {
+    let allocator = global.allocator()?;
+    let leases = allocator.leases()?;
+    let info = Info {
+        dir: allocator.dir().to_path_buf(),
+        ram_backed: portlease::is_ram_backed(allocator.dir()),
+        ephemeral_range: portlease::probe::ephemeral_port_range().map(|r| [*r.start(), *r.end()]),
+        lock_timeout_secs: global.lock_timeout().as_secs_f64(),
+        leases: leases.len(),
+        stale: leases.iter().filter(|l| l.stale).count(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(0);
+    }
+    let yes_no = |b: Option<bool>| match b {
+        Some(true) => "yes",
+        Some(false) => "no (each write waits for the disk; a tmpfs dir is faster)",
+        None => "unknown",
+    };
+    println!("registry directory: {}", info.dir.display());
+    println!("RAM-backed:         {}", yes_no(info.ram_backed));
+    match info.ephemeral_range {
+        Some([start, end]) => println!("ephemeral range:    {start}-{end} (avoid it for leases)"),
+        None => println!("ephemeral range:    unknown"),
+    }
+    println!("lock timeout:       {}s", info.lock_timeout_secs);
+    println!("leases:             {} ({} stale)", info.leases, info.stale);
+    Ok(0)
+}

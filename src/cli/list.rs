@@ -1,0 +1,95 @@
+//! `portlease list`: who holds what.
+
+use portlease::LeaseInfo;
+
+use super::Global;
+
+/// Show every lease: port, protocol, pid, whether the owner is alive, age, TTL left,
+/// label and source; stale leases are marked.
+///
+/// `--json` prints an array of objects with the fields key, port, kind
+/// (portlease|seed|unknown), pid, owned_by_process, owner_alive, age_secs, ttl_secs,
+/// ttl_left_secs, protocol, label, source, stale.
+///
+/// Example: portlease list --json | jq '.[] | select(.label == "web") | .port'
+#[derive(clap::Args, Debug)]
+pub(crate) struct ListArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(global: &Global, args: &ListArgs) -> anyhow::Result<i32> {
+    let leases = global.allocator()?.leases()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&leases)?);
+    } else if leases.is_empty() {
+        eprintln!("portlease: no leases");
+    } else {
+        print_table(&leases);
+    }
+    Ok(0)
+}
+
+/// Prints leases as aligned columns, for people.
+pub(crate) fn print_table(leases: &[LeaseInfo]) {
+    let header = ["PORT", "PROTO", "PID", "OWNER", "AGE", "TTL LEFT", "SOURCE", "STATE", "LABEL"];
+    let rows: Vec<[String; 9]> = leases.iter().map(row).collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(&header.map(String::from));
+    for row in &rows {
+        line(row);
+    }
+}
+
+fn row(info: &LeaseInfo) -> [String; 9] {
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+    let owner = match (info.owned_by_process, info.owner_alive) {
+        (true, Some(true)) => "alive",
+        (true, _) => "gone",
+        (false, _) if info.kind == portlease::EntryKind::Portlease => "none",
+        _ => "-",
+    };
+    [
+        info.key.clone(),
+        or_dash(info.protocol.map(|p| p.to_string())),
+        or_dash(info.pid.map(|p| p.to_string())),
+        owner.into(),
+        or_dash(info.age_secs.map(seconds)),
+        match (info.ttl_left_secs, info.ttl_secs) {
+            (Some(left), _) => seconds(left),
+            (None, None) if info.owned_by_process => "owner's life".into(),
+            _ => "-".into(),
+        },
+        or_dash(info.source.clone()),
+        match (info.stale, info.kind) {
+            (true, _) => "STALE".into(),
+            (false, portlease::EntryKind::Unknown) => "unknown".into(),
+            (false, portlease::EntryKind::Seed) => "seed".into(),
+            (false, portlease::EntryKind::Portlease) => "held".into(),
+        },
+        or_dash(info.label.clone()),
+    ]
+}
+
+fn seconds(secs: f64) -> String {
+    let secs = secs.max(0.0).round() as u64;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    }
+}

@@ -1,0 +1,157 @@
+//! Argument parsing, logging, and the mapping of errors to exit codes; one file per
+//! subcommand beside this one.
+
+mod alloc;
+mod args;
+mod check;
+mod exec;
+mod gc;
+mod info;
+mod list;
+mod logger;
+mod release;
+mod renew;
+
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use portlease::{Allocator, Error};
+
+/// Exit codes, documented in `--help` and the README.
+pub(crate) mod exit {
+    /// A failure other than those below: I/O, an unsafe directory, ...
+    pub const FAILURE: i32 = 1;
+    /// Bad arguments or an impossible request.
+    pub const USAGE: i32 = 2;
+    /// No free port (or block) in the ranges.
+    pub const EXHAUSTED: i32 = 3;
+    /// The registry lock was not had within the lock timeout.
+    pub const LOCK_TIMEOUT: i32 = 4;
+    /// `check`: some port is not free.
+    pub const NOT_FREE: i32 = 5;
+}
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 failure, 2 bad arguments or request, 3 no free port in the \
+ranges, 4 lock timeout, 5 `check` found a port not free; `exec` exits with its command's \
+code (128 + N when a signal N ended it, 127 when it could not be found).
+
+Examples:
+  PORT=$(portlease alloc)                 a port leased for 300 s
+  portlease exec -- python3 -m http.server {PORT}
+  portlease list";
+
+/// Port leases that never collide, shared by every process on this host.
+#[derive(Parser)]
+#[command(name = "portlease", version, about, after_help = AFTER_HELP, allow_negative_numbers = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options of every subcommand.
+#[derive(clap::Args)]
+pub(crate) struct Global {
+    /// The registry directory [default: $PORTLEASE_DIR, else a per-user RAM-backed dir]
+    #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV)]
+    dir: Option<PathBuf>,
+    /// Seconds to wait for the registry lock
+    #[arg(long, global = true, value_name = "SECS", default_value = "30", value_parser = args::parse_seconds)]
+    lock_timeout: Duration,
+    /// Say more (-v: what is done, -vv: debugging)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+impl Global {
+    /// The allocator on the chosen directory.
+    pub(crate) fn allocator(&self) -> Result<Allocator, Error> {
+        let dir = self.dir.clone().unwrap_or_else(portlease::default_dir);
+        Ok(Allocator::with_dir(dir)?.lock_timeout(self.lock_timeout))
+    }
+
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Alloc(alloc::AllocArgs),
+    Release(release::ReleaseArgs),
+    Renew(renew::RenewArgs),
+    List(list::ListArgs),
+    Gc(gc::GcArgs),
+    Check(check::CheckArgs),
+    Exec(exec::ExecArgs),
+    Info(info::InfoArgs),
+
+}
+
+/// Runs the command line; returns the exit code.
+pub(crate) fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return report_usage_error(e),
+    };
+    let default_level = match cli.command {
+
+        _ => log::LevelFilter::Warn,
+    };
+    logger::init(default_level, cli.global.verbose);
+    let result = match &cli.command {
+        Command::Alloc(args) => alloc::run(&cli.global, args),
+        Command::Release(args) => release::run(&cli.global, args),
+        Command::Renew(args) => renew::run(&cli.global, args),
+        Command::List(args) => list::run(&cli.global, args),
+        Command::Gc(args) => gc::run(&cli.global, args),
+        Command::Check(args) => check::run(&cli.global, args),
+        Command::Exec(args) => exec::run(&cli.global, args),
+        Command::Info(args) => info::run(&cli.global, args),
+
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portlease: error: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+fn exit_code(error: &anyhow::Error) -> i32 {
+    match error.downcast_ref::<Error>() {
+        Some(Error::InvalidRequest(_) | Error::NoSuchProcess { .. }) => exit::USAGE,
+        Some(Error::Exhausted { .. }) => exit::EXHAUSTED,
+        Some(Error::LockTimeout { .. }) => exit::LOCK_TIMEOUT,
+        _ if error.is::<args::UsageError>() => exit::USAGE,
+        _ => exit::FAILURE,
+    }
+}
+
+/// Help and version go to stdout as clap writes them; errors become one line.
+fn report_usage_error(error: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    {
+        let _ = error.print();
+        return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            exit::USAGE
+        } else {
+            0
+        };
+    }
+    // clap's message runs over several lines, then shows usage: keep the message, on
+    // one line.
+    let text = error.render().to_string();
+    let message = text.split("\n\nUsage:").next().unwrap_or(&text);
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    eprintln!("portlease: error: {message} (see `portlease --help`)");
+    exit::USAGE
+}

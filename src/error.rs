@@ -1,0 +1,117 @@
+//! The one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything that can go wrong while leasing ports.
+///
+/// Each message says what failed, on which path or port, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another process held the registry lock for longer than the lock timeout.
+    #[error(
+        "timed out after {:.1}s waiting for the lock on {}: another process holds it; \
+         retry, or raise the lock timeout",
+        waited.as_secs_f64(),
+        dir.join(crate::registry::LOCK_FILE).display()
+    )]
+    LockTimeout {
+        /// The registry directory.
+        dir: PathBuf,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+
+    /// No port (or block of ports) in the requested ranges is free.
+    #[error(
+        "no {wanted} free in {ranges}: every port there is leased, excluded or bound; \
+         release some (`portlease gc` reclaims stale leases) or ask for a wider range"
+    )]
+    Exhausted {
+        /// What was asked for, e.g. "port" or "block of 4 consecutive ports".
+        wanted: String,
+        /// The ranges searched, e.g. "10000-10999".
+        ranges: String,
+    },
+
+    /// The request cannot be satisfied as written (a bad port, range, count or TTL).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// The owner process named in the request does not exist.
+    #[error("no process with pid {pid}: the owner of a lease must be a running process")]
+    NoSuchProcess {
+        /// The pid that was asked for.
+        pid: u32,
+    },
+
+    /// The owner already holds as many leases as the request allows.
+    #[error("pid {pid} already holds {held} leases, the most allowed; release some first")]
+    OwnerLimit {
+        /// The owner pid.
+        pid: u32,
+        /// How many leases it holds.
+        held: usize,
+    },
+
+    /// The lease was no longer in the registry (it expired and was reclaimed, or was
+    /// released by someone else).
+    #[error(
+        "the lease on port {port} is gone from the registry (expired, or released by another \
+         process); allocate a new one"
+    )]
+    LeaseLost {
+        /// The port whose lease is gone.
+        port: u16,
+    },
+
+    /// Reading or writing a file of the registry failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "cannot write the registry".
+        action: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The registry directory or one of its files is not safe to use.
+    #[error("refusing to use {}: {reason}", path.display())]
+    Unsafe {
+        /// The offending path.
+        path: PathBuf,
+        /// Why it is refused and what to do.
+        reason: String,
+    },
+
+    /// Binding a socket to a leased port failed.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address that was bound.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidRequest(message.into())
+    }
+}

@@ -1,0 +1,114 @@
+//! Port leases that never collide: TCP/UDP ports handed out to the processes of one
+//! host through a registry they all share.
+//!
+//! "Pick a free port" races: a port free when you look may be taken before your server
+//! binds it, by another test worker that looked at the same moment, by a child that
+//! has not bound yet, or by an outgoing connection. portlease records every port it
+//! hands out as a **lease** in a registry shared by all processes on the host, read
+//! and written under one file lock, and checks by binding that no process outside the
+//! registry holds the port. A lease ends when it is released, when its owner process
+//! is gone, or when its time runs out.
+//!
+//! ```
+//! # fn main() -> portlease::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use portlease::{Allocator, Request};
+//! use std::time::Duration;
+//!
+//! let allocator = Allocator::with_dir(dir.path())?;
+//!
+//! // A port for a child process to bind: the lease ends when the guard is dropped.
+//! let lease = allocator.allocate(&Request::new().range(39100..=39199))?;
+//! let port = lease.port();
+//!
+//! // Or a socket already bound, for a server in this process: no race at all.
+//! let listener = allocator.allocate(&Request::new().range(39100..=39199))?.into_listener()?;
+//! assert_ne!(listener.local_addr().unwrap().port(), port);
+//!
+//! // Ports that outlive this process, for 60 s, labelled for `portlease list`.
+//! let kept = allocator
+//!     .allocate(&Request::new().range(39100..=39199).count(2).owner(portlease::Owner::Nobody)
+//!         .ttl(Some(Duration::from_secs(60))).label("docs"))?
+//!     .keep();
+//! assert_eq!(kept.len(), 2);
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//! Every operation is one transaction: take the lock (`port_registry.lock`, an
+//! exclusive `flock`), read `port_registry.json` once, reclaim stale leases, choose
+//! ports, write the registry at most once (a temporary file renamed over the old one),
+//! release the lock. Ports are chosen next-fit: the preferred port if free, else the
+//! first free one after the last port handed out, so a port released a moment ago does
+//! not go out again at once (the hint lives in the lock file, so the registry holds
+//! nothing but leases). A waiter for the lock is woken the moment it is released: the
+//! lock is a blocking `flock` with a deadline, never a poll.
+//!
+//! The file format is the one of the Python module portlease grew from (the "seed"),
+//! so its processes and portlease can share one directory: keys are decimal ports,
+//! values objects with at least `pid` and `timestamp`. portlease adds its own fields
+//! inside each entry (`owner`, `start_time`, `ttl`, `proto`, `label`, `source`,
+//! `token`) and keeps whatever else it finds.
+//!
+//! # Guarantees
+//! - No two live leases, from any number of processes and threads, share a port.
+//! - A port is handed out only if it can be bound, without `SO_REUSEADDR`, for the
+//!   protocols asked (by default on `0.0.0.0` and `[::]`, which catches a server on
+//!   any local address, and a port in `TIME_WAIT`).
+//! - A lease ends when its owner is gone: the owner is recorded as pid plus process
+//!   start time, so a reused pid does not keep a dead lease alive.
+//! - A process killed at any moment never leaves a torn registry; a failed write fails
+//!   the operation and leaves the registry as it was.
+//! - A damaged registry is never taken for an empty one: its bytes are kept aside as
+//!   `port_registry.json.corrupt-<time>` and every entry still readable is kept.
+//!   Entries portlease does not understand are kept, and their ports not handed out.
+//!
+//! # Security
+//! The registry directory is created with mode 0700 and its files 0600. portlease
+//! refuses a directory owned by another user or writable by group or others (whoever
+//! can write there can forge or delete leases), and a registry or lock file that is a
+//! symbolic link. To share ports between users, run one `portlease serve` that all of
+//! them ask. Leases are cooperative: they keep out processes that ask portlease (or the
+//! seed, or a portpicker client of `portlease serve`); the bind check catches the
+//! others only while they hold the port.
+//!
+//! # Pitfalls
+//! - A port is only checked, not held, between the lease and your server's `bind`: a
+//!   process that uses no registry may take it in between. Prefer
+//!   [`Lease::into_listener`] when the server runs in your process.
+//! - Ports in the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`)
+//!   can be taken by any outgoing connection; portlease warns when a range overlaps it.
+//! - The seed judges every entry by its `timestamp` alone (stale after 300 s). A lease
+//!   meant to last longer must be renewed within 300 s if seed processes share the
+//!   directory, or they will reclaim it.
+//! - `Owner::Nobody` leases (the default of `portlease alloc`) end only by TTL or
+//!   release.
+//! - With a `host`, the check binds that address alone, as the seed did: a server on
+//!   another local address is then missed.
+
+#![deny(missing_docs)]
+
+mod allocator;
+mod directory;
+mod error;
+mod lease;
+mod lock;
+pub mod probe;
+mod process;
+mod record;
+mod registry;
+mod request;
+mod seed_api;
+pub mod sockets;
+mod snapshot;
+
+pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
+pub use directory::{DIR_ENV, default_dir, is_ram_backed};
+pub use error::{Error, Result};
+pub use lease::Lease;
+pub use process::ProcessId;
+pub use record::SEED_LEASE_SECS;
+pub use registry::{LOCK_FILE, REGISTRY_FILE};
+pub use request::{DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, Request};
+pub use seed_api::{allocate_port, release_port};
+pub use snapshot::{EntryKind, LeaseInfo};

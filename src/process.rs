@@ -1,0 +1,77 @@
+//! Who owns a lease, and whether that owner is still alive.
+//!
+//! A pid alone is not an identity: pids are reused, so a lease records its owner's pid
+//! together with the owner's start time (where the platform tells it). A lease whose
+//! pid now names another process is as dead as one whose pid names nothing.
+
+use std::collections::HashMap;
+
+#[cfg(target_os = "linux")]
+#[path = "process/linux.rs"]
+mod imp;
+#[cfg(not(target_os = "linux"))]
+#[path = "process/other.rs"]
+mod imp;
+
+/// One process, as a lease records it: its pid and, where known, its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The process id.
+    pub pid: u32,
+    /// When the process started, in the platform's units (Linux: clock ticks since
+    /// boot, field 22 of `/proc/PID/stat`); `None` where the platform does not say.
+    pub start_time: Option<u64>,
+}
+
+impl ProcessId {
+    /// The calling process.
+    pub fn current() -> ProcessId {
+        let pid = std::process::id();
+        ProcessId {
+            pid,
+            start_time: imp::start_time(pid).flatten(),
+        }
+    }
+
+    /// The running process with this pid, or `None` when there is none (or it is a
+    /// zombie: it has exited and its sockets are closed).
+    pub fn of_running(pid: u32) -> Option<ProcessId> {
+        match imp::start_time(pid) {
+            Some(start_time) => Some(ProcessId { pid, start_time }),
+            None => None,
+        }
+    }
+
+    /// Whether this very process is still running: its pid exists and, when a start
+    /// time is recorded, the process with that pid started at that time.
+    pub fn is_alive(&self) -> bool {
+        alive(self.pid, self.start_time, imp::start_time)
+    }
+}
+
+fn alive(pid: u32, recorded: Option<u64>, lookup: impl FnOnce(u32) -> Option<Option<u64>>) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    match (lookup(pid), recorded) {
+        (None, _) => false,
+        (Some(now), Some(recorded)) => now.is_none_or(|now| now == recorded),
+        (Some(_), None) => true,
+    }
+}
+
+/// Answers "is this owner alive?" at most once per pid within one transaction, so a
+/// registry holding many leases of one process costs one look-up.
+#[derive(Default)]
+pub(crate) struct LivenessCache {
+    seen: HashMap<u32, Option<Option<u64>>>,
+}
+
+impl LivenessCache {
+    pub(crate) fn is_alive(&mut self, owner: ProcessId) -> bool {
+        let seen = &mut self.seen;
+        alive(owner.pid, owner.start_time, |pid| {
+            *seen.entry(pid).or_insert_with(|| imp::start_time(pid))
+        })
+    }
+}

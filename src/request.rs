@@ -1,0 +1,328 @@
+//! What a caller asks for: which ports, how many, for whom and for how long.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The range searched when a request names none: the seed's default, 10000-10999.
+pub const DEFAULT_RANGE: RangeInclusive<u16> = 10000..=10999;
+/// How long a lease lives unless the request says otherwise: the seed's 300 s.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// Which protocols a port must be free for (and is leased for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP only (the default).
+    #[default]
+    Tcp,
+    /// UDP only.
+    Udp,
+    /// Both TCP and UDP.
+    Both,
+}
+
+impl Protocol {
+    /// The name used in the registry and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Both => "both",
+        }
+    }
+
+    pub(crate) fn tcp(self) -> bool {
+        self != Protocol::Udp
+    }
+
+    pub(crate) fn udp(self) -> bool {
+        self != Protocol::Tcp
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Protocol> {
+        match text {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            "both" => Ok(Protocol::Both),
+            _ => Err(Error::invalid(format!(
+                "unknown protocol {text:?}: use tcp, udp or both"
+            ))),
+        }
+    }
+}
+
+/// Whose lease it is: the lease ends when its owner process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Owner {
+    /// The calling process (the default).
+    #[default]
+    CurrentProcess,
+    /// Another running process, e.g. a child that will bind the port.
+    Process(u32),
+    /// No process: the lease lives by its TTL alone (for callers that exit before the
+    /// port is used). Needs a TTL.
+    Nobody,
+}
+
+/// A request for ports, built step by step and handed to
+/// [`Allocator::allocate`](crate::Allocator::allocate).
+///
+/// ```
+/// use portlease::{Owner, Protocol, Request};
+/// use std::time::Duration;
+///
+/// let request = Request::new()
+///     .range(20000..=20099)
+///     .prefer(20042)
+///     .count(2)
+///     .protocol(Protocol::Both)
+///     .owner(Owner::Nobody)
+///     .ttl(Some(Duration::from_secs(60)))
+///     .label("integration db");
+/// # let _ = request;
+/// ```
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) preferred: Option<u16>,
+    pub(crate) ranges: Vec<RangeInclusive<u16>>,
+    pub(crate) excluded: BTreeSet<u16>,
+    pub(crate) count: usize,
+    pub(crate) block: bool,
+    pub(crate) protocol: Protocol,
+    pub(crate) host: Option<IpAddr>,
+    pub(crate) owner: Owner,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) label: Option<String>,
+    pub(crate) source: String,
+    pub(crate) max_per_owner: Option<usize>,
+}
+
+impl Default for Request {
+    fn default() -> Request {
+        Request {
+            preferred: None,
+            ranges: Vec::new(),
+            excluded: BTreeSet::new(),
+            count: 1,
+            block: false,
+            protocol: Protocol::Tcp,
+            host: None,
+            owner: Owner::CurrentProcess,
+            ttl: Some(DEFAULT_TTL),
+            label: None,
+            source: "library".into(),
+            max_per_owner: None,
+        }
+    }
+}
+
+impl Request {
+    /// One TCP port from 10000-10999, owned by the calling process, for 300 s.
+    pub fn new() -> Request {
+        Request::default()
+    }
+
+    /// Try this port first; when it is taken, fall back to the ranges.
+    pub fn prefer(mut self, port: u16) -> Request {
+        self.preferred = Some(port);
+        self
+    }
+
+    /// Search this inclusive range. The first call replaces the default range;
+    /// later calls add more ranges, searched in order.
+    pub fn range(mut self, range: RangeInclusive<u16>) -> Request {
+        self.ranges.push(range);
+        self
+    }
+
+    /// Never hand out this port.
+    pub fn exclude(mut self, port: u16) -> Request {
+        self.excluded.insert(port);
+        self
+    }
+
+    /// How many ports to lease at once (default 1), all in one transaction.
+    pub fn count(mut self, count: usize) -> Request {
+        self.count = count;
+        self
+    }
+
+    /// Lease the ports as one block of consecutive ports.
+    pub fn block(mut self, block: bool) -> Request {
+        self.block = block;
+        self
+    }
+
+    /// Which protocols the ports must be free for (default TCP).
+    pub fn protocol(mut self, protocol: Protocol) -> Request {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Check the ports on this address only (plus `::1` when it is `127.0.0.1`), as
+    /// the seed does. By default they are checked on the wildcard addresses `0.0.0.0`
+    /// and `[::]`, which catches a server on any local address.
+    pub fn host(mut self, host: IpAddr) -> Request {
+        self.host = Some(host);
+        self
+    }
+
+    /// Whose lease it is (default: the calling process).
+    pub fn owner(mut self, owner: Owner) -> Request {
+        self.owner = owner;
+        self
+    }
+
+    /// How long the lease lives unless renewed (default 300 s); `None` for as long as
+    /// its owner process lives.
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Request {
+        self.ttl = ttl;
+        self
+    }
+
+    /// A label shown by `portlease list`, and by which leases can be released together.
+    pub fn label(mut self, label: impl Into<String>) -> Request {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Which tool asked (recorded in the lease; default "library").
+    pub fn source(mut self, source: impl Into<String>) -> Request {
+        self.source = source.into();
+        self
+    }
+
+    /// Refuse the request when the owner already holds this many leases.
+    pub fn max_per_owner(mut self, limit: usize) -> Request {
+        self.max_per_owner = Some(limit);
+        self
+    }
+
+    /// The ranges searched: the ones given, or the default.
+    pub fn ranges(&self) -> &[RangeInclusive<u16>] {
+        if self.ranges.is_empty() {
+            std::slice::from_ref(&DEFAULT_RANGE)
+        } else {
+            &self.ranges
+        }
+    }
+
+    /// Checks the request on its own, before any lock is taken.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.count == 0 {
+            return Err(Error::invalid("a count of 0 ports: ask for at least 1"));
+        }
+        if self.preferred == Some(0) || self.excluded.contains(&0) {
+            return Err(Error::invalid("port 0 is not a port: use 1-65535"));
+        }
+        for range in self.ranges() {
+            if *range.start() == 0 {
+                return Err(Error::invalid(format!(
+                    "range {}: port 0 is not a port, start at 1 or above",
+                    describe_range(range)
+                )));
+            }
+            if range.start() > range.end() {
+                return Err(Error::invalid(format!(
+                    "range {}: its start is above its end; write START-END with START <= END",
+                    describe_range(range)
+                )));
+            }
+        }
+        if self.ttl == Some(Duration::ZERO) {
+            return Err(Error::invalid("a TTL of 0 s would end the lease at once"));
+        }
+        if self.ttl.is_none() && self.owner == Owner::Nobody {
+            return Err(Error::invalid(
+                "a lease with no owner process needs a TTL, or it would never end",
+            ));
+        }
+        let available = self.candidates().len();
+        if self.count > available {
+            return Err(Error::invalid(format!(
+                "{} ports asked for, but {} holds only {available} (after exclusions)",
+                self.count,
+                self.describe_ranges()
+            )));
+        }
+        if self.block && self.count > self.ranges().iter().map(range_len).max().unwrap_or(0) {
+            return Err(Error::invalid(format!(
+                "a block of {} consecutive ports does not fit in {}",
+                self.count,
+                self.describe_ranges()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every port the ranges offer, minus exclusions: sorted, without duplicates.
+    pub(crate) fn candidates(&self) -> Vec<u16> {
+        let mut ports: Vec<u16> = self
+            .ranges()
+            .iter()
+            .flat_map(|range| range.clone())
+            .filter(|port| !self.excluded.contains(port))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
+    /// The ranges as people write them: "10000-10999, 20000-20099".
+    pub fn describe_ranges(&self) -> String {
+        let ranges: Vec<String> = self.ranges().iter().map(describe_range).collect();
+        ranges.join(", ")
+    }
+}
+
+fn range_len(range: &RangeInclusive<u16>) -> usize {
+    range.clone().count()
+}
+
+fn describe_range(range: &RangeInclusive<u16>) -> String {
+    format!("{}-{}", range.start(), range.end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(request: Request) -> String {
+        match request.validate() {
+            Err(Error::InvalidRequest(message)) => message,
+            other => panic!("expected an invalid request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        assert!(invalid(Request::new().count(0)).contains("count of 0"));
+        assert!(invalid(Request::new().range(5..=3)).contains("5-3"));
+        assert!(invalid(Request::new().range(0..=3)).contains("port 0"));
+        assert!(invalid(Request::new().prefer(0)).contains("port 0"));
+        assert!(invalid(Request::new().range(1..=3).count(4)).contains("only 3"));
+        assert!(invalid(Request::new().range(1..=3).range(5..=6).count(4).block(true)).contains("block of 4"));
+        assert!(invalid(Request::new().owner(Owner::Nobody).ttl(None)).contains("TTL"));
+    }
+
+    #[test]
+    fn candidates_skip_exclusions_and_duplicates() {
+        let request = Request::new().range(5..=7).range(6..=8).exclude(7);
+        assert_eq!(request.candidates(), [5, 6, 8]);
+        assert_eq!(Request::new().candidates().len(), 1000);
+    }
+}
