@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::directory;
@@ -104,7 +104,9 @@ impl Allocator {
         warn_if_ephemeral(request.ranges());
         let owner = match request.owner {
             Owner::CurrentProcess => Some(ProcessId::current()),
-            Owner::Process(pid) => Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?),
+            Owner::Process(pid) => {
+                Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
+            }
             Owner::Nobody => None,
         };
         let candidates = request.candidates();
@@ -114,10 +116,18 @@ impl Allocator {
             if let (Some(limit), Some(owner)) = (request.max_per_owner, owner) {
                 let held = txn.leases_of(owner.pid);
                 if held >= limit {
-                    return Err(Error::OwnerLimit { pid: owner.pid, held });
+                    return Err(Error::OwnerLimit {
+                        pid: owner.pid,
+                        held,
+                    });
                 }
             }
-            let taken: HashSet<u16> = txn.registry.entries.keys().filter_map(|k| port_of_key(k)).collect();
+            let taken: HashSet<u16> = txn
+                .registry
+                .entries
+                .keys()
+                .filter_map(|k| port_of_key(k))
+                .collect();
             let mut usable = |port: u16| -> Result<bool> {
                 Ok(!taken.contains(&port) && is_port_free(port, request.protocol, request.host)?)
             };
@@ -133,7 +143,9 @@ impl Allocator {
                     source: Some(request.source.clone()),
                     token: Some(token.clone()),
                 };
-                txn.registry.entries.insert(port.to_string(), record.to_value());
+                txn.registry
+                    .entries
+                    .insert(port.to_string(), record.to_value());
             }
             if let Some(&last) = ports.last() {
                 txn.lock.write_cursor(last);
@@ -151,7 +163,9 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release(&self, port: u16) -> Result<bool> {
-        Ok(!self.release_where(|info| info.port == Some(port))?.is_empty())
+        Ok(!self
+            .release_where(|info| info.port == Some(port))?
+            .is_empty())
     }
 
     /// Ends every lease for which `matches` is true (say, all with one label or one
@@ -161,7 +175,11 @@ impl Allocator {
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release_where(&self, matches: impl Fn(&LeaseInfo) -> bool) -> Result<Vec<LeaseInfo>> {
         self.transact(|txn| {
-            let released = txn.snapshot().into_iter().filter(|info| matches(info)).collect::<Vec<_>>();
+            let released = txn
+                .snapshot()
+                .into_iter()
+                .filter(|info| matches(info))
+                .collect::<Vec<_>>();
             for info in &released {
                 txn.registry.entries.remove(&info.key);
             }
@@ -190,7 +208,12 @@ impl Allocator {
     }
 
     /// Renews the given ports, checking the token when one is given.
-    pub(crate) fn renew_matching(&self, ports: &[u16], token: Option<&str>, ttl: Option<Duration>) -> Result<()> {
+    pub(crate) fn renew_matching(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
         if ttl == Some(Duration::ZERO) {
             return Err(Error::invalid("a TTL of 0 s would end the lease at once"));
         }
@@ -272,7 +295,10 @@ impl Allocator {
 
     /// Runs `work` under the lock on the registry as it is now, then writes the
     /// registry if `work` changed it and succeeded. A failed `work` changes nothing.
-    pub(crate) fn transact<T>(&self, work: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn transact<T>(
+        &self,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let lock = RegistryLock::acquire(&self.dir, self.lock_timeout)?;
         let registry = Registry::load(&self.dir)?;
         let mut txn = Transaction {
@@ -299,7 +325,9 @@ impl Transaction<'_> {
             .registry
             .entries
             .iter()
-            .map(|(key, value)| LeaseInfo::describe(key, &Record::read(value), self.now, &mut self.liveness))
+            .map(|(key, value)| {
+                LeaseInfo::describe(key, &Record::read(value), self.now, &mut self.liveness)
+            })
             .collect();
         infos.sort_by_key(|info| (info.port.is_none(), info.port, info.key.clone()));
         infos
@@ -307,10 +335,18 @@ impl Transaction<'_> {
 
     /// Removes every stale entry and returns what it removed.
     pub(crate) fn reclaim_stale(&mut self) -> Vec<LeaseInfo> {
-        let stale: Vec<LeaseInfo> = self.snapshot().into_iter().filter(|info| info.stale).collect();
+        let stale: Vec<LeaseInfo> = self
+            .snapshot()
+            .into_iter()
+            .filter(|info| info.stale)
+            .collect();
         for info in &stale {
             self.registry.entries.remove(&info.key);
-            log::info!("reclaimed the stale lease on {} (pid {:?})", info.key, info.pid);
+            log::info!(
+                "reclaimed the stale lease on {} (pid {:?})",
+                info.key,
+                info.pid
+            );
         }
         self.changed |= !stale.is_empty();
         stale
@@ -336,7 +372,9 @@ fn pick(
     let count = request.count;
     if let Some(preferred) = request.preferred.filter(|p| !request.excluded.contains(p)) {
         if request.block {
-            let block = preferred.checked_add(count as u16 - 1).map(|last| preferred..=last);
+            let block = preferred
+                .checked_add(count as u16 - 1)
+                .map(|last| preferred..=last);
             if let Some(block) = block
                 && block.clone().all(|p| !request.excluded.contains(&p))
                 && all_usable(block.clone(), usable)?
@@ -392,7 +430,11 @@ fn pick(
 
 /// Visits the candidates from the first one after `cursor`, wrapping around, until
 /// `visit` returns true.
-fn next_fit(candidates: &[u16], cursor: Option<u16>, mut visit: impl FnMut(u16) -> Result<bool>) -> Result<()> {
+fn next_fit(
+    candidates: &[u16],
+    cursor: Option<u16>,
+    mut visit: impl FnMut(u16) -> Result<bool>,
+) -> Result<()> {
     let start = cursor.map_or(0, |c| candidates.partition_point(|&p| p <= c));
     for &port in candidates[start..].iter().chain(&candidates[..start]) {
         if visit(port)? {
@@ -402,7 +444,10 @@ fn next_fit(candidates: &[u16], cursor: Option<u16>, mut visit: impl FnMut(u16) 
     Ok(())
 }
 
-fn all_usable(ports: RangeInclusive<u16>, usable: &mut impl FnMut(u16) -> Result<bool>) -> Result<bool> {
+fn all_usable(
+    ports: RangeInclusive<u16>,
+    usable: &mut impl FnMut(u16) -> Result<bool>,
+) -> Result<bool> {
     for port in ports {
         if !usable(port)? {
             return Ok(false);

@@ -49,7 +49,10 @@ pub(crate) fn prepare(dir: &Path) -> Result<()> {
     }
     let meta = std::fs::metadata(dir).map_err(|e| Error::io("cannot inspect", dir, e))?;
     if !meta.is_dir() {
-        return Err(not_a_directory(dir, std::io::ErrorKind::NotADirectory.into()));
+        return Err(not_a_directory(
+            dir,
+            std::io::ErrorKind::NotADirectory.into(),
+        ));
     }
     // SAFETY: geteuid cannot fail and touches no memory.
     let me = unsafe { libc::geteuid() };
@@ -97,6 +100,8 @@ pub fn is_ram_backed(dir: &Path) -> Option<bool> {
         return None;
     }
     // SAFETY: statfs returned 0, so it filled `stat`.
+    // f_type's width differs between platforms, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
     let kind = unsafe { stat.assume_init() }.f_type as i64;
     Some(kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
 }

@@ -28,7 +28,12 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub(crate) fn new(allocator: Allocator, ports: Vec<u16>, token: String, request: &Request) -> Lease {
+    pub(crate) fn new(
+        allocator: Allocator,
+        ports: Vec<u16>,
+        token: String,
+        request: &Request,
+    ) -> Lease {
         Lease {
             allocator,
             ports,
@@ -71,7 +76,8 @@ impl Lease {
     /// # Errors
     /// [`Error::LeaseLost`] when the lease already ended; lock and I/O errors.
     pub fn renew(&self, ttl: Option<Duration>) -> Result<()> {
-        self.allocator.renew_matching(&self.ports, Some(&self.token), ttl)
+        self.allocator
+            .renew_matching(&self.ports, Some(&self.token), ttl)
     }
 
     /// Hands the lease to another running process (say, a child spawned after the
@@ -81,11 +87,12 @@ impl Lease {
     /// [`Error::NoSuchProcess`], [`Error::LeaseLost`]; lock and I/O errors.
     pub fn transfer_to(&self, pid: u32) -> Result<()> {
         let owner = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
-        self.allocator.update_leases(&self.ports, Some(&self.token), |lease, _| {
-            lease.pid = owner.pid;
-            lease.owner = Some(owner);
-            Ok(())
-        })
+        self.allocator
+            .update_leases(&self.ports, Some(&self.token), |lease, _| {
+                lease.pid = owner.pid;
+                lease.owner = Some(owner);
+                Ok(())
+            })
     }
 
     /// Binds a TCP listener to the leased port and ends the lease: from then on the
@@ -96,9 +103,10 @@ impl Lease {
     /// [`Error::InvalidRequest`] for a lease of several ports, [`Error::Bind`].
     pub fn into_listener(self) -> Result<TcpListener> {
         let socket = self.bind_single(Type::STREAM)?;
-        socket
-            .listen(1024)
-            .map_err(|source| Error::Bind { addr: self.address(), source })?;
+        socket.listen(1024).map_err(|source| Error::Bind {
+            addr: self.address(),
+            source,
+        })?;
         self.end_after_bind();
         Ok(socket.into())
     }
@@ -115,7 +123,10 @@ impl Lease {
     }
 
     fn address(&self) -> SocketAddr {
-        SocketAddr::new(self.host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), self.port())
+        SocketAddr::new(
+            self.host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            self.port(),
+        )
     }
 
     fn bind_single(&self, kind: Type) -> Result<Socket> {
@@ -140,7 +151,10 @@ impl Lease {
     fn end_after_bind(mut self) {
         self.held = false;
         if let Err(e) = self.allocator.release_token(&self.ports, &self.token) {
-            log::warn!("port {} is bound, but its lease could not be ended: {e}", self.port());
+            log::warn!(
+                "port {} is bound, but its lease could not be ended: {e}",
+                self.port()
+            );
         }
     }
 }

@@ -99,8 +99,8 @@ mod record;
 mod registry;
 mod request;
 mod seed_api;
-pub mod sockets;
 mod snapshot;
+pub mod sockets;
 
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
 pub use directory::{DIR_ENV, default_dir, is_ram_backed};

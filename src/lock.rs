@@ -88,9 +88,10 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => Error::Unsafe {
                 path: path.to_path_buf(),
-                reason: "the lock file is a symbolic link; remove it (portlease never follows links \
+                reason:
+                    "the lock file is a symbolic link; remove it (portlease never follows links \
                          in its directory)"
-                    .into(),
+                        .into(),
             },
             _ => Error::io("cannot open the lock file", path, e),
         })

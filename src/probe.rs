@@ -34,7 +34,10 @@ pub fn is_port_free(port: u16, protocol: Protocol, host: Option<IpAddr>) -> Resu
         Some(ip) => &[(ip, true)],
     };
     for &(ip, asked_for) in addresses {
-        for (wanted, kind) in [(protocol.tcp(), Type::STREAM), (protocol.udp(), Type::DGRAM)] {
+        for (wanted, kind) in [
+            (protocol.tcp(), Type::STREAM),
+            (protocol.udp(), Type::DGRAM),
+        ] {
             if !wanted {
                 continue;
             }

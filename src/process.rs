@@ -36,10 +36,7 @@ impl ProcessId {
     /// The running process with this pid, or `None` when there is none (or it is a
     /// zombie: it has exited and its sockets are closed).
     pub fn of_running(pid: u32) -> Option<ProcessId> {
-        match imp::start_time(pid) {
-            Some(start_time) => Some(ProcessId { pid, start_time }),
-            None => None,
-        }
+        imp::start_time(pid).map(|start_time| ProcessId { pid, start_time })
     }
 
     /// Whether this very process is still running: its pid exists and, when a start

@@ -125,7 +125,11 @@ impl LeaseRecord {
         if let Some(start_time) = self.owner.and_then(|o| o.start_time) {
             map.insert("start_time".into(), start_time.into());
         }
-        for (key, value) in [("label", &self.label), ("source", &self.source), ("token", &self.token)] {
+        for (key, value) in [
+            ("label", &self.label),
+            ("source", &self.source),
+            ("token", &self.token),
+        ] {
             if let Some(value) = value {
                 map.insert(key.into(), value.as_str().into());
             }
@@ -156,7 +160,10 @@ mod tests {
         let lease = LeaseRecord {
             pid: 42,
             timestamp: 1000.5,
-            owner: Some(ProcessId { pid: 42, start_time: Some(7) }),
+            owner: Some(ProcessId {
+                pid: 42,
+                start_time: Some(7),
+            }),
             ttl: Some(300.0),
             protocol: Protocol::Both,
             label: Some("db".into()),
@@ -177,7 +184,11 @@ mod tests {
     #[test]
     fn entries_not_understood_are_never_stale() {
         let mut liveness = LivenessCache::default();
-        for value in [json!(5), json!({"pid": "x"}), json!({"owner": "alien", "pid": 1, "timestamp": 0})] {
+        for value in [
+            json!(5),
+            json!({"pid": "x"}),
+            json!({"owner": "alien", "pid": 1, "timestamp": 0}),
+        ] {
             let record = Record::read(&value);
             assert_eq!(record, Record::Unknown, "{value}");
             assert!(!record.is_stale(1e12, &mut liveness));

@@ -86,14 +86,26 @@ impl Registry {
     pub(crate) fn save(&mut self, dir: &Path) -> Result<()> {
         if let Some(original) = &self.damaged {
             let aside = keep_aside(dir, original)?;
-            log::warn!("kept the damaged registry's original bytes as {}", aside.display());
+            log::warn!(
+                "kept the damaged registry's original bytes as {}",
+                aside.display()
+            );
             self.damaged = None;
         }
-        let mut bytes = serde_json::to_vec_pretty(&self.entries)
-            .map_err(|e| Error::io("cannot encode the registry", dir.join(REGISTRY_FILE), e.into()))?;
+        let mut bytes = serde_json::to_vec_pretty(&self.entries).map_err(|e| {
+            Error::io(
+                "cannot encode the registry",
+                dir.join(REGISTRY_FILE),
+                e.into(),
+            )
+        })?;
         bytes.push(b'\n');
         let temp = dir.join(TEMP_FILE);
-        write_new_file(&temp, &bytes, OpenOptions::new().write(true).create(true).truncate(true))?;
+        write_new_file(
+            &temp,
+            &bytes,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )?;
         let path = dir.join(REGISTRY_FILE);
         std::fs::rename(&temp, &path).map_err(|e| Error::io("cannot replace the registry", path, e))
     }
@@ -135,18 +147,27 @@ fn next_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u8])>
 }
 
 fn skip_whitespace(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
     &bytes[start..]
 }
 
 fn keep_aside(dir: &Path, original: &[u8]) -> Result<PathBuf> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let aside = dir.join(format!(
         "{REGISTRY_FILE}.corrupt-{}.{:09}",
         now.as_secs(),
         now.subsec_nanos()
     ));
-    write_new_file(&aside, original, OpenOptions::new().write(true).create_new(true))?;
+    write_new_file(
+        &aside,
+        original,
+        OpenOptions::new().write(true).create_new(true),
+    )?;
     Ok(aside)
 }
 

@@ -311,11 +311,21 @@ mod tests {
     #[test]
     fn bad_requests_say_what_is_wrong() {
         assert!(invalid(Request::new().count(0)).contains("count of 0"));
-        assert!(invalid(Request::new().range(5..=3)).contains("5-3"));
+        let (start, end) = (5, 3);
+        assert!(invalid(Request::new().range(start..=end)).contains("5-3"));
         assert!(invalid(Request::new().range(0..=3)).contains("port 0"));
         assert!(invalid(Request::new().prefer(0)).contains("port 0"));
         assert!(invalid(Request::new().range(1..=3).count(4)).contains("only 3"));
-        assert!(invalid(Request::new().range(1..=3).range(5..=6).count(4).block(true)).contains("block of 4"));
+        assert!(
+            invalid(
+                Request::new()
+                    .range(1..=3)
+                    .range(5..=6)
+                    .count(4)
+                    .block(true)
+            )
+            .contains("block of 4")
+        );
         assert!(invalid(Request::new().owner(Owner::Nobody).ttl(None)).contains("TTL"));
     }
 

@@ -52,7 +52,12 @@ pub struct LeaseInfo {
 }
 
 impl LeaseInfo {
-    pub(crate) fn describe(key: &str, record: &Record, now: f64, liveness: &mut LivenessCache) -> LeaseInfo {
+    pub(crate) fn describe(
+        key: &str,
+        record: &Record,
+        now: f64,
+        liveness: &mut LivenessCache,
+    ) -> LeaseInfo {
         let mut info = LeaseInfo {
             key: key.to_owned(),
             port: port_of_key(key),
@@ -76,7 +81,9 @@ impl LeaseInfo {
                 info.owner_alive = lease.owner.map(|owner| liveness.is_alive(owner));
                 info.age_secs = Some(now - lease.timestamp);
                 info.ttl_secs = lease.ttl;
-                info.ttl_left_secs = lease.ttl.map(|ttl| (ttl - (now - lease.timestamp)).max(0.0));
+                info.ttl_left_secs = lease
+                    .ttl
+                    .map(|ttl| (ttl - (now - lease.timestamp)).max(0.0));
                 info.protocol = Some(lease.protocol);
                 info.label = lease.label.clone();
                 info.source = lease.source.clone();
@@ -86,7 +93,8 @@ impl LeaseInfo {
                 info.pid = Some(*pid);
                 info.age_secs = Some(now - timestamp);
                 info.ttl_secs = Some(crate::record::SEED_LEASE_SECS);
-                info.ttl_left_secs = Some((crate::record::SEED_LEASE_SECS - (now - timestamp)).max(0.0));
+                info.ttl_left_secs =
+                    Some((crate::record::SEED_LEASE_SECS - (now - timestamp)).max(0.0));
             }
             Record::Unknown => {}
         }

@@ -26,12 +26,19 @@ pub struct BoundSocket {
 pub fn sockets_on_port(port: u16) -> Vec<BoundSocket> {
     let mut found = Vec::new();
     let mut inodes = Vec::new();
-    for (file, protocol) in [("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp")] {
+    for (file, protocol) in [
+        ("tcp", "tcp"),
+        ("tcp6", "tcp"),
+        ("udp", "udp"),
+        ("udp6", "udp"),
+    ] {
         let Ok(table) = std::fs::read_to_string(format!("/proc/net/{file}")) else {
             continue;
         };
         for line in table.lines().skip(1) {
-            if let Some((address, state, inode)) = parse_line(line).filter(|(a, ..)| a.port() == port) {
+            if let Some((address, state, inode)) =
+                parse_line(line).filter(|(a, ..)| a.port() == port)
+            {
                 found.push(BoundSocket {
                     protocol: protocol.into(),
                     address,
@@ -61,7 +68,9 @@ fn parse_line(line: &str) -> Option<(SocketAddr, u8, u64)> {
     let state = u8::from_str_radix(fields.get(3)?, 16).ok()?;
     let inode = fields.get(9)?.parse().ok()?;
     let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(ip, 16).ok()?.to_ne_bytes(),
+        )),
         32 => {
             let mut bytes = [0u8; 16];
             for (i, chunk) in bytes.chunks_mut(4).enumerate() {
@@ -106,7 +115,11 @@ fn owners_of(inodes: &[u64]) -> HashMap<u64, u32> {
         return owners;
     };
     for process in processes.flatten() {
-        let Some(pid) = process.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else {
@@ -157,7 +170,10 @@ mod tests {
         assert_eq!(addr, "127.0.0.1:10000".parse().expect("address"));
         assert_eq!((state, inode), (0x0A, 4242));
         let v6 = "   0: 00000000000000000000000001000000:2711 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 77 1 0";
-        assert_eq!(parse_line(v6).map(|l| l.0), Some("[::1]:10001".parse().expect("address")));
+        assert_eq!(
+            parse_line(v6).map(|l| l.0),
+            Some("[::1]:10001".parse().expect("address"))
+        );
     }
 
     #[test]
@@ -166,7 +182,9 @@ mod tests {
         let port = listener.local_addr().expect("address").port();
         let found = sockets_on_port(port);
         assert!(
-            found.iter().any(|s| s.state == "LISTEN" && s.pid == Some(std::process::id())),
+            found
+                .iter()
+                .any(|s| s.state == "LISTEN" && s.pid == Some(std::process::id())),
             "{found:?}"
         );
     }

@@ -104,7 +104,12 @@ fn parse_protocol(text: &str) -> Result<Protocol, String> {
 impl LeaseOptions {
     /// The request these options describe, for `owner` with `default_ttl` unless
     /// `--ttl` says otherwise.
-    pub(crate) fn request(&self, owner: Owner, default_ttl: Option<Duration>, source: &str) -> Request {
+    pub(crate) fn request(
+        &self,
+        owner: Owner,
+        default_ttl: Option<Duration>,
+        source: &str,
+    ) -> Request {
         let mut request = Request::new()
             .count(self.count.unwrap_or(1))
             .block(self.block)

@@ -18,7 +18,7 @@ use super::{Global, exit};
 #[derive(clap::Args, Debug)]
 pub(crate) struct CheckArgs {
     /// The ports to check
-    #[arg(value_name = "PORT", required = true, value_parser = parse_port, allow_hyphen_values = true)]
+    #[arg(value_name = "PORT", required = true, value_parser = parse_port)]
     ports: Vec<u16>,
     /// Print JSON instead of text
     #[arg(long)]
@@ -42,7 +42,10 @@ pub(crate) fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
     let mut states = Vec::new();
     for &port in &args.ports {
         let bindable = is_port_free(port, Protocol::Both, None)?;
-        let lease = leases.iter().find(|info| info.port == Some(port) && !info.stale).cloned();
+        let lease = leases
+            .iter()
+            .find(|info| info.port == Some(port) && !info.stale)
+            .cloned();
         let sockets = sockets_on_port(port);
         states.push(PortState {
             port,
@@ -59,7 +62,11 @@ pub(crate) fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
             println!("{}", describe(state));
         }
     }
-    Ok(if states.iter().all(|s| s.free) { 0 } else { exit::NOT_FREE })
+    Ok(if states.iter().all(|s| s.free) {
+        0
+    } else {
+        exit::NOT_FREE
+    })
 }
 
 fn describe(state: &PortState) -> String {
@@ -67,10 +74,16 @@ fn describe(state: &PortState) -> String {
     if let Some(lease) = &state.lease {
         let owner = match (lease.pid, lease.owned_by_process) {
             (Some(pid), true) => format!("pid {pid}"),
-            (Some(pid), false) if lease.kind == portlease::EntryKind::Seed => format!("pid {pid} (seed)"),
+            (Some(pid), false) if lease.kind == portlease::EntryKind::Seed => {
+                format!("pid {pid} (seed)")
+            }
             _ => "no process".into(),
         };
-        let label = lease.label.as_deref().map(|l| format!(", label {l:?}")).unwrap_or_default();
+        let label = lease
+            .label
+            .as_deref()
+            .map(|l| format!(", label {l:?}"))
+            .unwrap_or_default();
         parts.push(format!("leased to {owner}{label}"));
     }
     for socket in &state.sockets {
@@ -79,7 +92,10 @@ fn describe(state: &PortState) -> String {
             (Some(pid), None) => format!("pid {pid}"),
             _ => "a process not visible to you".into(),
         };
-        parts.push(format!("{} {} {} by {holder}", socket.protocol, socket.state, socket.address));
+        parts.push(format!(
+            "{} {} {} by {holder}",
+            socket.protocol, socket.state, socket.address
+        ));
     }
     if parts.is_empty() && !state.bindable {
         parts.push("cannot be bound".into());

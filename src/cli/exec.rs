@@ -42,7 +42,10 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
     let forwarding = Arc::new(Mutex::new(Forwarding::default()));
     forward_signals(Arc::clone(&forwarding))?;
 
-    let request = args.lease.request(Owner::CurrentProcess, None, "exec").count(count);
+    let request = args
+        .lease
+        .request(Owner::CurrentProcess, None, "exec")
+        .count(count);
     let lease = global.allocator()?.allocate(&request)?;
     let ports = lease.ports().to_vec();
 
@@ -136,7 +139,8 @@ struct Forwarding {
 /// Forwards SIGINT, SIGTERM and SIGHUP to the child once it runs. One mutex guards
 /// the pid and the signals kept before it, so none is lost in between.
 fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot listen for signals")?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot listen for signals")?;
     std::thread::Builder::new()
         .name("portlease-signals".into())
         .spawn(move || {

@@ -33,7 +33,9 @@ pub(crate) fn run(global: &Global, args: &ListArgs) -> anyhow::Result<i32> {
 
 /// Prints leases as aligned columns, for people.
 pub(crate) fn print_table(leases: &[LeaseInfo]) {
-    let header = ["PORT", "PROTO", "PID", "OWNER", "AGE", "TTL LEFT", "SOURCE", "STATE", "LABEL"];
+    let header = [
+        "PORT", "PROTO", "PID", "OWNER", "AGE", "TTL LEFT", "SOURCE", "STATE", "LABEL",
+    ];
     let rows: Vec<[String; 9]> = leases.iter().map(row).collect();
     let mut widths = header.map(str::len);
     for row in &rows {

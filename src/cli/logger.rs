@@ -28,7 +28,12 @@ impl Log for StderrLogger {
 
 /// Shows `default` and above, one level more per `-v`.
 pub(crate) fn init(default: LevelFilter, verbose: u8) {
-    let levels = [LevelFilter::Warn, LevelFilter::Info, LevelFilter::Debug, LevelFilter::Trace];
+    let levels = [
+        LevelFilter::Warn,
+        LevelFilter::Info,
+        LevelFilter::Debug,
+        LevelFilter::Trace,
+    ];
     let start = levels.iter().position(|&l| l == default).unwrap_or(0);
     let level = levels[(start + usize::from(verbose)).min(levels.len() - 1)];
     if log::set_logger(&StderrLogger).is_ok() {

@@ -11,7 +11,7 @@ mod list;
 mod logger;
 mod release;
 mod renew;
-
+mod serve;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,7 +89,7 @@ enum Command {
     Check(check::CheckArgs),
     Exec(exec::ExecArgs),
     Info(info::InfoArgs),
-
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the command line; returns the exit code.
@@ -99,6 +99,7 @@ pub(crate) fn main() -> i32 {
         Err(e) => return report_usage_error(e),
     };
     let default_level = match cli.command {
+        Command::Serve(_) => log::LevelFilter::Info,
 
         _ => log::LevelFilter::Warn,
     };
@@ -112,7 +113,7 @@ pub(crate) fn main() -> i32 {
         Command::Check(args) => check::run(&cli.global, args),
         Command::Exec(args) => exec::run(&cli.global, args),
         Command::Info(args) => info::run(&cli.global, args),
-
+        Command::Serve(args) => serve::run(&cli.global, args),
     };
     match result {
         Ok(code) => code,
@@ -136,8 +137,10 @@ fn exit_code(error: &anyhow::Error) -> i32 {
 /// Help and version go to stdout as clap writes them; errors become one line.
 fn report_usage_error(error: clap::Error) -> i32 {
     use clap::error::ErrorKind;
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
-        || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) || error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
     {
         let _ = error.print();
         return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
@@ -150,6 +153,10 @@ fn report_usage_error(error: clap::Error) -> i32 {
     // one line.
     let text = error.render().to_string();
     let message = text.split("\n\nUsage:").next().unwrap_or(&text);
+    let message = message
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or(message);
     let message = message.strip_prefix("error: ").unwrap_or(message);
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
     eprintln!("portlease: error: {message} (see `portlease --help`)");

@@ -13,7 +13,7 @@ use super::args::{UsageError, parse_port};
 #[derive(clap::Args, Debug)]
 pub(crate) struct ReleaseArgs {
     /// The ports to release
-    #[arg(value_name = "PORT", value_parser = parse_port, allow_hyphen_values = true)]
+    #[arg(value_name = "PORT", value_parser = parse_port)]
     ports: Vec<u16>,
     /// Release every lease with this label
     #[arg(long, value_name = "TEXT", conflicts_with = "ports")]
@@ -26,9 +26,14 @@ pub(crate) struct ReleaseArgs {
 pub(crate) fn run(global: &Global, args: &ReleaseArgs) -> anyhow::Result<i32> {
     let matches: Box<dyn Fn(&LeaseInfo) -> bool> = match (&args.label, args.owner_pid) {
         (Some(label), _) => Box::new(move |info| info.label.as_deref() == Some(label)),
-        (None, Some(pid)) => Box::new(move |info| info.owned_by_process && info.pid == Some(pid.into())),
+        (None, Some(pid)) => {
+            Box::new(move |info| info.owned_by_process && info.pid == Some(pid.into()))
+        }
         (None, None) if args.ports.is_empty() => {
-            return Err(UsageError("name the ports to release, or --label TEXT, or --owner-pid PID".into()).into());
+            return Err(UsageError(
+                "name the ports to release, or --label TEXT, or --owner-pid PID".into(),
+            )
+            .into());
         }
         (None, None) => Box::new(|info| info.port.is_some_and(|p| args.ports.contains(&p))),
     };

@@ -9,7 +9,7 @@ use super::args::{Ttl, parse_port, parse_ttl};
 #[derive(clap::Args, Debug)]
 pub(crate) struct RenewArgs {
     /// The leased ports to renew
-    #[arg(value_name = "PORT", required = true, value_parser = parse_port, allow_hyphen_values = true)]
+    #[arg(value_name = "PORT", required = true, value_parser = parse_port)]
     ports: Vec<u16>,
     /// The new lifetime in seconds [default: the lease's own]
     #[arg(long, value_name = "SECS", value_parser = parse_ttl, allow_hyphen_values = true)]

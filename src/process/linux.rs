@@ -45,6 +45,9 @@ mod tests {
 
     #[test]
     fn this_process_has_a_start_time() {
-        assert!(matches!(super::start_time(std::process::id()), Some(Some(_))));
+        assert!(matches!(
+            super::start_time(std::process::id()),
+            Some(Some(_))
+        ));
     }
 }

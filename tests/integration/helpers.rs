@@ -1,0 +1,241 @@
+//! What the tests share: temp registries, port ranges, the worker processes and a
+//! small builder that runs the real binary.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use portlease::Allocator;
+use tempfile::TempDir;
+
+/// Ports 20000-32699, below the usual ephemeral range, cut into blocks of 100: each
+/// test uses the block of its own number, written once at its top, and no other.
+pub fn ports(block: u16) -> std::ops::RangeInclusive<u16> {
+    assert!(block < 127, "port block {block} is past 32699");
+    let start = 20000 + block * 100;
+    start..=start + 99
+}
+
+/// The `count` ports at the start of a test's block.
+pub fn first_ports(block: u16, count: u16) -> std::ops::RangeInclusive<u16> {
+    let start = *ports(block).start();
+    start..=start + count - 1
+}
+
+/// A fresh registry directory and an allocator on it.
+pub fn registry() -> (TempDir, Allocator) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let allocator = Allocator::with_dir(dir.path()).expect("an allocator on a temp dir");
+    (dir, allocator)
+}
+
+/// The registry file as JSON.
+pub fn registry_json(dir: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join(portlease::REGISTRY_FILE)).expect("the registry");
+    serde_json::from_str(&text).expect("the registry is a JSON object")
+}
+
+/// Seconds since the Unix epoch, as the registry writes them.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time after 1970")
+        .as_secs_f64()
+}
+
+/// Nanoseconds on the system-wide monotonic clock (the one Python's
+/// `time.monotonic_ns` reads), for comparing holds across processes.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// One port held from `start` to `end` (monotonic ns) by process `by`.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub port: u16,
+    pub start: u64,
+    pub end: u64,
+    /// The pid that held it, for the report of an overlap.
+    pub by: u32,
+}
+
+/// Every pair of holds of one port that overlapped in time.
+pub fn overlapping(holds: &[Hold]) -> Vec<(Hold, Hold)> {
+    let mut by_port: HashMap<u16, Vec<Hold>> = HashMap::new();
+    for hold in holds {
+        by_port.entry(hold.port).or_default().push(*hold);
+    }
+    let mut overlaps = Vec::new();
+    for holds in by_port.values_mut() {
+        holds.sort_by_key(|h| h.start);
+        for (i, a) in holds.iter().enumerate() {
+            for b in &holds[i + 1..] {
+                if b.start >= a.end {
+                    break;
+                }
+                overlaps.push((*a, *b));
+            }
+        }
+    }
+    overlaps
+}
+
+/// Parses `HOLD port start end pid` lines, as workers print them.
+pub fn parse_holds(stdout: &str) -> Vec<Hold> {
+    stdout
+        .lines()
+        // libtest may print "test worker::worker ... " before the first line.
+        .filter_map(|line| line.split_once("HOLD ").map(|(_, rest)| rest))
+        .map(|line| {
+            let f: Vec<u64> = line
+                .split(' ')
+                .map(|x| x.parse().expect("a number"))
+                .collect();
+            Hold {
+                port: f[0] as u16,
+                start: f[1],
+                end: f[2],
+                by: f[3] as u32,
+            }
+        })
+        .collect()
+}
+
+/// Starts this test binary again as a worker process (see `worker.rs`).
+pub fn worker(mode: &str, dir: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(std::env::current_exe().expect("the test binary"));
+    command
+        .args([
+            "worker::worker",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PORTLEASE_WORKER", mode)
+        .env("PORTLEASE_WORKER_DIR", dir)
+        .env("PORTLEASE_WORKER_ARGS", args.join(" "))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
+}
+
+/// Starts a worker and waits for the first line it prints with `prefix`; returns the
+/// child and the rest of that line.
+pub fn start_worker_until(mut command: Command, prefix: &str) -> (Child, String) {
+    let mut child = command.spawn().expect("a worker process");
+    let stdout = child.stdout.take().expect("the worker's stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a line from the worker");
+        if let Some((_, rest)) = line.split_once(prefix) {
+            return (child, rest.trim().to_owned());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the worker ended without printing {prefix:?}");
+}
+
+/// The path of the `portlease` binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portlease"))
+}
+
+/// Runs the real binary in a registry dir: `Run::new(dir).args([..]).run()`.
+pub struct Run {
+    command: Command,
+}
+
+impl Run {
+    pub fn new(dir: &Path) -> Run {
+        let mut command = Command::new(binary());
+        command
+            .env("PORTLEASE_DIR", dir)
+            .env_remove("RUST_BACKTRACE");
+        Run { command }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn arg_path(mut self, path: &Path) -> Run {
+        self.command.arg(path);
+        self
+    }
+
+    pub fn run(mut self) -> Outcome {
+        let output = self
+            .command
+            .stdin(Stdio::null())
+            .output()
+            .expect("the portlease binary runs");
+        Outcome(output)
+    }
+}
+
+/// What a run of the binary did.
+pub struct Outcome(pub Output);
+
+impl Outcome {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().expect("an exit code, not a signal")
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+
+    /// Asserts exit 0; returns stdout.
+    pub fn success(&self) -> String {
+        assert_eq!(
+            self.code(),
+            0,
+            "stdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
+        self.stdout()
+    }
+
+    /// Asserts the exit code and a one-line error naming `needle`; returns stderr.
+    pub fn fails(&self, code: i32, needle: &str) -> String {
+        let stderr = self.stderr();
+        assert_eq!(
+            self.code(),
+            code,
+            "stdout: {}\nstderr: {stderr}",
+            self.stdout()
+        );
+        assert!(stderr.starts_with("portlease: error: "), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.success()).expect("the output is JSON of the documented shape")
+    }
+}
+
+/// The registry's bytes, or none.
+pub fn registry_bytes(dir: &Path) -> Option<Vec<u8>> {
+    std::fs::read(dir.join(portlease::REGISTRY_FILE)).ok()
+}

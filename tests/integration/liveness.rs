@@ -1,0 +1,144 @@
+//! Leases end with their owner: a killed process, a reused pid, a passed TTL.
+
+use std::time::Duration;
+
+use portlease::{Error, Owner, ProcessId, Request};
+use serde_json::json;
+
+use crate::helpers::{first_ports, registry, registry_json, start_worker_until, unix_now, worker};
+
+#[test]
+fn a_killed_owners_lease_goes_to_the_next_allocation() {
+    let (dir, allocator) = registry();
+    let range = first_ports(2, 1);
+    let args = [range.start().to_string(), range.end().to_string()];
+    let (mut holder, port) = start_worker_until(worker("hold", dir.path(), &args), "PORT ");
+    let port: u16 = port.parse().expect("a port number");
+    let one_port = Request::new().range(range.clone());
+    assert!(
+        matches!(allocator.allocate(&one_port), Err(Error::Exhausted { .. })),
+        "held while it lives"
+    );
+
+    holder.kill().expect("SIGKILL");
+    wait_without_reaping(holder.id());
+    // Not reaped yet: a zombie holds no sockets and counts as gone.
+    let lease = allocator
+        .allocate(&one_port)
+        .expect("the dead owner's port");
+    assert_eq!(lease.port(), port);
+    let entry = &registry_json(dir.path())[&port.to_string()];
+    assert_eq!(
+        entry["pid"],
+        std::process::id(),
+        "the lease is ours now: {entry}"
+    );
+    holder.wait().expect("reap");
+}
+
+#[test]
+fn a_reused_pid_does_not_keep_a_lease_alive() {
+    let (dir, allocator) = registry();
+    let port = *first_ports(3, 1).start();
+    let me = ProcessId::current();
+    let start_time = me.start_time.expect("Linux tells start times");
+    let entry = |start: u64| {
+        json!({ port.to_string(): {
+            "pid": me.pid, "timestamp": unix_now(), "owner": "process",
+            "start_time": start, "ttl": null, "proto": "tcp",
+        }})
+    };
+    let one_port = Request::new().range(port..=port);
+
+    std::fs::write(
+        dir.path().join("port_registry.json"),
+        entry(start_time).to_string(),
+    )
+    .expect("write");
+    assert!(
+        matches!(allocator.allocate(&one_port), Err(Error::Exhausted { .. })),
+        "the true owner keeps it"
+    );
+
+    // The same pid, another start time: another process that got the pid later.
+    std::fs::write(
+        dir.path().join("port_registry.json"),
+        entry(start_time + 1).to_string(),
+    )
+    .expect("write");
+    let lease = allocator
+        .allocate(&one_port)
+        .expect("the stale lease is reclaimed");
+    assert_eq!(lease.port(), port);
+}
+
+#[test]
+fn a_lease_with_no_owner_ends_with_its_ttl() {
+    let (_dir, allocator) = registry();
+    let range = first_ports(4, 1);
+    let request = Request::new()
+        .range(range.clone())
+        .owner(Owner::Nobody)
+        .ttl(Some(Duration::from_millis(300)));
+    let port = allocator.allocate(&request).expect("a port").keep()[0];
+    assert!(matches!(
+        allocator.allocate(&request),
+        Err(Error::Exhausted { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(400));
+    let stale = allocator.leases().expect("leases");
+    assert!(stale[0].stale, "{stale:?}");
+    let reclaimed = allocator.gc().expect("gc");
+    assert_eq!(
+        reclaimed.iter().map(|l| l.port).collect::<Vec<_>>(),
+        [Some(port)]
+    );
+    assert!(allocator.leases().expect("leases").is_empty());
+}
+
+#[test]
+fn a_lease_for_another_process_ends_with_it() {
+    let (_dir, allocator) = registry();
+    let range = first_ports(5, 1);
+    let mut child = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep");
+    let request = Request::new()
+        .range(range.clone())
+        .owner(Owner::Process(child.id()))
+        .ttl(None);
+    let port = allocator.allocate(&request).expect("a port").keep()[0];
+    let leases = allocator.leases().expect("leases");
+    assert_eq!(
+        (leases[0].pid, leases[0].owner_alive),
+        (Some(child.id().into()), Some(true))
+    );
+    assert!(matches!(
+        allocator.allocate(&Request::new().range(range.clone())),
+        Err(Error::Exhausted { .. })
+    ));
+    child.kill().expect("kill");
+    child.wait().expect("reap");
+    assert_eq!(
+        allocator
+            .allocate(&Request::new().range(range))
+            .expect("reclaimed")
+            .port(),
+        port
+    );
+
+    let gone = Request::new().owner(Owner::Process(child.id()));
+    assert!(matches!(
+        allocator.allocate(&gone),
+        Err(Error::NoSuchProcess { .. })
+    ));
+}
+
+/// Waits until the process has exited, leaving it a zombie.
+fn wait_without_reaping(pid: u32) {
+    // SAFETY: waitid fills `info`, a valid siginfo_t; WNOWAIT leaves the child unreaped.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let done = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+    assert_eq!(done, 0, "waitid: {}", std::io::Error::last_os_error());
+}

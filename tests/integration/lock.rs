@@ -1,0 +1,39 @@
+//! The lock timeout: while another process holds the lock, a waiter gives up in time
+//! with an error that names the directory; once it is gone, work goes on.
+
+use std::time::Duration;
+
+use portlease::{Error, Request};
+
+use crate::helpers::{first_ports, registry, start_worker_until, worker};
+
+#[test]
+fn a_held_lock_times_out_with_an_error_naming_the_directory() {
+    let (dir, allocator) = registry();
+    let allocator = allocator.lock_timeout(Duration::from_millis(300));
+    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
+    let request = Request::new().range(first_ports(31, 1));
+
+    let error = allocator.allocate(&request).expect_err("the lock is held");
+    match &error {
+        Error::LockTimeout { dir: named, waited } => {
+            assert_eq!(named, dir.path());
+            assert!(*waited >= Duration::from_millis(300), "{waited:?}");
+        }
+        other => panic!("expected a lock timeout, got {other}"),
+    }
+    assert!(
+        error
+            .to_string()
+            .contains(&dir.path().display().to_string()),
+        "{error}"
+    );
+
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reap");
+    let lease = allocator
+        .lock_timeout(Duration::from_secs(30))
+        .allocate(&request)
+        .expect("the lock is free");
+    assert_eq!(lease.port(), *first_ports(31, 1).start());
+}

@@ -1,0 +1,17 @@
+//! portlease's integration tests: one test binary, real processes, sockets and files.
+//!
+//! Every test works in a temp dir of its own and on ports of its own (see
+//! `helpers::ports`), so tests run in parallel without meeting.
+
+mod cli;
+mod corruption;
+mod exec;
+mod helpers;
+mod lease;
+mod liveness;
+mod lock;
+mod probe;
+mod seed;
+mod serve;
+mod stress;
+mod worker;
