@@ -1,12 +1,12 @@
 //! The lease lifecycle: every operation is one transaction under the registry lock
 //! that reads the registry once and writes it at most once.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::directory;
 use crate::error::{Error, Result};
@@ -14,10 +14,14 @@ use crate::lease::Lease;
 use crate::lock::RegistryLock;
 use crate::probe::{ephemeral_port_range, is_port_free};
 use crate::process::{LivenessCache, ProcessId};
+use crate::queue::TurnQueue;
 use crate::record::{LeaseRecord, Record, port_of_key};
 use crate::registry::Registry;
 use crate::request::{Owner, Request};
 use crate::snapshot::LeaseInfo;
+
+/// How often allocation looks up the owner of every lease, not just of those it meets.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a caller waits for the registry lock unless told otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +46,10 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Allocator {
     dir: PathBuf,
     lock_timeout: Duration,
+    /// The turn queue for the lock, mapped once and shared by clones.
+    queue: Option<Arc<TurnQueue>>,
+    /// When this allocator (or a clone) last looked up every lease's owner.
+    last_sweep: Arc<Mutex<Option<Instant>>>,
 }
 
 /// One transaction's view of the registry.
@@ -49,7 +57,7 @@ pub(crate) struct Transaction<'a> {
     pub(crate) registry: Registry,
     pub(crate) now: f64,
     pub(crate) liveness: LivenessCache,
-    pub(crate) lock: &'a RegistryLock,
+    pub(crate) lock: &'a RegistryLock<'a>,
     dir: &'a Path,
     /// Set by whatever changes the registry: only then is it written.
     pub(crate) changed: bool,
@@ -73,8 +81,10 @@ impl Allocator {
         let dir = dir.into();
         directory::prepare(&dir)?;
         Ok(Allocator {
+            queue: TurnQueue::open(&dir).map(Arc::new),
             dir,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            last_sweep: Arc::default(),
         })
     }
 
@@ -112,9 +122,17 @@ impl Allocator {
         let candidates = request.candidates();
         let token = new_token();
         let ports = self.transact(|txn| {
-            txn.reclaim_stale();
+            // A lease past its time costs nothing to judge, so those always go; an
+            // owner's liveness costs a /proc read, so every owner is looked up only
+            // in a full sweep: once a second per allocator, and before giving up.
+            let mut swept = self.sweep_due();
+            if swept {
+                txn.reclaim_stale();
+            } else {
+                txn.reclaim_expired();
+            }
             if let (Some(limit), Some(owner)) = (request.max_per_owner, owner) {
-                let held = txn.leases_of(owner.pid);
+                let held = txn.leases_of(owner);
                 if held >= limit {
                     return Err(Error::OwnerLimit {
                         pid: owner.pid,
@@ -122,16 +140,15 @@ impl Allocator {
                     });
                 }
             }
-            let taken: HashSet<u16> = txn
-                .registry
-                .entries
-                .keys()
-                .filter_map(|k| port_of_key(k))
-                .collect();
-            let mut usable = |port: u16| -> Result<bool> {
-                Ok(!taken.contains(&port) && is_port_free(port, request.protocol, request.host)?)
+            let ports = loop {
+                match txn.pick_ports(request, &candidates) {
+                    Err(Error::Exhausted { .. }) if !swept => {
+                        swept = true;
+                        txn.reclaim_stale();
+                    }
+                    picked => break picked?,
+                }
             };
-            let ports = pick(request, &candidates, txn.lock.read_cursor(), &mut usable)?;
             for &port in &ports {
                 let record = LeaseRecord {
                     pid: owner.map_or_else(std::process::id, |o| o.pid),
@@ -148,7 +165,7 @@ impl Allocator {
                     .insert(port.to_string(), record.to_value());
             }
             if let Some(&last) = ports.last() {
-                txn.lock.write_cursor(last);
+                txn.lock.set_cursor(last);
             }
             txn.changed = true;
             log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
@@ -293,13 +310,25 @@ impl Allocator {
         self.transact(|txn| Ok(txn.reclaim_stale()))
     }
 
+    /// Whether a full sweep of owners is due (and if so, it counts as done now).
+    fn sweep_due(&self) -> bool {
+        let Ok(mut last) = self.last_sweep.lock() else {
+            return true;
+        };
+        let due = last.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    }
+
     /// Runs `work` under the lock on the registry as it is now, then writes the
     /// registry if `work` changed it and succeeded. A failed `work` changes nothing.
     pub(crate) fn transact<T>(
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let lock = RegistryLock::acquire(&self.dir, self.lock_timeout)?;
+        let lock = RegistryLock::acquire(&self.dir, self.lock_timeout, self.queue.as_deref())?;
         let registry = Registry::load(&self.dir)?;
         let mut txn = Transaction {
             // A salvaged registry is written back at once, its original kept aside.
@@ -340,7 +369,65 @@ impl Transaction<'_> {
             .into_iter()
             .filter(|info| info.stale)
             .collect();
-        for info in &stale {
+        self.remove(&stale);
+        stale
+    }
+
+    /// Removes the entries whose time has run out, without looking up any owner.
+    fn reclaim_expired(&mut self) {
+        let now = self.now;
+        let expired: Vec<String> = self
+            .registry
+            .entries
+            .iter()
+            .filter(|(_, value)| Record::read(value).has_expired(now))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.registry.entries.remove(&key);
+            log::info!("reclaimed the expired lease on {key}");
+            self.changed = true;
+        }
+    }
+
+    /// Chooses ports for `request` among `candidates`. A port whose every lease is
+    /// stale counts as free, and those leases are removed on the way.
+    fn pick_ports(&mut self, request: &Request, candidates: &[u16]) -> Result<Vec<u16>> {
+        let mut leased: HashMap<u16, Vec<(String, Record)>> = HashMap::new();
+        for (key, value) in &self.registry.entries {
+            if let Some(port) = port_of_key(key) {
+                leased
+                    .entry(port)
+                    .or_default()
+                    .push((key.clone(), Record::read(value)));
+            }
+        }
+        let (now, liveness) = (self.now, &mut self.liveness);
+        let mut stale_met = Vec::new();
+        let mut usable = |port: u16| -> Result<bool> {
+            if let Some(entries) = leased.get(&port) {
+                if entries
+                    .iter()
+                    .any(|(_, record)| !record.is_stale(now, liveness))
+                {
+                    return Ok(false);
+                }
+                stale_met.extend(entries.iter().map(|(key, _)| key.clone()));
+            }
+            is_port_free(port, request.protocol, request.host)
+        };
+        let picked = pick(request, candidates, self.lock.cursor(), &mut usable);
+        for key in stale_met {
+            if self.registry.entries.remove(&key).is_some() {
+                log::info!("reclaimed the stale lease on {key}");
+                self.changed = true;
+            }
+        }
+        picked
+    }
+
+    fn remove(&mut self, stale: &[LeaseInfo]) {
+        for info in stale {
             self.registry.entries.remove(&info.key);
             log::info!(
                 "reclaimed the stale lease on {} (pid {:?})",
@@ -349,14 +436,14 @@ impl Transaction<'_> {
             );
         }
         self.changed |= !stale.is_empty();
-        stale
     }
 
-    fn leases_of(&self, pid: u32) -> usize {
+    /// How many live-or-not leases `owner` (this very process) holds.
+    fn leases_of(&self, owner: ProcessId) -> usize {
         self.registry
             .entries
             .values()
-            .filter(|value| matches!(Record::read(value), Record::Lease(lease) if lease.owner.is_some_and(|o| o.pid == pid)))
+            .filter(|value| matches!(Record::read(value), Record::Lease(lease) if lease.owner == Some(owner)))
             .count()
     }
 }

@@ -95,6 +95,7 @@ mod lease;
 mod lock;
 pub mod probe;
 mod process;
+mod queue;
 mod record;
 mod registry;
 mod request;

@@ -62,13 +62,21 @@ impl Record {
         }
     }
 
+    /// Whether the entry's time has run out: judged without looking up any owner.
+    pub(crate) fn has_expired(&self, now: f64) -> bool {
+        match self {
+            Record::Lease(lease) => lease.has_expired(now),
+            Record::Seed { timestamp, .. } => now - timestamp > SEED_LEASE_SECS,
+            Record::Unknown => false,
+        }
+    }
+
     /// Whether the lease has ended: its owner is gone or its time has run out.
     /// An entry not understood is never stale.
     pub(crate) fn is_stale(&self, now: f64, liveness: &mut LivenessCache) -> bool {
         match self {
             Record::Lease(lease) => lease.is_stale(now, liveness),
-            Record::Seed { timestamp, .. } => now - timestamp > SEED_LEASE_SECS,
-            Record::Unknown => false,
+            Record::Seed { .. } | Record::Unknown => self.has_expired(now),
         }
     }
 }

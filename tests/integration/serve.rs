@@ -54,6 +54,19 @@ impl Server {
         self.log.lock().expect("log").join("\n")
     }
 
+    /// The log, once it holds `needle` (the server logs after it answers), or after a
+    /// bounded wait.
+    fn log_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM; returns the exit code.
     fn stop(mut self) -> Option<i32> {
         // SAFETY: signals our own child process.
@@ -187,7 +200,7 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
         .parse()
         .expect("a port once the clients are gone");
     assert!(pool.contains(&port));
-    let log = server.log();
+    let log = server.log_with(&format!("granted port {port}"));
     assert!(
         log.contains("granted port") && log.contains("refused pid"),
         "{log}"
@@ -228,7 +241,7 @@ fn bad_requests_are_refused_in_silence_and_logged_with_the_reason() {
         .parse()
         .expect("a port for a live pid");
     assert!(pool.contains(&port));
-    let log = server.log();
+    let log = server.log_with(&format!("granted port {port} to pid {me}"));
     for (_, reason) in cases {
         assert!(log.contains(reason), "{reason:?} not logged:\n{log}");
     }
@@ -325,11 +338,8 @@ fn one_pid_cannot_drain_the_pool() {
     let answers: Vec<String> = (0..3).map(|_| ask(&address, me.as_bytes())).collect();
     assert!(answers[0].trim().parse::<u16>().is_ok() && answers[1].trim().parse::<u16>().is_ok());
     assert_eq!(answers[2], "", "the third is refused");
-    assert!(
-        server.log().contains("already holds 2 leases"),
-        "{}",
-        server.log()
-    );
+    let log = server.log_with("already holds 2 leases");
+    assert!(log.contains("already holds 2 leases"), "{log}");
     Run::new(dir.path())
         .args(["serve", "--max-per-pid", "0"])
         .run()
