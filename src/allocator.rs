@@ -11,10 +11,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::directory;
 use crate::error::{Error, Result};
 use crate::lease::Lease;
-use crate::lock::RegistryLock;
+use crate::lock::{LockSite, RegistryLock};
 use crate::probe::{ephemeral_port_range, is_port_free};
 use crate::process::{LivenessCache, ProcessId};
-use crate::queue::TurnQueue;
+
 use crate::record::{LeaseRecord, Record, port_of_key};
 use crate::registry::Registry;
 use crate::request::{Owner, Request};
@@ -46,8 +46,8 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Allocator {
     dir: PathBuf,
     lock_timeout: Duration,
-    /// The turn queue for the lock, mapped once and shared by clones.
-    queue: Option<Arc<TurnQueue>>,
+    /// The lock file and turn queue, opened once and shared by clones.
+    lock: Arc<LockSite>,
     /// When this allocator (or a clone) last looked up every lease's owner.
     last_sweep: Arc<Mutex<Option<Instant>>>,
 }
@@ -81,7 +81,7 @@ impl Allocator {
         let dir = dir.into();
         directory::prepare(&dir)?;
         Ok(Allocator {
-            queue: TurnQueue::open(&dir).map(Arc::new),
+            lock: Arc::new(LockSite::new(&dir)),
             dir,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             last_sweep: Arc::default(),
@@ -328,7 +328,7 @@ impl Allocator {
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let lock = RegistryLock::acquire(&self.dir, self.lock_timeout, self.queue.as_deref())?;
+        let lock = self.lock.acquire(self.lock_timeout)?;
         let registry = Registry::load(&self.dir)?;
         let mut txn = Transaction {
             // A salvaged registry is written back at once, its original kept aside.

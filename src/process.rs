@@ -5,6 +5,7 @@
 //! pid now names another process is as dead as one whose pid names nothing.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 #[cfg(target_os = "linux")]
 #[path = "process/linux.rs"]
@@ -26,10 +27,20 @@ pub struct ProcessId {
 impl ProcessId {
     /// The calling process.
     pub fn current() -> ProcessId {
+        // Read once per process; the pid is compared, since a forked child has its own.
+        static CURRENT: Mutex<Option<ProcessId>> = Mutex::new(None);
         let pid = std::process::id();
-        ProcessId {
-            pid,
-            start_time: imp::start_time(pid).flatten(),
+        let mut cached = CURRENT.lock().unwrap_or_else(PoisonError::into_inner);
+        match *cached {
+            Some(current) if current.pid == pid => current,
+            _ => {
+                let current = ProcessId {
+                    pid,
+                    start_time: imp::start_time(pid).flatten(),
+                };
+                *cached = Some(current);
+                current
+            }
         }
     }
 

@@ -37,3 +37,24 @@ fn a_held_lock_times_out_with_an_error_naming_the_directory() {
         .expect("the lock is free");
     assert_eq!(lease.port(), *first_ports(31, 1).start());
 }
+
+#[test]
+fn a_deleted_lock_file_is_not_locked_alone() {
+    let (dir, allocator) = registry();
+    let allocator = allocator.lock_timeout(Duration::from_millis(300));
+    let request = Request::new().range(first_ports(32, 1));
+    drop(
+        allocator
+            .allocate(&request)
+            .expect("a port: the lock file is open now"),
+    );
+    // Someone cleans the directory up; another process creates the lock file anew.
+    std::fs::remove_file(dir.path().join(portlease::LOCK_FILE)).expect("rm");
+    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
+    let error = allocator
+        .allocate(&request)
+        .expect_err("the new lock file is held");
+    assert!(matches!(error, Error::LockTimeout { .. }), "{error}");
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reap");
+}
