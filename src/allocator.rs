@@ -16,7 +16,7 @@ use crate::probe::{ephemeral_port_range, is_port_free};
 use crate::process::{LivenessCache, ProcessId};
 
 use crate::record::{LeaseRecord, Record, port_of_key};
-use crate::registry::Registry;
+use crate::registry::{Entry, Registry};
 use crate::request::{Owner, Request};
 use crate::snapshot::LeaseInfo;
 
@@ -122,14 +122,12 @@ impl Allocator {
         let candidates = request.candidates();
         let token = new_token();
         let ports = self.transact(|txn| {
-            // A lease past its time costs nothing to judge, so those always go; an
-            // owner's liveness costs a /proc read, so every owner is looked up only
-            // in a full sweep: once a second per allocator, and before giving up.
+            // Judging a lease costs parsing it, and its owner a /proc read: so the
+            // leases the search meets are judged, and all of them only in a full
+            // sweep, once a second per allocator and before giving up.
             let mut swept = self.sweep_due();
             if swept {
                 txn.reclaim_stale();
-            } else {
-                txn.reclaim_expired();
             }
             if let (Some(limit), Some(owner)) = (request.max_per_owner, owner) {
                 let held = txn.leases_of(owner);
@@ -162,7 +160,7 @@ impl Allocator {
                 };
                 txn.registry
                     .entries
-                    .insert(port.to_string(), record.to_value());
+                    .insert(port.to_string(), Entry::new(record));
             }
             if let Some(&last) = ports.last() {
                 txn.lock.set_cursor(last);
@@ -254,20 +252,20 @@ impl Allocator {
         self.transact(|txn| {
             for &port in ports {
                 let key = port.to_string();
-                let record = txn.registry.entries.get(&key).map(Record::read);
-                let mut lease = match record {
-                    Some(Record::Lease(lease))
+                let Some(entry) = txn.registry.entries.get_mut(&key) else {
+                    return Err(Error::LeaseLost { port });
+                };
+                let mut lease = match entry.record() {
+                    Record::Lease(lease)
                         if token.is_none_or(|t| lease.token.as_deref() == Some(t))
                             && !lease.is_stale(txn.now, &mut txn.liveness) =>
                     {
-                        lease
+                        lease.clone()
                     }
                     _ => return Err(Error::LeaseLost { port }),
                 };
                 change(&mut lease, txn.now)?;
-                if let Some(entry) = txn.registry.entries.get_mut(&key) {
-                    merge_into(entry, lease.to_value());
-                }
+                entry.update(lease);
             }
             txn.changed = true;
             Ok(())
@@ -281,7 +279,7 @@ impl Allocator {
             let mut lost = None;
             for &port in ports {
                 let key = port.to_string();
-                match txn.registry.entries.get(&key).map(Record::read) {
+                match txn.registry.entries.get(&key).map(Entry::record) {
                     Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => {
                         txn.registry.entries.remove(&key);
                         txn.changed = true;
@@ -354,8 +352,8 @@ impl Transaction<'_> {
             .registry
             .entries
             .iter()
-            .map(|(key, value)| {
-                LeaseInfo::describe(key, &Record::read(value), self.now, &mut self.liveness)
+            .map(|(key, entry)| {
+                LeaseInfo::describe(key, entry.record(), self.now, &mut self.liveness)
             })
             .collect();
         infos.sort_by_key(|info| (info.port.is_none(), info.port, info.key.clone()));
@@ -373,33 +371,13 @@ impl Transaction<'_> {
         stale
     }
 
-    /// Removes the entries whose time has run out, without looking up any owner.
-    fn reclaim_expired(&mut self) {
-        let now = self.now;
-        let expired: Vec<String> = self
-            .registry
-            .entries
-            .iter()
-            .filter(|(_, value)| Record::read(value).has_expired(now))
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in expired {
-            self.registry.entries.remove(&key);
-            log::info!("reclaimed the expired lease on {key}");
-            self.changed = true;
-        }
-    }
-
     /// Chooses ports for `request` among `candidates`. A port whose every lease is
     /// stale counts as free, and those leases are removed on the way.
     fn pick_ports(&mut self, request: &Request, candidates: &[u16]) -> Result<Vec<u16>> {
-        let mut leased: HashMap<u16, Vec<(String, Record)>> = HashMap::new();
-        for (key, value) in &self.registry.entries {
+        let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
+        for (key, entry) in &self.registry.entries {
             if let Some(port) = port_of_key(key) {
-                leased
-                    .entry(port)
-                    .or_default()
-                    .push((key.clone(), Record::read(value)));
+                leased.entry(port).or_default().push((key, entry));
             }
         }
         let (now, liveness) = (self.now, &mut self.liveness);
@@ -408,15 +386,16 @@ impl Transaction<'_> {
             if let Some(entries) = leased.get(&port) {
                 if entries
                     .iter()
-                    .any(|(_, record)| !record.is_stale(now, liveness))
+                    .any(|(_, entry)| !entry.record().is_stale(now, liveness))
                 {
                     return Ok(false);
                 }
-                stale_met.extend(entries.iter().map(|(key, _)| key.clone()));
+                stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
             }
             is_port_free(port, request.protocol, request.host)
         };
         let picked = pick(request, candidates, self.lock.cursor(), &mut usable);
+        drop(leased);
         for key in stale_met {
             if self.registry.entries.remove(&key).is_some() {
                 log::info!("reclaimed the stale lease on {key}");
@@ -443,7 +422,9 @@ impl Transaction<'_> {
         self.registry
             .entries
             .values()
-            .filter(|value| matches!(Record::read(value), Record::Lease(lease) if lease.owner == Some(owner)))
+            .filter(
+                |entry| matches!(entry.record(), Record::Lease(lease) if lease.owner == Some(owner)),
+            )
             .count()
     }
 }
@@ -541,14 +522,6 @@ fn all_usable(
         }
     }
     Ok(true)
-}
-
-/// Writes portlease's fields of `update` into `entry`, keeping the fields it does not
-/// know (another tool's, or a newer portlease's).
-fn merge_into(entry: &mut serde_json::Value, update: serde_json::Value) {
-    if let (Some(entry), serde_json::Value::Object(update)) = (entry.as_object_mut(), update) {
-        entry.extend(update);
-    }
 }
 
 pub(crate) fn unix_now() -> f64 {

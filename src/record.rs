@@ -8,7 +8,7 @@
 //!   object missing its fields). Those are kept as they are, and their ports are never
 //!   handed out: portlease cannot tell whether they are still in use.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::process::{LivenessCache, ProcessId};
 use crate::request::Protocol;
@@ -47,27 +47,40 @@ pub(crate) struct LeaseRecord {
     pub(crate) token: Option<String>,
 }
 
+/// The fields of an entry that portlease reads; any other field is left as it is.
+/// A field of the wrong type makes the whole entry one not understood.
+#[derive(serde::Deserialize)]
+struct Fields<'a> {
+    pid: Option<i64>,
+    timestamp: Option<f64>,
+    #[serde(borrow)]
+    owner: Option<&'a str>,
+    start_time: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    ttl: Option<Option<f64>>,
+    proto: Option<&'a str>,
+    label: Option<String>,
+    source: Option<String>,
+    token: Option<String>,
+}
+
+/// Tells a field set to `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<f64>>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
 impl Record {
-    pub(crate) fn read(value: &Value) -> Record {
-        let Some(entry) = value.as_object() else {
+    /// Reads an entry from its JSON text.
+    pub(crate) fn parse(text: &str) -> Record {
+        let Ok(fields) = serde_json::from_str::<Fields<'_>>(text) else {
             return Record::Unknown;
         };
-        let timestamp = entry.get("timestamp").and_then(Value::as_f64);
-        if entry.contains_key("owner") {
-            return LeaseRecord::read(entry).map_or(Record::Unknown, Record::Lease);
+        if fields.owner.is_some() {
+            return LeaseRecord::from_fields(fields).map_or(Record::Unknown, Record::Lease);
         }
-        match (entry.get("pid").and_then(Value::as_i64), timestamp) {
+        match (fields.pid, fields.timestamp) {
             (Some(pid), Some(timestamp)) => Record::Seed { pid, timestamp },
             _ => Record::Unknown,
-        }
-    }
-
-    /// Whether the entry's time has run out: judged without looking up any owner.
-    pub(crate) fn has_expired(&self, now: f64) -> bool {
-        match self {
-            Record::Lease(lease) => lease.has_expired(now),
-            Record::Seed { timestamp, .. } => now - timestamp > SEED_LEASE_SECS,
-            Record::Unknown => false,
         }
     }
 
@@ -76,32 +89,33 @@ impl Record {
     pub(crate) fn is_stale(&self, now: f64, liveness: &mut LivenessCache) -> bool {
         match self {
             Record::Lease(lease) => lease.is_stale(now, liveness),
-            Record::Seed { .. } | Record::Unknown => self.has_expired(now),
+            Record::Seed { timestamp, .. } => now - timestamp > SEED_LEASE_SECS,
+            Record::Unknown => false,
         }
     }
 }
 
 impl LeaseRecord {
-    fn read(entry: &Map<String, Value>) -> Option<LeaseRecord> {
-        let pid = u32::try_from(entry.get("pid")?.as_u64()?).ok()?;
-        let timestamp = entry.get("timestamp")?.as_f64()?;
-        let owner = match entry.get("owner")?.as_str()? {
+    fn from_fields(fields: Fields<'_>) -> Option<LeaseRecord> {
+        let pid = u32::try_from(fields.pid?).ok()?;
+        let timestamp = fields.timestamp?;
+        let owner = match fields.owner? {
             "process" => Some(ProcessId {
                 pid,
-                start_time: entry.get("start_time").and_then(Value::as_u64),
+                start_time: fields.start_time,
             }),
             "none" => None,
             _ => return None,
         };
-        let ttl = match entry.get("ttl") {
-            None | Some(Value::Null) => None,
-            Some(ttl) => Some(ttl.as_f64().filter(|t| *t >= 0.0)?),
+        let ttl = match fields.ttl {
+            None | Some(None) => None,
+            Some(Some(ttl)) if ttl >= 0.0 => Some(ttl),
+            Some(Some(_)) => return None,
         };
         if owner.is_none() && ttl.is_none() {
             return None;
         }
-        let text = |key: &str| entry.get(key).and_then(Value::as_str).map(str::to_owned);
-        let protocol = match entry.get("proto").and_then(Value::as_str) {
+        let protocol = match fields.proto {
             Some("udp") => Protocol::Udp,
             Some("both") => Protocol::Both,
             _ => Protocol::Tcp,
@@ -112,9 +126,9 @@ impl LeaseRecord {
             owner,
             ttl,
             protocol,
-            label: text("label"),
-            source: text("source"),
-            token: text("token"),
+            label: fields.label,
+            source: fields.source,
+            token: fields.token,
         })
     }
 
@@ -178,12 +192,15 @@ mod tests {
             source: Some("cli".into()),
             token: Some("t".into()),
         };
-        assert_eq!(Record::read(&lease.to_value()), Record::Lease(lease));
+        assert_eq!(
+            Record::parse(&lease.to_value().to_string()),
+            Record::Lease(lease)
+        );
     }
 
     #[test]
     fn seed_entries_expire_after_300_seconds_whatever_their_pid() {
-        let seed = Record::read(&json!({"pid": 999_999_999, "timestamp": 1000.0}));
+        let seed = Record::parse(&json!({"pid": 999_999_999, "timestamp": 1000.0}).to_string());
         let mut liveness = LivenessCache::default();
         assert!(!seed.is_stale(1000.0 + 299.0, &mut liveness));
         assert!(seed.is_stale(1000.0 + 301.0, &mut liveness));
@@ -197,7 +214,7 @@ mod tests {
             json!({"pid": "x"}),
             json!({"owner": "alien", "pid": 1, "timestamp": 0}),
         ] {
-            let record = Record::read(&value);
+            let record = Record::parse(&value.to_string());
             assert_eq!(record, Record::Unknown, "{value}");
             assert!(!record.is_stale(1e12, &mut liveness));
         }

@@ -4,15 +4,19 @@
 //! values are objects with at least `pid` and `timestamp`. Whatever else is in the file
 //! (entries and fields portlease does not understand) is kept as it is.
 
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::record::{LeaseRecord, Record};
 
 /// The registry file, shared with the seed.
 pub const REGISTRY_FILE: &str = "port_registry.json";
@@ -21,9 +25,58 @@ pub const LOCK_FILE: &str = "port_registry.lock";
 /// Where a new registry is written before it is renamed over the old one.
 const TEMP_FILE: &str = "port_registry.json.tmp";
 
+/// One entry: its text as read (written back byte for byte unless portlease changes
+/// it), and what portlease makes of it, worked out when first asked: a transaction
+/// that meets few entries reads few.
+pub(crate) struct Entry {
+    raw: Box<RawValue>,
+    record: OnceCell<Record>,
+}
+
+impl Entry {
+    fn read(raw: Box<RawValue>) -> Entry {
+        Entry {
+            raw,
+            record: OnceCell::new(),
+        }
+    }
+
+    /// A new entry for a lease.
+    pub(crate) fn new(lease: LeaseRecord) -> Entry {
+        let raw = to_raw(&lease.to_value());
+        Entry {
+            raw,
+            record: OnceCell::from(Record::Lease(lease)),
+        }
+    }
+
+    /// What the entry says.
+    pub(crate) fn record(&self) -> &Record {
+        self.record.get_or_init(|| Record::parse(self.raw.get()))
+    }
+
+    /// Rewrites portlease's fields with `lease`, keeping every field it does not know
+    /// (another tool's, or a newer portlease's).
+    pub(crate) fn update(&mut self, lease: LeaseRecord) {
+        let mut fields: Map<String, Value> =
+            serde_json::from_str(self.raw.get()).unwrap_or_default();
+        if let Value::Object(ours) = lease.to_value() {
+            fields.extend(ours);
+        }
+        self.raw = to_raw(&Value::Object(fields));
+        self.record = OnceCell::from(Record::Lease(lease));
+    }
+}
+
+fn to_raw(value: &Value) -> Box<RawValue> {
+    // A Value always serializes, and its text is valid JSON.
+    serde_json::value::to_raw_value(value)
+        .unwrap_or_else(|_| unreachable!("a JSON value serializes"))
+}
+
 /// The registry's entries, keyed as in the file.
 pub(crate) struct Registry {
-    pub(crate) entries: Map<String, Value>,
+    pub(crate) entries: BTreeMap<String, Entry>,
     /// The original bytes of a file that did not parse whole; they are kept aside
     /// before the salvaged registry replaces them.
     damaged: Option<Vec<u8>>,
@@ -48,19 +101,25 @@ impl Registry {
     }
 
     fn parse(bytes: Vec<u8>, path: &Path) -> Registry {
+        let read = |pairs: BTreeMap<String, Box<RawValue>>| -> BTreeMap<String, Entry> {
+            pairs
+                .into_iter()
+                .map(|(key, raw)| (key, Entry::read(raw)))
+                .collect()
+        };
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Registry {
-                entries: Map::new(),
+                entries: BTreeMap::new(),
                 damaged: None,
             };
         }
-        if let Ok(entries) = serde_json::from_slice::<Map<String, Value>>(&bytes) {
+        if let Ok(pairs) = serde_json::from_slice(&bytes) {
             return Registry {
-                entries,
+                entries: read(pairs),
                 damaged: None,
             };
         }
-        let entries = salvage(&bytes);
+        let entries = read(salvage(&bytes));
         log::warn!(
             "the registry {} is damaged ({} bytes); salvaged {} entries from it, and its \
              original bytes will be kept beside it as {REGISTRY_FILE}.corrupt-<time>",
@@ -92,29 +151,41 @@ impl Registry {
             );
             self.damaged = None;
         }
-        let mut bytes = serde_json::to_vec_pretty(&self.entries).map_err(|e| {
-            Error::io(
-                "cannot encode the registry",
-                dir.join(REGISTRY_FILE),
-                e.into(),
-            )
-        })?;
-        bytes.push(b'\n');
         let temp = dir.join(TEMP_FILE);
         write_new_file(
             &temp,
-            &bytes,
+            &self.encode(),
             OpenOptions::new().write(true).create(true).truncate(true),
         )?;
         let path = dir.join(REGISTRY_FILE);
         std::fs::rename(&temp, &path).map_err(|e| Error::io("cannot replace the registry", path, e))
     }
+
+    /// The file's text: one entry per line, each as it was read unless changed.
+    fn encode(&self) -> Vec<u8> {
+        let size: usize = self
+            .entries
+            .iter()
+            .map(|(k, e)| k.len() + e.raw.get().len() + 8)
+            .sum();
+        let mut text = Vec::with_capacity(size + 4);
+        text.push(b'{');
+        for (i, (key, entry)) in self.entries.iter().enumerate() {
+            text.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut text, key);
+            text.extend_from_slice(b": ");
+            text.extend_from_slice(entry.raw.get().as_bytes());
+        }
+        text.extend_from_slice(b"\n}\n");
+        text
+    }
 }
 
 /// Reads `{ "key": value, ... }` pair by pair and keeps every pair read whole before
 /// the first fault: a truncated file keeps the entries before the cut.
-fn salvage(bytes: &[u8]) -> Map<String, Value> {
-    let mut entries = Map::new();
+fn salvage(bytes: &[u8]) -> BTreeMap<String, Box<RawValue>> {
+    let mut entries = BTreeMap::new();
     let mut rest = skip_whitespace(bytes);
     let Some(after_brace) = rest.strip_prefix(b"{") else {
         return entries;
@@ -128,7 +199,7 @@ fn salvage(bytes: &[u8]) -> Map<String, Value> {
         let Some(after_colon) = skip_whitespace(after_key).strip_prefix(b":") else {
             return entries;
         };
-        let Some((value, after_value)) = next_json::<Value>(after_colon) else {
+        let Some((value, after_value)) = next_json::<Box<RawValue>>(after_colon) else {
             return entries;
         };
         entries.insert(key, value);
@@ -201,7 +272,7 @@ fn refuse_link_or(e: io::Error, action: &'static str, path: &Path) -> Error {
 mod tests {
     use super::*;
 
-    fn keys(entries: &Map<String, Value>) -> Vec<&str> {
+    fn keys(entries: &BTreeMap<String, Box<RawValue>>) -> Vec<&str> {
         entries.keys().map(String::as_str).collect()
     }
 
@@ -220,5 +291,27 @@ mod tests {
     fn trailing_garbage_keeps_every_entry() {
         let text = br#"{"1": {"pid": 1}, "x": [1, 2]} trailing"#;
         assert_eq!(keys(&salvage(text)), ["1", "x"]);
+    }
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+
+    #[test]
+    fn entries_are_written_back_byte_for_byte() {
+        let text = br#"{"10000": {"pid": 1, "timestamp": 1795973039.2655141, "x": [1,  2]}, "note": "kept"}"#;
+        let registry = Registry::parse(text.to_vec(), Path::new("test"));
+        let encoded = String::from_utf8(registry.encode()).expect("UTF-8");
+        assert!(
+            encoded
+                .contains(r#""10000": {"pid": 1, "timestamp": 1795973039.2655141, "x": [1,  2]}"#),
+            "{encoded}"
+        );
+        let again: Value = serde_json::from_str(&encoded).expect("valid JSON");
+        assert_eq!(
+            again,
+            serde_json::from_slice::<Value>(text).expect("valid JSON")
+        );
     }
 }
