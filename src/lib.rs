@@ -36,13 +36,28 @@
 //!
 //! # Design
 //! Every operation is one transaction: take the lock (`port_registry.lock`, an
-//! exclusive `flock`), read `port_registry.json` once, reclaim stale leases, choose
-//! ports, write the registry at most once (a temporary file renamed over the old one),
-//! release the lock. Ports are chosen next-fit: the preferred port if free, else the
-//! first free one after the last port handed out, so a port released a moment ago does
-//! not go out again at once (the hint lives in the lock file, so the registry holds
-//! nothing but leases). A waiter for the lock is woken the moment it is released: the
-//! lock is a blocking `flock` with a deadline, never a poll.
+//! exclusive `flock`), read `port_registry.json` once, choose ports, write the registry
+//! at most once (a temporary file renamed over the old one), release the lock.
+//!
+//! - **Waiting.** portlease processes wait for the lock in a first-come, first-served
+//!   queue (`port_registry.queue`, one shared page): each sleeps on a futex with a
+//!   deadline and is woken alone when its turn comes, so a waiter gets the lock the
+//!   moment it is free, and no waiter is passed over by others barging in, as happens
+//!   with `flock` alone (its p99 was 10 times higher at 16 processes). The queue only
+//!   orders waiters: the `flock` decides, so processes that do not queue (the seed)
+//!   are excluded all the same, and a queued process that dies costs the others at
+//!   most a short wait.
+//! - **Choosing.** The preferred port if free, else next-fit: the first free port after
+//!   the last one handed out, so a port released a moment ago does not go out again at
+//!   once. A port is free when no live lease holds it and it can be bound.
+//! - **Reclaiming.** A lease is judged when the search meets its port (a lease found
+//!   stale there is reclaimed and its port used); every lease is judged in a full sweep
+//!   on an allocator's first allocation, at most a second after its last sweep, and
+//!   before it reports a range exhausted; [`Allocator::gc`] sweeps on demand. Judging
+//!   costs a `/proc` read per owner, which a sweep of every transaction would spend.
+//! - **Reading little.** Entries are kept as their JSON text, written back byte for
+//!   byte, and parsed only when met, so a transaction's cost hardly grows with the
+//!   number of leases.
 //!
 //! The file format is the one of the Python module portlease grew from (the "seed"),
 //! so its processes and portlease can share one directory: keys are decimal ports,
