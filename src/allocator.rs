@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::batch::{Op, Outcome};
+use crate::board::Board;
 use crate::directory;
 use crate::error::{Error, Result};
 use crate::lease::Lease;
-use crate::lock::{LockSite, RegistryLock};
+use crate::lock::LockSite;
 use crate::probe::{ephemeral_port_range, is_port_free};
 use crate::process::{LivenessCache, ProcessId};
 
@@ -46,8 +48,10 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Allocator {
     dir: PathBuf,
     lock_timeout: Duration,
-    /// The lock file and turn queue, opened once and shared by clones.
+    /// The lock file, kept open and shared by clones.
     lock: Arc<LockSite>,
+    /// The request board, mapped once and shared by clones; `None` where there is none.
+    board: Option<Arc<Board>>,
     /// When this allocator (or a clone) last looked up every lease's owner.
     last_sweep: Arc<Mutex<Option<Instant>>>,
 }
@@ -57,7 +61,7 @@ pub(crate) struct Transaction<'a> {
     pub(crate) registry: Registry,
     pub(crate) now: f64,
     pub(crate) liveness: LivenessCache,
-    pub(crate) lock: &'a RegistryLock<'a>,
+    board: Option<&'a Board>,
     dir: &'a Path,
     /// Set by whatever changes the registry: only then is it written.
     pub(crate) changed: bool,
@@ -82,6 +86,7 @@ impl Allocator {
         directory::prepare(&dir)?;
         Ok(Allocator {
             lock: Arc::new(LockSite::new(&dir)),
+            board: Board::open(&dir).map(Arc::new),
             dir,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             last_sweep: Arc::default(),
@@ -119,57 +124,76 @@ impl Allocator {
             }
             Owner::Nobody => None,
         };
-        let candidates = request.candidates();
         let token = new_token();
-        let ports = self.transact(|txn| {
-            // Judging a lease costs parsing it, and its owner a /proc read: so the
-            // leases the search meets are judged, and all of them only in a full
-            // sweep, once a second per allocator and before giving up.
-            let mut swept = self.sweep_due();
-            if swept {
-                txn.reclaim_stale();
+        let op = Op::Allocate {
+            request: request.clone(),
+            owner,
+            pid: std::process::id(),
+            token: token.clone(),
+        };
+        match self.submit(op)? {
+            Outcome::Allocated(ports) => Ok(Lease::new(self.clone(), ports, token, request)),
+            other => Err(other.into_error(&self.dir)),
+        }
+    }
+
+    /// Leases ports in a transaction (for this process, or one whose request it
+    /// serves): the body of [`allocate`](Allocator::allocate).
+    pub(crate) fn allocate_in(
+        &self,
+        txn: &mut Transaction<'_>,
+        request: &Request,
+        owner: Option<ProcessId>,
+        pid: u32,
+        token: &str,
+    ) -> Result<Vec<u16>> {
+        // Judging a lease costs parsing it, and its owner a /proc read: so the leases
+        // the search meets are judged, and all of them only in a full sweep, once a
+        // second per allocator and before giving up.
+        let mut swept = self.sweep_due();
+        if swept {
+            txn.reclaim_stale();
+        }
+        if let (Some(limit), Some(owner)) = (request.max_per_owner, owner) {
+            let held = txn.leases_of(owner);
+            if held >= limit {
+                return Err(Error::OwnerLimit {
+                    pid: owner.pid,
+                    held,
+                });
             }
-            if let (Some(limit), Some(owner)) = (request.max_per_owner, owner) {
-                let held = txn.leases_of(owner);
-                if held >= limit {
-                    return Err(Error::OwnerLimit {
-                        pid: owner.pid,
-                        held,
-                    });
+        }
+        let candidates = request.candidates();
+        let ports = loop {
+            match txn.pick_ports(request, &candidates) {
+                Err(Error::Exhausted { .. }) if !swept => {
+                    swept = true;
+                    txn.reclaim_stale();
                 }
+                picked => break picked?,
             }
-            let ports = loop {
-                match txn.pick_ports(request, &candidates) {
-                    Err(Error::Exhausted { .. }) if !swept => {
-                        swept = true;
-                        txn.reclaim_stale();
-                    }
-                    picked => break picked?,
-                }
+        };
+        for &port in &ports {
+            let record = LeaseRecord {
+                pid: owner.map_or(pid, |o| o.pid),
+                timestamp: txn.now,
+                owner,
+                ttl: request.ttl.map(|ttl| ttl.as_secs_f64()),
+                protocol: request.protocol,
+                label: request.label.clone(),
+                source: Some(request.source.clone()),
+                token: Some(token.to_owned()),
             };
-            for &port in &ports {
-                let record = LeaseRecord {
-                    pid: owner.map_or_else(std::process::id, |o| o.pid),
-                    timestamp: txn.now,
-                    owner,
-                    ttl: request.ttl.map(|ttl| ttl.as_secs_f64()),
-                    protocol: request.protocol,
-                    label: request.label.clone(),
-                    source: Some(request.source.clone()),
-                    token: Some(token.clone()),
-                };
-                txn.registry
-                    .entries
-                    .insert(port.to_string(), Entry::new(record));
-            }
-            if let Some(&last) = ports.last() {
-                txn.lock.set_cursor(last);
-            }
-            txn.changed = true;
-            log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
-            Ok(ports)
-        })?;
-        Ok(Lease::new(self.clone(), ports, token, request))
+            txn.registry
+                .entries
+                .insert(port.to_string(), Entry::new(record));
+        }
+        if let (Some(&last), Some(board)) = (ports.last(), txn.board) {
+            board.set_cursor(last);
+        }
+        txn.changed = true;
+        log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
+        Ok(ports)
     }
 
     /// Ends the lease on `port`, whoever holds it (the seed's `release`). Returns
@@ -272,24 +296,38 @@ impl Allocator {
         })
     }
 
-    /// Ends the leases on `ports` held under `token`; the ports whose lease is no
-    /// longer this one are left alone and reported as [`Error::LeaseLost`].
+    /// Ends the leases on `ports` held under `token`; a port leased to another lease
+    /// meanwhile is left alone and reported as [`Error::LeaseLost`].
     pub(crate) fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
-        let lost = self.transact(|txn| {
-            let mut lost = None;
-            for &port in ports {
-                let key = port.to_string();
-                match txn.registry.entries.get(&key).map(Entry::record) {
-                    Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => {
-                        txn.registry.entries.remove(&key);
-                        txn.changed = true;
-                    }
-                    _ => lost = lost.or(Some(port)),
+        let op = Op::Release {
+            ports: ports.to_vec(),
+            token: token.to_owned(),
+        };
+        match self.submit(op)? {
+            Outcome::Released { lost: None } => Ok(()),
+            Outcome::Released { lost: Some(port) } => Err(Error::LeaseLost { port }),
+            other => Err(other.into_error(&self.dir)),
+        }
+    }
+
+    /// Removes the entries of `ports` held under `token`; returns the first port now
+    /// held by another lease. A port with no entry at all counts as released: that
+    /// makes a release done twice harmless (a request is served again when the
+    /// process serving it died before it could hand out the outcome).
+    pub(crate) fn release_in(txn: &mut Transaction<'_>, ports: &[u16], token: &str) -> Option<u16> {
+        let mut lost = None;
+        for &port in ports {
+            let key = port.to_string();
+            match txn.registry.entries.get(&key).map(Entry::record) {
+                None => {}
+                Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => {
+                    txn.registry.entries.remove(&key);
+                    txn.changed = true;
                 }
+                Some(_) => lost = lost.or(Some(port)),
             }
-            Ok(lost)
-        })?;
-        lost.map_or(Ok(()), |port| Err(Error::LeaseLost { port }))
+        }
+        lost
     }
 
     /// A snapshot of every entry in the registry, stale ones included (marked).
@@ -326,7 +364,23 @@ impl Allocator {
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let lock = self.lock.acquire(self.lock_timeout)?;
+        let started = Instant::now();
+        let lock = self
+            .lock
+            .lock(started + self.lock_timeout)?
+            .ok_or_else(|| self.timed_out(started))?;
+        let result = self.in_transaction(work);
+        drop(lock);
+        self.wake_next();
+        result
+    }
+
+    /// Runs `work` on the registry as it is now, the lock being held; writes the
+    /// registry if `work` changed it and succeeded.
+    pub(crate) fn in_transaction<T>(
+        &self,
+        work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
         let registry = Registry::load(&self.dir)?;
         let mut txn = Transaction {
             // A salvaged registry is written back at once, its original kept aside.
@@ -334,7 +388,7 @@ impl Allocator {
             registry,
             now: unix_now(),
             liveness: LivenessCache::default(),
-            lock: &lock,
+            board: self.board.as_deref(),
             dir: &self.dir,
         };
         let result = work(&mut txn)?;
@@ -342,6 +396,32 @@ impl Allocator {
             txn.registry.save(txn.dir)?;
         }
         Ok(result)
+    }
+
+    pub(crate) fn timed_out(&self, started: Instant) -> Error {
+        Error::LockTimeout {
+            dir: self.dir.clone(),
+            waited: started.elapsed(),
+        }
+    }
+
+    /// After the lock is released: wakes a poster still waiting to be served.
+    pub(crate) fn wake_next(&self) {
+        if let Some(board) = &self.board {
+            board.wake_one_posted();
+        }
+    }
+
+    pub(crate) fn lock_site(&self) -> &LockSite {
+        &self.lock
+    }
+
+    pub(crate) fn board(&self) -> Option<&Arc<Board>> {
+        self.board.as_ref()
+    }
+
+    pub(crate) fn deadline(&self, started: Instant) -> Instant {
+        started + self.lock_timeout
     }
 }
 
@@ -394,7 +474,12 @@ impl Transaction<'_> {
             }
             is_port_free(port, request.protocol, request.host)
         };
-        let picked = pick(request, candidates, self.lock.cursor(), &mut usable);
+        let picked = pick(
+            request,
+            candidates,
+            self.board.and_then(Board::cursor),
+            &mut usable,
+        );
         drop(leased);
         for key in stale_met {
             if self.registry.entries.remove(&key).is_some() {
@@ -415,6 +500,16 @@ impl Transaction<'_> {
             );
         }
         self.changed |= !stale.is_empty();
+    }
+
+    /// The ports leased under `token`, ascending.
+    pub(crate) fn ports_of_token(&self, token: &str) -> Vec<u16> {
+        self.registry
+            .entries
+            .iter()
+            .filter(|(_, entry)| matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token)))
+            .filter_map(|(key, _)| port_of_key(key))
+            .collect()
     }
 
     /// How many live-or-not leases `owner` (this very process) holds.

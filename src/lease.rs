@@ -56,8 +56,9 @@ impl Lease {
     /// Ends the lease now.
     ///
     /// # Errors
-    /// [`Error::LeaseLost`] when some port was no longer this lease's (it expired and
-    /// was reclaimed); the others are released all the same. Lock and I/O errors.
+    /// [`Error::LeaseLost`] when some port is leased to somebody else by now (this
+    /// lease expired and the port was handed out again); the others are released all
+    /// the same. Lock and I/O errors.
     pub fn release(mut self) -> Result<()> {
         self.held = false;
         self.allocator.release_token(&self.ports, &self.token)

@@ -104,13 +104,14 @@
 #![deny(missing_docs)]
 
 mod allocator;
+mod batch;
+mod board;
 mod directory;
 mod error;
 mod lease;
 mod lock;
 pub mod probe;
 mod process;
-mod queue;
 mod record;
 mod registry;
 mod request;

@@ -15,7 +15,7 @@ mod imp;
 mod imp;
 
 /// One process, as a lease records it: its pid and, where known, its start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessId {
     /// The process id.
     pub pid: u32,

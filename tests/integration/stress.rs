@@ -49,3 +49,47 @@ fn eight_processes_on_twelve_ports_never_share_one() {
     assert!(used.len() > 8, "only {} ports were used", used.len());
     assert!(used.iter().all(|p| range.contains(p)));
 }
+
+#[test]
+fn processes_killed_at_any_moment_never_stall_or_confuse_the_others() {
+    let (dir, _allocator) = registry();
+    let range = first_ports(12, 12);
+    let (start, end) = (range.start().to_string(), range.end().to_string());
+    let survivors: Vec<_> = (0..6)
+        .map(|_| {
+            let args = [start.clone(), end.clone(), "150".into(), "300".into()];
+            worker("cycles", dir.path(), &args)
+                .spawn()
+                .expect("a worker")
+        })
+        .collect();
+    // Meanwhile, processes that post, wait, serve and hold are killed at random moments.
+    let endless = [start.clone(), end.clone(), "1000000".into(), "0".into()];
+    for round in 0..15u64 {
+        let mut victim = worker("cycles", dir.path(), &endless)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("a victim");
+        std::thread::sleep(std::time::Duration::from_millis(20 + (round * 37) % 60));
+        victim.kill().expect("SIGKILL");
+        victim.wait().expect("reap");
+    }
+    let mut holds = Vec::new();
+    for child in survivors {
+        let output = child.wait_with_output().expect("a survivor ends");
+        assert!(
+            output.status.success(),
+            "a survivor failed: {:?}",
+            output.status
+        );
+        holds.extend(parse_holds(&String::from_utf8_lossy(&output.stdout)));
+    }
+    assert_eq!(holds.len(), 6 * 150, "every survivor finished every cycle");
+    let overlaps = overlapping(&holds);
+    assert!(
+        overlaps.is_empty(),
+        "{} overlapping holds, e.g. {:?}",
+        overlaps.len(),
+        overlaps.first()
+    );
+}
