@@ -369,7 +369,12 @@ impl Allocator {
             .lock
             .lock(started + self.lock_timeout)?
             .ok_or_else(|| self.timed_out(started))?;
+        let holding = self
+            .board
+            .as_ref()
+            .map(|board| board.mark_holder(std::process::id()));
         let result = self.in_transaction(work);
+        drop(holding);
         drop(lock);
         self.wake_next();
         result

@@ -195,6 +195,19 @@ impl Allocator {
                     GaveUp::NotServed => Err(self.timed_out(started)),
                 };
             }
+            // A portlease holder wakes a poster when it lets go: wait for that. Only
+            // a holder that does not use the board (or died) needs a poster blocking
+            // on the flock itself.
+            if let Some(holder) = board.holder() {
+                if quiet {
+                    board.clear_dead_holder(holder);
+                    posted.repost_if_server_died();
+                }
+                let before = Instant::now();
+                posted.wait(wakes, deadline.saturating_duration_since(before).min(CHECK));
+                quiet = before.elapsed() >= CHECK;
+                continue;
+            }
             if board.designate(me, quiet) {
                 if let Some(own) = self.wait_designated(board, &posted, me, deadline)? {
                     return own;
@@ -248,6 +261,7 @@ impl Allocator {
         me: ProcessId,
         own: Option<usize>,
     ) -> Option<Result<Outcome>> {
+        let holding = board.mark_holder(me.pid);
         let batch = board.take_posted(me);
         let results: Vec<Result<Outcome>> = if batch.is_empty() {
             Vec::new()
@@ -278,6 +292,7 @@ impl Allocator {
                     .collect(),
             }
         };
+        drop(holding);
         drop(lock);
         let mut own_result = None;
         for (Taken { slot, .. }, result) in batch.iter().zip(results) {

@@ -44,6 +44,9 @@ const CURSOR: usize = 0;
 const DESIGNATED: usize = 64;
 const DESIGNATED_START: usize = 72;
 const LAYOUT: usize = 128;
+/// The pid of a portlease process holding the lock, which will wake a poster when it
+/// lets go (0: none, or the holder is a process that does not use the board).
+const HOLDER: usize = 192;
 
 /// This layout and request format; a board made by another version is left alone.
 const LAYOUT_VERSION: u32 = 0x706c_0001;
@@ -109,6 +112,18 @@ unsafe impl Sync for Board {}
 impl std::fmt::Debug for Board {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Board")
+    }
+}
+
+/// Marks the board's lock holder while it lives.
+pub(crate) struct HolderMark<'b> {
+    board: &'b Board,
+    pid: u32,
+}
+
+impl Drop for HolderMark<'_> {
+    fn drop(&mut self) {
+        self.board.clear_holder(self.pid);
     }
 }
 
@@ -377,6 +392,34 @@ impl Board {
         self.u64_at(DESIGNATED_START)
             .store(me.start_time.unwrap_or(0), Ordering::Release);
         true
+    }
+
+    /// The portlease process holding the lock, if one says so.
+    pub(crate) fn holder(&self) -> Option<u32> {
+        Some(self.u32_at(HOLDER).load(Ordering::Acquire)).filter(|&pid| pid != 0)
+    }
+
+    /// Says that `me` holds the lock (and will wake a poster when it lets go), until
+    /// the mark is dropped.
+    pub(crate) fn mark_holder(&self, me: u32) -> HolderMark<'_> {
+        self.u32_at(HOLDER).store(me, Ordering::Release);
+        HolderMark {
+            board: self,
+            pid: me,
+        }
+    }
+
+    /// Forgets a holder that died holding the lock.
+    pub(crate) fn clear_dead_holder(&self, pid: u32) {
+        if !runs(pid) {
+            self.clear_holder(pid);
+        }
+    }
+
+    fn clear_holder(&self, pid: u32) {
+        let _ = self
+            .u32_at(HOLDER)
+            .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// Stops being the designated waiter.

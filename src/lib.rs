@@ -39,14 +39,18 @@
 //! exclusive `flock`), read `port_registry.json` once, choose ports, write the registry
 //! at most once (a temporary file renamed over the old one), release the lock.
 //!
-//! - **Waiting.** portlease processes wait for the lock in a first-come, first-served
-//!   queue (`port_registry.queue`, one shared page): each sleeps on a futex with a
-//!   deadline and is woken alone when its turn comes, so a waiter gets the lock the
-//!   moment it is free, and no waiter is passed over by others barging in, as happens
-//!   with `flock` alone (its p99 was 10 times higher at 16 processes). The queue only
-//!   orders waiters: the `flock` decides, so processes that do not queue (the seed)
-//!   are excluded all the same, and a queued process that dies costs the others at
-//!   most a short wait.
+//! - **Waiting, and serving each other.** An allocation or a release is posted on a
+//!   request board (`port_registry.queue`, shared memory). Whoever holds the lock
+//!   serves every posted request in its transaction (one registry read and write for
+//!   all) and hands out the outcomes; the others sleep on a futex until theirs comes.
+//!   One poster at a time blocks on the `flock` itself, so a released lock is taken
+//!   at once, with no polling; and as every holder serves every request posted before
+//!   it looked, no request waits long behind others barging in (with `flock` alone,
+//!   the p99 of a cycle was 17-25 ms at 16 processes; each request also cost its own
+//!   registry write). The board never decides who holds the lock: the `flock` does,
+//!   so processes that do not use the board (the seed) are excluded all the same. A
+//!   process that dies while posting, waiting or serving is found out by its pid, and
+//!   a request whose server died is served again, idempotently.
 //! - **Choosing.** The preferred port if free, else next-fit: the first free port after
 //!   the last one handed out, so a port released a moment ago does not go out again at
 //!   once. A port is free when no live lease holds it and it can be bound.
@@ -100,6 +104,16 @@
 //!   release.
 //! - With a `host`, the check binds that address alone, as the seed did: a server on
 //!   another local address is then missed.
+
+//!
+//! # Source map
+//! One concern per file: `allocator` (the lease lifecycle, one transaction per
+//! operation), `batch` and `board` (requests served for other processes, and the
+//! shared memory they are posted in), `lock` (the `flock` with a deadline), `registry`
+//! (the file: load with salvage, atomic save), `record` (what an entry says, whether
+//! it is stale), `request`, `lease`, `probe` (bind checks), `process` (owner identity
+//! and liveness), `sockets` (who holds a port), `directory` (where the registry lives,
+//! and whether it is safe), `snapshot` (listing), `seed_api`, `error`.
 
 #![deny(missing_docs)]
 
