@@ -196,25 +196,20 @@ impl Allocator {
                 };
             }
             // A portlease holder wakes a poster when it lets go: wait for that. Only
-            // a holder that does not use the board (or died) needs a poster blocking
-            // on the flock itself.
-            if let Some(holder) = board.holder() {
-                if quiet {
-                    board.clear_dead_holder(holder);
-                    posted.repost_if_server_died();
-                }
-                let before = Instant::now();
-                posted.wait(wakes, deadline.saturating_duration_since(before).min(CHECK));
-                quiet = before.elapsed() >= CHECK;
-                continue;
-            }
-            if board.designate(me, quiet) {
+            // a holder that does not use the board needs a poster blocking on the
+            // flock itself.
+            let holder = board.holder();
+            if holder.is_none() && board.designate(me, quiet) {
                 if let Some(own) = self.wait_designated(board, &posted, me, deadline)? {
                     return own;
                 }
                 continue;
             }
             if quiet {
+                // Nothing happened for a while: is whoever we wait on still there?
+                if let Some(holder) = holder {
+                    board.clear_dead_holder(holder);
+                }
                 posted.repost_if_server_died();
             }
             let before = Instant::now();

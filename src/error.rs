@@ -131,7 +131,13 @@ impl Error {
                 path: path.clone(),
                 reason: reason.clone(),
             },
-            other => Error::InvalidRequest(other.to_string()),
+            // A transaction as a whole fails only on its files; keep anything else's
+            // message all the same.
+            other => Error::Io {
+                action: "the transaction failed in",
+                path: PathBuf::new(),
+                source: io::Error::other(other.to_string()),
+            },
         }
     }
 
