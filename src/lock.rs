@@ -26,12 +26,14 @@ use crate::registry::LOCK_FILE;
 pub(crate) struct LockSite {
     path: PathBuf,
     /// Used by one transaction at a time; a thread that finds it busy opens its own.
-    cached: Mutex<Option<File>>,
+    /// Kept with the pid that opened it: a forked child shares the open file
+    /// description, and so the `flock`, with its parent, and must open its own.
+    cached: Mutex<Option<(u32, File)>>,
 }
 
 /// The lock file a transaction locked: the cached one, or one of its own.
 enum Held<'s> {
-    Cached(MutexGuard<'s, Option<File>>),
+    Cached(MutexGuard<'s, Option<(u32, File)>>),
     Own(File),
 }
 
@@ -102,7 +104,7 @@ impl LockSite {
             let _ = held.file().unlock();
             let reopened = open_lock_file(&self.path)?;
             match &mut held {
-                Held::Cached(cached) => **cached = Some(reopened),
+                Held::Cached(cached) => **cached = Some((std::process::id(), reopened)),
                 Held::Own(file) => *file = reopened,
             }
         }
@@ -139,8 +141,9 @@ impl LockSite {
     fn lock_file(&self) -> Result<Held<'_>> {
         Ok(match self.cached.try_lock() {
             Ok(mut cached) => {
-                if cached.is_none() {
-                    *cached = Some(open_lock_file(&self.path)?);
+                let me = std::process::id();
+                if cached.as_ref().is_none_or(|(opener, _)| *opener != me) {
+                    *cached = Some((me, open_lock_file(&self.path)?));
                 }
                 Held::Cached(cached)
             }
@@ -153,9 +156,10 @@ impl Held<'_> {
     fn file(&self) -> &File {
         match self {
             // Set just before a `Cached` is made, and only ever replaced.
-            Held::Cached(cached) => cached
-                .as_ref()
-                .unwrap_or_else(|| unreachable!("the cached lock file is open")),
+            Held::Cached(cached) => match cached.as_ref() {
+                Some((_, file)) => file,
+                None => unreachable!("the cached lock file is open"),
+            },
             Held::Own(file) => file,
         }
     }
