@@ -473,3 +473,61 @@ fn every_subcommand_explains_itself_with_an_example() {
         .success();
     assert!(version.starts_with("portlease "), "{version}");
 }
+
+#[test]
+fn warnings_reach_stderr_without_verbose() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // A range inside the kernel's ephemeral range (32768-60999 by default).
+    let ephemeral = portlease::probe::ephemeral_port_range().expect("Linux tells it");
+    let start = *ephemeral.start() + 1000;
+    let range = format!("{start}-{}", start + 9);
+    let run = Run::new(dir.path())
+        .args(["alloc", "--range", &range])
+        .run();
+    run.success();
+    assert!(
+        run.stderr()
+            .contains("overlaps the kernel's ephemeral range"),
+        "{}",
+        run.stderr()
+    );
+
+    std::fs::write(
+        dir.path().join(portlease::REGISTRY_FILE),
+        "{\"1\": {\"pid\": 1,",
+    )
+    .expect("write");
+    let run = Run::new(dir.path()).args(["list"]).run();
+    run.success();
+    assert!(run.stderr().contains("is damaged"), "{}", run.stderr());
+    let quiet = Run::new(dir.path())
+        .args(["alloc", "--range", &range])
+        .run();
+    assert!(!quiet.stderr().contains("debug:"), "{}", quiet.stderr());
+    let verbose = Run::new(dir.path())
+        .args(["-vv", "alloc", "--range", &range])
+        .run();
+    assert!(
+        verbose.stderr().contains("portlease: debug: leased"),
+        "{}",
+        verbose.stderr()
+    );
+}
+
+#[test]
+fn the_default_directory_follows_the_environment() {
+    let runtime = tempfile::tempdir().expect("a temp dir");
+    let info: Info = Run::new(Path::new("unused"))
+        .env_remove("PORTLEASE_DIR")
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .args(["info", "--json"])
+        .run()
+        .json();
+    assert_eq!(info.dir, runtime.path().join("portlease"));
+    let chosen = tempfile::tempdir().expect("a temp dir");
+    let info: Info = Run::new(chosen.path())
+        .args(["info", "--json"])
+        .run()
+        .json();
+    assert_eq!(info.dir, chosen.path(), "PORTLEASE_DIR wins");
+}

@@ -171,6 +171,16 @@ impl Run {
         self
     }
 
+    pub fn env(mut self, key: &str, value: &Path) -> Run {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn env_remove(mut self, key: &str) -> Run {
+        self.command.env_remove(key);
+        self
+    }
+
     pub fn arg_path(mut self, path: &Path) -> Run {
         self.command.arg(path);
         self
