@@ -16,15 +16,14 @@
 //! found out by its pid and start time, and its slot freed or served again. Linux
 //! only (futexes); elsewhere every request takes the lock itself.
 
-use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::files::open_lasting;
 use crate::process::ProcessId;
 
 /// The board's file, beside the registry.
@@ -170,14 +169,7 @@ impl Board {
         if !cfg!(target_os = "linux") {
             return None;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir.join(BOARD_FILE))
+        let file = open_lasting(&dir.join(BOARD_FILE))
             .map_err(|e| log::debug!("no request board: {e}"))
             .ok()?;
         // Only ever grown: a mapping past the end of the file would fault.

@@ -113,7 +113,8 @@
 //! (the file: load with salvage, atomic save), `record` (what an entry says, whether
 //! it is stale), `request`, `lease`, `probe` (bind checks), `process` (owner identity
 //! and liveness), `sockets` (who holds a port), `directory` (where the registry lives,
-//! and whether it is safe), `snapshot` (listing), `seed_api`, `error`.
+//! and whether it is safe), `files` (opening files there without following links),
+//! `snapshot` (listing), `seed_api`, `error`.
 
 #![deny(missing_docs)]
 
@@ -122,6 +123,7 @@ mod batch;
 mod board;
 mod directory;
 mod error;
+mod files;
 mod lease;
 mod lock;
 pub mod probe;

@@ -12,13 +12,13 @@
 //! (saving an open and a close per transaction) is used by one transaction at a time,
 //! and a thread that finds it in use opens its own.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::files::{open_lasting, refuse_link_or};
 use crate::registry::LOCK_FILE;
 
 /// One registry's lock file, kept open across transactions.
@@ -202,22 +202,5 @@ fn is_same_file(file: &File, path: &Path) -> bool {
 }
 
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => Error::Unsafe {
-                path: path.to_path_buf(),
-                reason:
-                    "the lock file is a symbolic link; remove it (portlease never follows links \
-                         in its directory)"
-                        .into(),
-            },
-            _ => Error::io("cannot open the lock file", path, e),
-        })
+    open_lasting(path).map_err(|e| refuse_link_or(e, "cannot open the lock file", path))
 }

@@ -6,9 +6,8 @@
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::files::{open_no_follow, refuse_link_or};
 use crate::record::{LeaseRecord, Record};
 
 /// The registry file, shared with the seed.
@@ -243,29 +243,10 @@ fn keep_aside(dir: &Path, original: &[u8]) -> Result<PathBuf> {
 }
 
 fn write_new_file(path: &Path, bytes: &[u8], options: &mut OpenOptions) -> Result<()> {
-    let mut file = open_no_follow(path, options.mode(0o600))
-        .map_err(|e| refuse_link_or(e, "cannot create", path))?;
+    let mut file =
+        open_no_follow(path, options).map_err(|e| refuse_link_or(e, "cannot create", path))?;
     file.write_all(bytes)
         .map_err(|e| Error::io("cannot write", path, e))
-}
-
-fn open_no_follow(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    options
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-}
-
-fn refuse_link_or(e: io::Error, action: &'static str, path: &Path) -> Error {
-    if e.raw_os_error() == Some(libc::ELOOP) {
-        Error::Unsafe {
-            path: path.to_path_buf(),
-            reason: "it is a symbolic link; portlease never follows links in its directory, \
-                     so remove it"
-                .into(),
-        }
-    } else {
-        Error::io(action, path, e)
-    }
 }
 
 #[cfg(test)]

@@ -108,6 +108,21 @@ pub fn parse_holds(stdout: &str) -> Vec<Hold> {
         .collect()
 }
 
+/// Waits for worker processes, each of which must succeed; returns all their holds.
+pub fn collect_holds(children: Vec<Child>) -> Vec<Hold> {
+    let mut holds = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().expect("the worker ends");
+        assert!(
+            output.status.success(),
+            "a worker failed: {:?}",
+            output.status
+        );
+        holds.extend(parse_holds(&String::from_utf8_lossy(&output.stdout)));
+    }
+    holds
+}
+
 /// Starts this test binary again as a worker process (see `worker.rs`).
 pub fn worker(mode: &str, dir: &Path, args: &[String]) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the test binary"));

@@ -8,7 +8,7 @@ use portlease::{EntryKind, Error, Request};
 use serde_json::json;
 
 use crate::helpers::{
-    first_ports, overlapping, parse_holds, registry, registry_json, unix_now, worker,
+    collect_holds, first_ports, overlapping, registry, registry_json, unix_now, worker,
 };
 
 #[test]
@@ -91,16 +91,7 @@ fn the_seed_and_portlease_never_hold_one_port_at_once() {
                 .expect("a worker"),
         );
     }
-    let mut holds = Vec::new();
-    for child in children {
-        let output = child.wait_with_output().expect("the worker ends");
-        assert!(
-            output.status.success(),
-            "a worker failed: {:?}",
-            output.status
-        );
-        holds.extend(parse_holds(&String::from_utf8_lossy(&output.stdout)));
-    }
+    let holds = collect_holds(children);
     assert_eq!(
         holds.len(),
         3 * 40 + 3 * 150,

@@ -1,6 +1,6 @@
 //! Many processes at once, few ports: no two holds of one port may overlap.
 
-use crate::helpers::{first_ports, overlapping, parse_holds, registry, worker};
+use crate::helpers::{collect_holds, first_ports, overlapping, registry, worker};
 
 #[test]
 fn eight_processes_on_twelve_ports_never_share_one() {
@@ -20,16 +20,7 @@ fn eight_processes_on_twelve_ports_never_share_one() {
                 .expect("a worker")
         })
         .collect();
-    let mut holds = Vec::new();
-    for child in children {
-        let output = child.wait_with_output().expect("the worker ends");
-        assert!(
-            output.status.success(),
-            "a worker failed: {:?}",
-            output.status
-        );
-        holds.extend(parse_holds(&String::from_utf8_lossy(&output.stdout)));
-    }
+    let holds = collect_holds(children);
     assert_eq!(holds.len(), procs * cycles, "every cycle recorded its hold");
     let workers: std::collections::HashSet<u32> = holds.iter().map(|h| h.by).collect();
     assert_eq!(
@@ -74,16 +65,7 @@ fn processes_killed_at_any_moment_never_stall_or_confuse_the_others() {
         victim.kill().expect("SIGKILL");
         victim.wait().expect("reap");
     }
-    let mut holds = Vec::new();
-    for child in survivors {
-        let output = child.wait_with_output().expect("a survivor ends");
-        assert!(
-            output.status.success(),
-            "a survivor failed: {:?}",
-            output.status
-        );
-        holds.extend(parse_holds(&String::from_utf8_lossy(&output.stdout)));
-    }
+    let holds = collect_holds(survivors);
     assert_eq!(holds.len(), 6 * 150, "every survivor finished every cycle");
     let overlaps = overlapping(&holds);
     assert!(
