@@ -261,7 +261,6 @@ impl Allocator {
             if let Some(ttl) = ttl {
                 lease.ttl = Some(ttl.as_secs_f64());
             }
-            Ok(())
         })
     }
 
@@ -271,7 +270,7 @@ impl Allocator {
         &self,
         ports: &[u16],
         token: Option<&str>,
-        change: impl Fn(&mut LeaseRecord, f64) -> Result<()>,
+        change: impl Fn(&mut LeaseRecord, f64),
     ) -> Result<()> {
         self.transact(|txn| {
             for &port in ports {
@@ -288,7 +287,7 @@ impl Allocator {
                     }
                     _ => return Err(Error::LeaseLost { port }),
                 };
-                change(&mut lease, txn.now)?;
+                change(&mut lease, txn.now);
                 entry.update(lease);
             }
             txn.changed = true;

@@ -92,7 +92,6 @@ impl Lease {
             .update_leases(&self.ports, Some(&self.token), |lease, _| {
                 lease.pid = owner.pid;
                 lease.owner = Some(owner);
-                Ok(())
             })
     }
 
