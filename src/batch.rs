@@ -183,10 +183,26 @@ impl Allocator {
                 return self.decode(&outcome);
             }
             if let Some(lock) = self.lock_site().try_lock()? {
-                if let Some(own) = self.serve_posted(lock, board, me, Some(posted.slot())) {
+                if let Some(own) = self.serve_with_own(lock, board, &posted, me) {
                     return own;
                 }
-                continue;
+                // Ours is with a server that has just let go: its outcome comes next.
+            } else {
+                // A portlease holder wakes a poster when it lets go: wait for that.
+                // Only a holder that does not use the board needs a poster blocking
+                // on the flock itself.
+                let holder = board.holder();
+                if holder.is_none() && board.designate(me, quiet) {
+                    if let Some(own) = self.wait_designated(board, &posted, me, deadline)? {
+                        return own;
+                    }
+                } else if quiet {
+                    // Nothing happened for a while: is whoever we wait on still there?
+                    if let Some(holder) = holder {
+                        board.clear_dead_holder(holder);
+                    }
+                    posted.repost_if_server_died();
+                }
             }
             let now = Instant::now();
             if now >= deadline {
@@ -195,27 +211,23 @@ impl Allocator {
                     GaveUp::NotServed => Err(self.timed_out(started)),
                 };
             }
-            // A portlease holder wakes a poster when it lets go: wait for that. Only
-            // a holder that does not use the board needs a poster blocking on the
-            // flock itself.
-            let holder = board.holder();
-            if holder.is_none() && board.designate(me, quiet) {
-                if let Some(own) = self.wait_designated(board, &posted, me, deadline)? {
-                    return own;
-                }
-                continue;
-            }
-            if quiet {
-                // Nothing happened for a while: is whoever we wait on still there?
-                if let Some(holder) = holder {
-                    board.clear_dead_holder(holder);
-                }
-                posted.repost_if_server_died();
-            }
-            let before = Instant::now();
-            posted.wait(wakes, deadline.saturating_duration_since(before).min(CHECK));
-            quiet = before.elapsed() >= CHECK;
+            posted.wait(wakes, (deadline - now).min(CHECK));
+            quiet = now.elapsed() >= CHECK;
         }
+    }
+
+    /// With the lock held: serves the posted requests, ours among them (taken back
+    /// first from a server that died with it: with the lock ours, no live server can
+    /// be in the middle of it).
+    fn serve_with_own(
+        &self,
+        lock: RegistryLock<'_>,
+        board: &Board,
+        posted: &Posted<'_>,
+        me: ProcessId,
+    ) -> Option<Result<Outcome>> {
+        posted.repost_if_server_died();
+        self.serve_posted(lock, board, me, Some(posted.slot()))
     }
 
     /// As the designated waiter: waits on a helper thread for the lock, and on the
@@ -234,7 +246,7 @@ impl Allocator {
         loop {
             let wakes = posted.wakes();
             if let Some(lock) = wait.take(self.lock_site())? {
-                return Ok(self.serve_posted(lock, board, me, Some(posted.slot())));
+                return Ok(self.serve_with_own(lock, board, posted, me));
             }
             let now = Instant::now();
             if posted.outcome().is_some() || now >= deadline {
