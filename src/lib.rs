@@ -104,6 +104,11 @@
 //!   release.
 //! - With a `host`, the check binds that address alone, as the seed did: a server on
 //!   another local address is then missed.
+//! - One registry is for one network namespace: a request may be served, and its
+//!   ports bind-checked, by another process using the same directory, so processes in
+//!   different namespaces (containers) should not share one.
+//! - Linux: owners' start times, the request board (futexes) and the portserver's
+//!   abstract sockets are Linux's; portlease is built and tested there only.
 
 //!
 //! # Source map
