@@ -30,9 +30,12 @@ fn with_neighbours(allocator: &Allocator) {
     allocator.allocate(&request).expect("32 ports").keep();
 }
 
-#[divan::bench(args = PLACES)]
-fn allocate_release(bencher: divan::Bencher, place: &str) {
+/// One allocate + release cycle, alone in the registry or beside 32 other leases.
+fn cycle(bencher: divan::Bencher, place: &str, neighbours: bool) {
     let (_dir, allocator) = allocator_in(place);
+    if neighbours {
+        with_neighbours(&allocator);
+    }
     let request = Request::new().range(41000..=41499);
     bencher.bench_local(|| {
         allocator
@@ -44,17 +47,13 @@ fn allocate_release(bencher: divan::Bencher, place: &str) {
 }
 
 #[divan::bench(args = PLACES)]
+fn allocate_release(bencher: divan::Bencher, place: &str) {
+    cycle(bencher, place, false);
+}
+
+#[divan::bench(args = PLACES)]
 fn allocate_release_among_32_leases(bencher: divan::Bencher, place: &str) {
-    let (_dir, allocator) = allocator_in(place);
-    with_neighbours(&allocator);
-    let request = Request::new().range(41000..=41499);
-    bencher.bench_local(|| {
-        allocator
-            .allocate(&request)
-            .expect("a port")
-            .release()
-            .expect("release")
-    });
+    cycle(bencher, place, true);
 }
 
 /// Lock, read and parse 33 leases, judge each one: no write.

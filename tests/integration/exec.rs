@@ -102,25 +102,48 @@ fn the_commands_exit_code_comes_back_and_its_ports_are_released() {
     );
 }
 
-#[test]
-fn the_child_owns_its_ports_and_sigterm_to_portlease_reaches_it() {
-    let dir = tempfile::tempdir().expect("a temp dir");
+/// Starts `portlease exec -- sleep 600` and waits (a bounded while) until its lease
+/// has passed to the child; returns portlease and the child's pid.
+fn exec_sleep(dir: &Path, block: u16) -> (std::process::Child, i64) {
     let mut portlease = Command::new(binary())
-        .env("PORTLEASE_DIR", dir.path())
-        .args(["exec", "--range", &range_arg(63, 3), "--", "sleep", "600"])
+        .env("PORTLEASE_DIR", dir)
+        .args([
+            "exec",
+            "--range",
+            &range_arg(block, 3),
+            "--",
+            "sleep",
+            "600",
+        ])
         .stdin(Stdio::null())
         .spawn()
         .expect("portlease runs");
-    let leases = wait_for_leases(dir.path(), 1);
-    assert_eq!(leases.len(), 1);
-    let owner = leases[0].pid.expect("an owner pid");
-    // The owner becomes the child (sleep), not portlease itself.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut owner = owner;
-    while owner == i64::from(portlease.id()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        owner = wait_for_leases(dir.path(), 1)[0].pid.expect("an owner pid");
+    loop {
+        let leases = wait_for_leases(dir, 1);
+        match leases.as_slice() {
+            [lease]
+                if lease
+                    .pid
+                    .is_some_and(|pid| pid != i64::from(portlease.id())) =>
+            {
+                return (portlease, lease.pid.unwrap_or_default());
+            }
+            _ if Instant::now() > deadline => {
+                let _ = portlease.kill();
+                let _ = portlease.wait();
+                panic!("the lease never passed to the child: {leases:?}");
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
+}
+
+#[test]
+fn the_child_owns_its_ports_and_sigterm_to_portlease_reaches_it() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (mut portlease, owner) = exec_sleep(dir.path(), 63);
+    // The owner is the child (sleep), not portlease itself.
     let comm = std::fs::read_to_string(format!("/proc/{owner}/comm")).expect("the owner runs");
     assert_eq!(comm.trim(), "sleep");
 
@@ -142,18 +165,7 @@ fn the_child_owns_its_ports_and_sigterm_to_portlease_reaches_it() {
 #[test]
 fn a_killed_portlease_leaves_the_lease_with_the_child() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let mut portlease = Command::new(binary())
-        .env("PORTLEASE_DIR", dir.path())
-        .args(["exec", "--range", &range_arg(64, 3), "--", "sleep", "600"])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("portlease runs");
-    let mut leases = wait_for_leases(dir.path(), 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while leases[0].pid == Some(portlease.id().into()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-        leases = wait_for_leases(dir.path(), 1);
-    }
+    let (mut portlease, _) = exec_sleep(dir.path(), 64);
     portlease.kill().expect("SIGKILL");
     portlease.wait().expect("reap");
     let leases = wait_for_leases(dir.path(), 1);

@@ -87,6 +87,17 @@ pub fn overlapping(holds: &[Hold]) -> Vec<(Hold, Hold)> {
     overlaps
 }
 
+/// Asserts that no two holds of one port overlapped in time.
+pub fn assert_no_overlaps(holds: &[Hold]) {
+    let overlaps = overlapping(holds);
+    assert!(
+        overlaps.is_empty(),
+        "{} overlapping holds, e.g. {:?}",
+        overlaps.len(),
+        overlaps.first()
+    );
+}
+
 /// Parses `HOLD port start end pid` lines, as workers print them.
 pub fn parse_holds(stdout: &str) -> Vec<Hold> {
     stdout

@@ -8,7 +8,7 @@ use portlease::{EntryKind, Error, Request};
 use serde_json::json;
 
 use crate::helpers::{
-    collect_holds, first_ports, overlapping, registry, registry_json, unix_now, worker,
+    assert_no_overlaps, collect_holds, first_ports, registry, registry_json, unix_now, worker,
 };
 
 #[test]
@@ -97,13 +97,7 @@ fn the_seed_and_portlease_never_hold_one_port_at_once() {
         3 * 40 + 3 * 150,
         "every cycle recorded its hold"
     );
-    let overlaps = overlapping(&holds);
-    assert!(
-        overlaps.is_empty(),
-        "{} overlapping holds, e.g. {:?}",
-        overlaps.len(),
-        overlaps.first()
-    );
+    assert_no_overlaps(&holds);
     assert!(
         registry_json(dir.path()).is_empty(),
         "every lease was released"

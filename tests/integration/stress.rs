@@ -1,6 +1,6 @@
 //! Many processes at once, few ports: no two holds of one port may overlap.
 
-use crate::helpers::{collect_holds, first_ports, overlapping, registry, worker};
+use crate::helpers::{assert_no_overlaps, collect_holds, first_ports, registry, worker};
 
 #[test]
 fn eight_processes_on_twelve_ports_never_share_one() {
@@ -28,13 +28,7 @@ fn eight_processes_on_twelve_ports_never_share_one() {
         procs,
         "each hold names its own worker process"
     );
-    let overlaps = overlapping(&holds);
-    assert!(
-        overlaps.is_empty(),
-        "{} overlapping holds, e.g. {:?}",
-        overlaps.len(),
-        overlaps.first()
-    );
+    assert_no_overlaps(&holds);
     // Every port of the range served, so the workers really contended for them.
     let used: std::collections::HashSet<u16> = holds.iter().map(|h| h.port).collect();
     assert!(used.len() > 8, "only {} ports were used", used.len());
@@ -67,11 +61,5 @@ fn processes_killed_at_any_moment_never_stall_or_confuse_the_others() {
     }
     let holds = collect_holds(survivors);
     assert_eq!(holds.len(), 6 * 150, "every survivor finished every cycle");
-    let overlaps = overlapping(&holds);
-    assert!(
-        overlaps.is_empty(),
-        "{} overlapping holds, e.g. {:?}",
-        overlaps.len(),
-        overlaps.first()
-    );
+    assert_no_overlaps(&holds);
 }
