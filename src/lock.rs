@@ -48,11 +48,25 @@ impl LockWait {
     /// file it locked turned out to be a deleted one (then wait anew).
     pub(crate) fn take<'s>(&self, site: &'s LockSite) -> Result<Option<RegistryLock<'s>>> {
         match self.receiver.try_recv() {
-            Ok(Ok(file)) => Ok(site.adopt(file)),
-            Ok(Err(e)) => Err(Error::io("cannot lock", &site.path, e)),
+            Ok(locked) => Ok(site.adopt(locked_or(locked, &site.path)?)),
             Err(_) => Ok(None),
         }
     }
+
+    /// The locked file, waiting for it until `deadline` at most; `None` on timeout.
+    fn until(self, deadline: Instant, path: &Path) -> Result<Option<File>> {
+        match self
+            .receiver
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(locked) => locked_or(locked, path).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+fn locked_or(locked: std::io::Result<File>, path: &Path) -> Result<File> {
+    locked.map_err(|e| Error::io("cannot lock", path, e))
 }
 
 /// The held lock; dropping it releases it.
@@ -70,28 +84,25 @@ impl LockSite {
 
     /// Takes the lock if it is free now; `None` if another process holds it.
     pub(crate) fn try_lock(&self) -> Result<Option<RegistryLock<'_>>> {
-        self.lock_with(|_, _| Ok(None))
+        self.lock_with(|| Ok(None))
     }
 
     /// Takes the lock, waiting until `deadline` at most; `None` if it passed first.
     pub(crate) fn lock(&self, deadline: Instant) -> Result<Option<RegistryLock<'_>>> {
-        self.lock_with(|path, _| {
-            let file = open_lock_file(path)?;
-            wait_for_lock(file, deadline, path)
-        })
+        self.lock_with(|| self.start_wait(|| {})?.until(deadline, &self.path))
     }
 
     /// Tries the lock; when busy, asks `wait` for a locked file of its own (or none).
     /// Loops while the file locked turns out not to be the one at the path.
     fn lock_with(
         &self,
-        wait: impl Fn(&Path, &File) -> Result<Option<File>>,
+        wait: impl Fn() -> Result<Option<File>>,
     ) -> Result<Option<RegistryLock<'_>>> {
         let mut held = self.lock_file()?;
         loop {
             match held.file().try_lock() {
                 Ok(()) => {}
-                Err(TryLockError::WouldBlock) => match wait(&self.path, held.file())? {
+                Err(TryLockError::WouldBlock) => match wait()? {
                     Some(file) => held = Held::Own(file),
                     None => return Ok(None),
                 },
@@ -171,24 +182,6 @@ impl Drop for RegistryLock<'_> {
         if let Err(e) = self.held.file().unlock() {
             log::warn!("unlock failed: {e}");
         }
-    }
-}
-
-/// Blocks on `flock` on a helper thread until `deadline` at most; `None` on timeout.
-fn wait_for_lock(file: File, deadline: Instant, path: &Path) -> Result<Option<File>> {
-    let (sender, receiver) = mpsc::sync_channel(1);
-    std::thread::Builder::new()
-        .name("portlease-lock".into())
-        .spawn(move || {
-            // If the receiver has given up, the file comes back in the error and is
-            // dropped here, releasing the lock.
-            let _ = sender.send(file.lock().map(|()| file));
-        })
-        .map_err(|e| Error::io("cannot start the lock waiter for", path, e))?;
-    match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(Ok(file)) => Ok(Some(file)),
-        Ok(Err(e)) => Err(Error::io("cannot lock", path, e)),
-        Err(_) => Ok(None),
     }
 }
 
