@@ -19,7 +19,7 @@ use crate::process::{LivenessCache, ProcessId};
 
 use crate::record::{LeaseRecord, Record, port_of_key};
 use crate::registry::{Entry, Registry};
-use crate::request::{Owner, Request};
+use crate::request::{Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
 
 /// How often allocation looks up the owner of every lease, not just of those it meets.
@@ -253,9 +253,7 @@ impl Allocator {
         token: Option<&str>,
         ttl: Option<Duration>,
     ) -> Result<()> {
-        if ttl == Some(Duration::ZERO) {
-            return Err(Error::invalid("a TTL of 0 s would end the lease at once"));
-        }
+        check_ttl(ttl)?;
         self.update_leases(ports, token, |lease, now| {
             lease.timestamp = now;
             if let Some(ttl) = ttl {

@@ -243,9 +243,7 @@ impl Request {
                 )));
             }
         }
-        if self.ttl == Some(Duration::ZERO) {
-            return Err(Error::invalid("a TTL of 0 s would end the lease at once"));
-        }
+        check_ttl(self.ttl)?;
         if self.ttl.is_none() && self.owner == Owner::Nobody {
             return Err(Error::invalid(
                 "a lease with no owner process needs a TTL, or it would never end",
@@ -287,6 +285,14 @@ impl Request {
         let ranges: Vec<String> = self.ranges().iter().map(describe_range).collect();
         ranges.join(", ")
     }
+}
+
+/// Refuses a TTL of 0, which would end a lease as it is made.
+pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<()> {
+    if ttl == Some(Duration::ZERO) {
+        return Err(Error::invalid("a TTL of 0 s would end the lease at once"));
+    }
+    Ok(())
 }
 
 fn range_len(range: &RangeInclusive<u16>) -> usize {
