@@ -231,13 +231,20 @@ impl Board {
             .is_ok()
     }
 
+    /// A process start time kept at byte `offset` (0 stands for "not known").
+    fn start_time_at(&self, offset: usize) -> Option<u64> {
+        Some(self.u64_at(offset).load(Ordering::Acquire)).filter(|&start| start != 0)
+    }
+
+    fn set_start_time_at(&self, offset: usize, start_time: Option<u64>) {
+        self.u64_at(offset)
+            .store(start_time.unwrap_or(0), Ordering::Release);
+    }
+
     fn owner(&self, slot: usize) -> ProcessId {
-        let start = self
-            .u64_at(HEADER + slot * SLOT_SIZE + OWNER_START)
-            .load(Ordering::Acquire);
         ProcessId {
             pid: self.slot_word(slot, OWNER_PID).load(Ordering::Acquire),
-            start_time: (start != 0).then_some(start),
+            start_time: self.start_time_at(HEADER + slot * SLOT_SIZE + OWNER_START),
         }
     }
 
@@ -279,8 +286,7 @@ impl Board {
         let slot = self.claim(me)?;
         self.slot_word(slot, OWNER_PID)
             .store(me.pid, Ordering::Release);
-        self.u64_at(HEADER + slot * SLOT_SIZE + OWNER_START)
-            .store(me.start_time.unwrap_or(0), Ordering::Release);
+        self.set_start_time_at(HEADER + slot * SLOT_SIZE + OWNER_START, me.start_time);
         self.write_payload(slot, request);
         self.slot_word(slot, RETRY).store(0, Ordering::Release);
         self.tag(slot).store(tag(POSTED, me.pid), Ordering::Release);
@@ -366,10 +372,9 @@ impl Board {
             if !replace_dead {
                 return false;
             }
-            let start = self.u64_at(DESIGNATED_START).load(Ordering::Acquire);
             let holder = ProcessId {
                 pid: current,
-                start_time: (start != 0).then_some(start),
+                start_time: self.start_time_at(DESIGNATED_START),
             };
             if holder.is_alive() {
                 return false;
@@ -381,8 +386,7 @@ impl Board {
         {
             return false;
         }
-        self.u64_at(DESIGNATED_START)
-            .store(me.start_time.unwrap_or(0), Ordering::Release);
+        self.set_start_time_at(DESIGNATED_START, me.start_time);
         true
     }
 
