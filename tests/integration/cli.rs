@@ -8,13 +8,8 @@ use portlease::LeaseInfo;
 use serde::Deserialize;
 
 use crate::helpers::{
-    Run, binary, first_ports, registry_bytes, registry_json, start_worker_until, worker,
+    Run, binary, first_ports, range_arg, registry_bytes, registry_json, start_worker_until, worker,
 };
-
-fn range_arg(block: u16, count: u16) -> String {
-    let range = first_ports(block, count);
-    format!("{}-{}", range.start(), range.end())
-}
 
 fn list(dir: &Path) -> Vec<LeaseInfo> {
     Run::new(dir).args(["list", "--json"]).run().json()

@@ -6,12 +6,7 @@ use std::time::{Duration, Instant};
 
 use portlease::LeaseInfo;
 
-use crate::helpers::{Run, binary, first_ports, registry_json};
-
-fn range_arg(block: u16, count: u16) -> String {
-    let range = first_ports(block, count);
-    format!("{}-{}", range.start(), range.end())
-}
+use crate::helpers::{Run, binary, range_arg, registry_json};
 
 /// Waits (a bounded while) until the registry holds `count` leases.
 fn wait_for_leases(dir: &Path, count: usize) -> Vec<LeaseInfo> {

@@ -23,6 +23,12 @@ pub fn first_ports(block: u16, count: u16) -> std::ops::RangeInclusive<u16> {
     start..=start + count - 1
 }
 
+/// `first_ports(block, count)` as the command line writes it: "START-END".
+pub fn range_arg(block: u16, count: u16) -> String {
+    let range = first_ports(block, count);
+    format!("{}-{}", range.start(), range.end())
+}
+
 /// A fresh registry directory and an allocator on it.
 pub fn registry() -> (TempDir, Allocator) {
     let dir = tempfile::tempdir().expect("a temp dir");

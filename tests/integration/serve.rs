@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use portlease::{Allocator, Error, LeaseInfo, Request};
 
-use crate::helpers::{Run, binary, first_ports};
+use crate::helpers::{Run, binary, first_ports, range_arg};
 
 /// A running `portlease serve`, its log collected; stopped with SIGTERM on drop.
 struct Server {
@@ -132,7 +132,7 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
     }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = first_ports(71, 18);
-    let pool_arg = format!("{}-{}", pool.start(), pool.end());
+    let pool_arg = range_arg(71, 18);
     let address = abstract_address("picker");
     let server = Server::start(dir.path(), &address, &pool_arg, &[]);
 
@@ -213,12 +213,7 @@ fn bad_requests_are_refused_in_silence_and_logged_with_the_reason() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = first_ports(72, 10);
     let address = abstract_address("refusals");
-    let server = Server::start(
-        dir.path(),
-        &address,
-        &format!("{}-{}", pool.start(), pool.end()),
-        &[],
-    );
+    let server = Server::start(dir.path(), &address, &range_arg(72, 10), &[]);
     let cases: [(&[u8], &str); 6] = [
         (b"0\n", "pid 0 is not a process"),
         (b"-5\n", "pid -5 is not a process"),
@@ -256,7 +251,7 @@ fn a_silent_client_does_not_hold_up_the_others() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = first_ports(73, 10);
     let address = abstract_address("silent");
-    let pool_arg = format!("{}-{}", pool.start(), pool.end());
+    let pool_arg = range_arg(73, 10);
     let _server = Server::start(
         dir.path(),
         &address,
@@ -283,7 +278,7 @@ fn a_silent_client_does_not_hold_up_the_others() {
 fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = first_ports(74, 10);
-    let pool_arg = format!("{}-{}", pool.start(), pool.end());
+    let pool_arg = range_arg(74, 10);
     let socket_dir = dir.path().join("run");
     let path = socket_dir.join("portserver.sock");
     let address = path.to_str().expect("a UTF-8 path").to_owned();
@@ -330,9 +325,8 @@ fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
 #[test]
 fn one_pid_cannot_drain_the_pool() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let pool = first_ports(75, 10);
     let address = abstract_address("limit");
-    let pool_arg = format!("{}-{}", pool.start(), pool.end());
+    let pool_arg = range_arg(75, 10);
     let server = Server::start(dir.path(), &address, &pool_arg, &["--max-per-pid", "2"]);
     let me = format!("{}\n", std::process::id());
     let answers: Vec<String> = (0..3).map(|_| ask(&address, me.as_bytes())).collect();
