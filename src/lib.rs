@@ -117,9 +117,14 @@
 //! shared memory they are posted in), `lock` (the `flock` with a deadline), `registry`
 //! (the file: load with salvage, atomic save), `record` (what an entry says, whether
 //! it is stale), `request`, `lease`, `probe` (bind checks), `process` (owner identity
-//! and liveness), `sockets` (who holds a port), `directory` (where the registry lives,
-//! and whether it is safe), `files` (opening files there without following links),
-//! `snapshot` (listing), `seed_api`, `error`.
+//! and liveness), `directory` (where the registry lives, and whether it is safe),
+//! `files` (opening files there without following links), `snapshot` (listing),
+//! `seed_api`, `error`.
+//!
+//! This crate is the library alone: it depends on no argument parser. The `portlease`
+//! command is the `portlease-cli` package in `cli/` of the same workspace, a thin
+//! binary over this library; its integration tests (`cli/tests/`) drive both the
+//! library and the real binary.
 
 #![deny(missing_docs)]
 
@@ -138,7 +143,6 @@ mod registry;
 mod request;
 mod seed_api;
 mod snapshot;
-pub mod sockets;
 
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
 pub use directory::{DIR_ENV, default_dir, is_ram_backed};

@@ -1,7 +1,7 @@
 //! `portlease check`: is a port free, leased, or bound, and by whom?
 
+use crate::sockets::{BoundSocket, sockets_on_port};
 use portlease::probe::is_port_free;
-use portlease::sockets::{BoundSocket, sockets_on_port};
 use portlease::{LeaseInfo, Protocol};
 use serde::Serialize;
 

@@ -44,7 +44,8 @@ fn a_seed_entry_is_honoured_for_300_seconds_then_reclaimed() {
 
 /// The seed's runnable copy, beside the project as `../shared/seed`.
 fn seed_module() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed/port_allocator.py");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed/port_allocator.py");
     path.exists().then_some(path)
 }
 

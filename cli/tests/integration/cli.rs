@@ -227,7 +227,16 @@ struct PortState {
     port: u16,
     free: bool,
     lease: Option<LeaseInfo>,
-    sockets: Vec<portlease::sockets::BoundSocket>,
+    sockets: Vec<BoundSocket>,
+}
+
+/// A socket as `check --json` prints it.
+#[derive(Deserialize)]
+struct BoundSocket {
+    protocol: String,
+    address: std::net::SocketAddr,
+    state: String,
+    pid: Option<u32>,
 }
 
 #[test]
@@ -265,8 +274,13 @@ fn check_tells_free_leased_and_bound_ports_apart() {
     );
     let socket = &states[2].sockets[0];
     assert_eq!(
-        (socket.pid, socket.state.as_str()),
-        (Some(std::process::id()), "LISTEN")
+        (
+            socket.protocol.as_str(),
+            socket.address.port(),
+            socket.pid,
+            socket.state.as_str()
+        ),
+        ("tcp", bound, Some(std::process::id()), "LISTEN")
     );
     let text = Run::new(dir.path())
         .args(["check", &bound.to_string()])

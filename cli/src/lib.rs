@@ -1,5 +1,13 @@
-//! Argument parsing, logging, and the mapping of errors to exit codes; one file per
-//! subcommand beside this one.
+//! The `portlease` command: port leases for shells, scripts and CI jobs, over the
+//! `portlease` library.
+//!
+//! This crate is the command alone: argument parsing (clap), logging, the mapping of
+//! errors to exit codes, and one file per subcommand beside this one; `sockets` (who
+//! binds a port, for `check`) lives here too, as only the command needs it. Its entry
+//! points are [`main`], which reads the process's own arguments, and [`run`], which
+//! takes them (the Python package's console script calls it).
+
+#![deny(missing_docs)]
 
 mod alloc;
 mod args;
@@ -12,6 +20,7 @@ mod logger;
 mod release;
 mod renew;
 mod serve;
+mod sockets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,9 +101,19 @@ enum Command {
     Serve(serve::ServeArgs),
 }
 
-/// Runs the command line; returns the exit code.
-pub(crate) fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+/// Runs the command line on this process's arguments; returns the exit code.
+pub fn main() -> i32 {
+    run(std::env::args_os())
+}
+
+/// Runs the command line on `args` (the first is the program's name, as in
+/// `std::env::args_os()`); returns the exit code. Errors are printed to stderr.
+pub fn run<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return report_usage_error(e),
     };
