@@ -15,7 +15,7 @@ pub enum Error {
         "timed out after {:.1}s waiting for the lock on {}: another process holds it; \
          retry, or raise the lock timeout",
         waited.as_secs_f64(),
-        dir.join(crate::registry::LOCK_FILE).display()
+        dir.join(crate::layout::LOCK_FILE).display()
     )]
     LockTimeout {
         /// The registry directory.

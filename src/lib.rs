@@ -127,6 +127,7 @@
 //! library and the real binary.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod allocator;
 mod batch;
@@ -134,6 +135,7 @@ mod board;
 mod directory;
 mod error;
 mod files;
+mod layout;
 mod lease;
 mod lock;
 pub mod probe;
@@ -147,10 +149,10 @@ mod snapshot;
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
 pub use directory::{DIR_ENV, default_dir, is_ram_backed};
 pub use error::{Error, Result};
+pub use layout::{BOARD_FILE, LOCK_FILE, REGISTRY_FILE};
 pub use lease::Lease;
 pub use process::ProcessId;
 pub use record::SEED_LEASE_SECS;
-pub use registry::{LOCK_FILE, REGISTRY_FILE};
 pub use request::{DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, Request};
 pub use seed_api::{allocate_port, release_port};
 pub use snapshot::{EntryKind, LeaseInfo};

@@ -18,12 +18,8 @@ use crate::error::{Error, Result};
 use crate::files::{open_no_follow, refuse_link_or};
 use crate::record::{LeaseRecord, Record};
 
-/// The registry file, shared with the seed.
-pub const REGISTRY_FILE: &str = "port_registry.json";
-/// The lock file, shared with the seed: flock'ed, never renamed or deleted.
-pub const LOCK_FILE: &str = "port_registry.lock";
-/// Where a new registry is written before it is renamed over the old one.
-const TEMP_FILE: &str = "port_registry.json.tmp";
+pub(crate) use crate::layout::{LOCK_FILE, REGISTRY_FILE};
+use crate::layout::{TEMP_FILE, corrupt_file};
 
 /// One entry: its text as read (written back byte for byte unless portlease changes
 /// it), and what portlease makes of it, worked out when first asked: a transaction
@@ -229,11 +225,7 @@ fn keep_aside(dir: &Path, original: &[u8]) -> Result<PathBuf> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let aside = dir.join(format!(
-        "{REGISTRY_FILE}.corrupt-{}.{:09}",
-        now.as_secs(),
-        now.subsec_nanos()
-    ));
+    let aside = dir.join(corrupt_file(now));
     write_new_file(
         &aside,
         original,
