@@ -8,6 +8,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 
+use rustix::io::Errno;
 use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, Result};
@@ -44,7 +45,7 @@ pub fn is_port_free(port: u16, protocol: Protocol, host: Option<IpAddr>) -> Resu
             match try_bind(SocketAddr::new(ip, port), kind) {
                 Ok(()) => {}
                 Err(e) if is_taken(&e) => return Ok(false),
-                Err(e) if asked_for && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                Err(e) if asked_for && Errno::from_io_error(&e) == Some(Errno::ADDRNOTAVAIL) => {
                     return Err(Error::invalid(format!(
                         "host {ip} is not an address of this machine; use one of its own \
                          addresses, or none to check every address"
@@ -68,7 +69,10 @@ fn try_bind(addr: SocketAddr, kind: Type) -> io::Result<()> {
 }
 
 fn is_taken(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::EADDRINUSE | libc::EACCES))
+    matches!(
+        Errno::from_io_error(error),
+        Some(Errno::ADDRINUSE | Errno::ACCESS)
+    )
 }
 
 /// The kernel's ephemeral port range (`/proc/sys/net/ipv4/ip_local_port_range`), from
