@@ -95,6 +95,7 @@ impl Allocator {
 
     /// How long to wait for the registry lock before failing with
     /// [`Error::LockTimeout`] (default 30 s).
+    #[must_use = "lock_timeout returns the changed Allocator; it does not change this one"]
     pub fn lock_timeout(mut self, timeout: Duration) -> Allocator {
         self.lock_timeout = timeout;
         self

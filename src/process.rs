@@ -16,6 +16,7 @@ mod imp;
 
 /// One process, as a lease records it: its pid and, where known, its start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct ProcessId {
     /// The process id.
     pub pid: u32,

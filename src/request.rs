@@ -67,6 +67,7 @@ impl std::str::FromStr for Protocol {
 
 /// Whose lease it is: the lease ends when its owner process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Owner {
     /// The calling process (the default).
     #[default]
@@ -96,6 +97,9 @@ pub enum Owner {
 /// # let _ = request;
 /// ```
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+// On the type, so every builder method returning one is covered (as reqwest does).
+#[must_use = "a Request does nothing until it is passed to Allocator::allocate, and its \
+              builder methods return the changed request rather than change it in place"]
 pub struct Request {
     pub(crate) preferred: Option<u16>,
     pub(crate) ranges: Vec<RangeInclusive<u16>>,

@@ -9,6 +9,7 @@ use crate::request::Protocol;
 /// Who wrote an entry, as far as portlease can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum EntryKind {
     /// A lease made by portlease.
     Portlease,
@@ -20,8 +21,10 @@ pub enum EntryKind {
 
 /// One entry of the registry as it stood when it was read.
 ///
-/// This is also the schema of `portlease list --json` (an array of these).
+/// This is also the schema of `portlease list --json` (an array of these). Fields will
+/// be added as the registry learns more, hence `#[non_exhaustive]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LeaseInfo {
     /// The registry key, as written in the file.
     pub key: String,

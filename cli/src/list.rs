@@ -82,6 +82,7 @@ fn row(info: &LeaseInfo) -> [String; 9] {
             (false, portlease::EntryKind::Unknown) => "unknown".into(),
             (false, portlease::EntryKind::Seed) => "seed".into(),
             (false, portlease::EntryKind::Portlease) => "held".into(),
+            (false, _) => "other".into(),
         },
         or_dash(info.label.clone()),
     ]
