@@ -16,6 +16,28 @@ use crate::request::Request;
 /// the same and reports errors; [`keep`](Lease::keep) leaves the lease in the registry
 /// to end by its owner or TTL. A guard only ever releases its own lease: if the lease
 /// expired and the port went to somebody else, their lease is left alone.
+///
+/// # Dropping blocks
+/// Releasing is a registry transaction, so dropping a `Lease` (like
+/// [`release`](Lease::release), [`renew`](Lease::renew) and the `into_*` methods) waits
+/// on the calling thread for the registry lock: microseconds as a rule, but up to the
+/// allocator's [lock timeout](Allocator::lock_timeout) (30 s by default) while another
+/// process holds the lock. In an async runtime that stalls a worker thread and every
+/// task on it. To release without blocking the caller, hand the lease to a thread
+/// that may block: a `Lease` is [`Send`], so it can move to a thread of its own or a
+/// runtime's blocking pool (with the `tokio` feature, `release_async` does that);
+/// or [`keep`](Lease::keep) it and let its owner or TTL end it.
+///
+/// ```
+/// # fn main() -> portlease::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let allocator = portlease::Allocator::with_dir(dir.path())?;
+/// let lease = allocator.allocate(&portlease::Request::new().range(39200..=39299))?;
+/// // ... the server is done with the port; end the lease off this thread:
+/// let released = std::thread::spawn(move || lease.release());
+/// # released.join().unwrap()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[must_use = "dropping a Lease releases its ports at once"]
 pub struct Lease {
@@ -99,10 +121,29 @@ impl Lease {
     /// bound socket itself keeps the port, so an in-process server has no race at all.
     /// It listens on the request's host, or on 127.0.0.1.
     ///
+    /// The listener is in blocking mode, as std's are: `accept` waits for a
+    /// connection. An async runtime needs it non-blocking (call
+    /// [`set_nonblocking(true)`](TcpListener::set_nonblocking) before handing it over,
+    /// or, with the `tokio` feature, use `into_tokio_listener`, which does).
+    ///
     /// # Errors
     /// [`Error::InvalidRequest`] for a lease of several ports, [`Error::Bind`].
     pub fn into_listener(self) -> Result<TcpListener> {
-        let socket = self.bind_single(Type::STREAM)?;
+        self.listen(false)
+    }
+
+    /// Binds a UDP socket to the leased port and ends the lease, as
+    /// [`into_listener`](Lease::into_listener) does for TCP. The socket is in blocking
+    /// mode.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a lease of several ports, [`Error::Bind`].
+    pub fn into_udp_socket(self) -> Result<UdpSocket> {
+        self.bind_udp(false)
+    }
+
+    fn listen(self, nonblocking: bool) -> Result<TcpListener> {
+        let socket = self.bind_single(Type::STREAM, nonblocking)?;
         socket.listen(1024).map_err(|source| Error::Bind {
             addr: self.address(),
             source,
@@ -111,13 +152,8 @@ impl Lease {
         Ok(socket.into())
     }
 
-    /// Binds a UDP socket to the leased port and ends the lease, as
-    /// [`into_listener`](Lease::into_listener) does for TCP.
-    ///
-    /// # Errors
-    /// [`Error::InvalidRequest`] for a lease of several ports, [`Error::Bind`].
-    pub fn into_udp_socket(self) -> Result<UdpSocket> {
-        let socket = self.bind_single(Type::DGRAM)?;
+    fn bind_udp(self, nonblocking: bool) -> Result<UdpSocket> {
+        let socket = self.bind_single(Type::DGRAM, nonblocking)?;
         self.end_after_bind();
         Ok(socket.into())
     }
@@ -129,7 +165,7 @@ impl Lease {
         )
     }
 
-    fn bind_single(&self, kind: Type) -> Result<Socket> {
+    fn bind_single(&self, kind: Type, nonblocking: bool) -> Result<Socket> {
         if self.ports.len() != 1 {
             return Err(Error::invalid(format!(
                 "this lease holds {} ports; bind each with the standard library instead",
@@ -142,6 +178,7 @@ impl Lease {
             // As std's listeners do: a server restarting on this port must not wait
             // for TIME_WAIT to pass. The probe already checked it without.
             socket.set_reuse_address(true)?;
+            socket.set_nonblocking(nonblocking)?;
             socket.bind(&addr.into())?;
             Ok(socket)
         };
@@ -156,6 +193,91 @@ impl Lease {
                 self.port()
             );
         }
+    }
+}
+
+/// With the `tokio` feature: sockets registered with Tokio's reactor, and a release
+/// that leaves the calling task's thread free.
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl Lease {
+    /// Binds a TCP listener to the leased port, as
+    /// [`into_listener`](Lease::into_listener) does, in non-blocking mode and
+    /// registered with the current Tokio runtime.
+    ///
+    /// ```
+    /// # fn main() -> portlease::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let allocator = portlease::Allocator::with_dir(dir.path())?;
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    /// runtime.block_on(async {
+    ///     let lease = allocator.allocate(&portlease::Request::new().range(39300..=39399))?;
+    ///     let listener = lease.into_tokio_listener()?;
+    ///     let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await;
+    ///     let (_server_side, _) = listener.accept().await.unwrap();
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for a lease of several ports, or when called outside
+    /// a Tokio runtime (where Tokio itself would panic); [`Error::Bind`] when the
+    /// socket cannot be bound or registered with the runtime. The lease ends either way.
+    pub fn into_tokio_listener(self) -> Result<tokio::net::TcpListener> {
+        let addr = self.address();
+        in_tokio_runtime("into_tokio_listener")?;
+        tokio::net::TcpListener::from_std(self.listen(true)?)
+            .map_err(|source| Error::Bind { addr, source })
+    }
+
+    /// Binds a UDP socket to the leased port, as
+    /// [`into_udp_socket`](Lease::into_udp_socket) does, in non-blocking mode and
+    /// registered with the current Tokio runtime.
+    ///
+    /// # Errors
+    /// As [`into_tokio_listener`](Lease::into_tokio_listener).
+    pub fn into_tokio_udp_socket(self) -> Result<tokio::net::UdpSocket> {
+        let addr = self.address();
+        in_tokio_runtime("into_tokio_udp_socket")?;
+        tokio::net::UdpSocket::from_std(self.bind_udp(true)?)
+            .map_err(|source| Error::Bind { addr, source })
+    }
+
+    /// Ends the lease now, as [`release`](Lease::release) does, on Tokio's blocking
+    /// pool: the task waits for the registry lock, its thread does not.
+    ///
+    /// Polled outside a Tokio runtime, it releases on the calling thread.
+    ///
+    /// # Errors
+    /// As [`release`](Lease::release), and an I/O error when the runtime shut down
+    /// before the release ran (the lease is then released as the runtime drops it).
+    pub async fn release_async(self) -> Result<()> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.release();
+        }
+        let dir = self.allocator.dir().to_path_buf();
+        tokio::task::spawn_blocking(move || self.release())
+            .await
+            .unwrap_or_else(|join| {
+                Err(Error::io(
+                    "the release of a lease did not run (the Tokio runtime is shutting down) in",
+                    dir,
+                    std::io::Error::other(join.to_string()),
+                ))
+            })
+    }
+}
+
+/// Tokio's `from_std` and `spawn_blocking` panic outside a runtime: say so instead.
+#[cfg(feature = "tokio")]
+fn in_tokio_runtime(method: &str) -> Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::invalid(format!(
+            "Lease::{method} was called outside a Tokio runtime; call it from a task \
+             (e.g. under #[tokio::main]), or use the blocking method instead"
+        ))),
     }
 }
 
