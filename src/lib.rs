@@ -109,22 +109,44 @@
 //!   different namespaces (containers) should not share one.
 //! - Linux: owners' start times, the request board (futexes) and the portserver's
 //!   abstract sockets are Linux's; portlease is built and tested there only.
-
+//! - Dropping a [`Lease`] releases it on the dropping thread, which waits for the
+//!   registry lock: microseconds as a rule, up to the lock timeout when another process
+//!   holds the lock. In async code, release elsewhere (see
+//!   [Dropping blocks](Lease#dropping-blocks)); and hand a runtime a non-blocking
+//!   socket ([`Lease::into_listener`] is blocking, as std's listeners are).
+//!
+//! # Features
+//! - `tokio` (off by default): `Lease::into_tokio_listener` and
+//!   `Lease::into_tokio_udp_socket` (non-blocking sockets registered with the current
+//!   Tokio runtime), and `Lease::release_async` (the release on Tokio's blocking pool).
 //!
 //! # Source map
-//! One concern per file: `allocator` (the lease lifecycle, one transaction per
-//! operation), `batch` and `board` (requests served for other processes, and the
-//! shared memory they are posted in), `lock` (the `flock` with a deadline), `registry`
-//! (the file: load with salvage, atomic save), `record` (what an entry says, whether
-//! it is stale), `request`, `lease`, `probe` (bind checks), `process` (owner identity
-//! and liveness), `directory` (where the registry lives, and whether it is safe),
-//! `files` (opening files there without following links), `snapshot` (listing),
-//! `seed_api`, `error`.
+//! One concern per file, as it stands today:
+//!
+//! - `allocator`: the lease lifecycle, one transaction per operation (`Transaction`);
+//!   choosing ports (preferred, next-fit, blocks) is still a part of it.
+//! - `batch` and `board`: the request board in shared memory, on which processes post
+//!   their allocations and releases for the lock holder to serve; `batch` is the
+//!   serving loop and the wire format, `board` the mapping and the slot protocol.
+//! - `lock`: the `flock` with a deadline. `registry`: the file, loaded with salvage and
+//!   saved atomically. `record`: what an entry says, and whether it is stale.
+//! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`: the public types.
+//! - `probe`: bind checks. `process` (with `process/linux.rs`): owner identity (pid
+//!   plus start time) and liveness. `directory`: where the registry lives, and whether
+//!   it is safe. `files`: opening files there without following links.
+//! - `layout`: the names of the files in a registry directory. `error`: the one
+//!   [`Error`] enum.
+//!
+//! The direction: `allocator` on top, importing only downwards; choosing ports as pure
+//! functions of their own; the board as a module folder (mapping, slot state machine,
+//! wire format) with the serving loop outside `impl Allocator`. Today `allocator`,
+//! `batch` and `lease` still import one another.
 //!
 //! This crate is the library alone: it depends on no argument parser. The `portlease`
 //! command is the `portlease-cli` package in `cli/` of the same workspace, a thin
-//! binary over this library; its integration tests (`cli/tests/`) drive both the
-//! library and the real binary.
+//! binary over this library (one file per subcommand, and `sockets`, which finds who
+//! binds a port, for `check`). The library's own integration tests are in `tests/`;
+//! `cli/tests/` drives both the library and the real binary.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
