@@ -205,6 +205,11 @@ impl Lease {
     /// [`into_listener`](Lease::into_listener) does, in non-blocking mode and
     /// registered with the current Tokio runtime.
     ///
+    /// Ending the lease is a registry transaction on the calling thread, as
+    /// [`Allocator::allocate`] before it was: both wait for the registry lock (see
+    /// [Dropping blocks](Lease#dropping-blocks)); where that may stall a runtime, run
+    /// them with `tokio::task::spawn_blocking`.
+    ///
     /// ```
     /// # fn main() -> portlease::Result<()> {
     /// # let dir = tempfile::tempdir().unwrap();
@@ -269,7 +274,7 @@ impl Lease {
     }
 }
 
-/// Tokio's `from_std` and `spawn_blocking` panic outside a runtime: say so instead.
+/// Tokio's `from_std` panics outside a runtime: say so instead.
 #[cfg(feature = "tokio")]
 fn in_tokio_runtime(method: &str) -> Result<()> {
     match tokio::runtime::Handle::try_current() {

@@ -109,11 +109,12 @@
 //!   different namespaces (containers) should not share one.
 //! - Linux: owners' start times, the request board (futexes) and the portserver's
 //!   abstract sockets are Linux's; portlease is built and tested there only.
-//! - Dropping a [`Lease`] releases it on the dropping thread, which waits for the
-//!   registry lock: microseconds as a rule, up to the lock timeout when another process
-//!   holds the lock. In async code, release elsewhere (see
-//!   [Dropping blocks](Lease#dropping-blocks)); and hand a runtime a non-blocking
-//!   socket ([`Lease::into_listener`] is blocking, as std's listeners are).
+//! - The API is synchronous: every operation, dropping a [`Lease`] included, waits for
+//!   the registry lock on the calling thread, microseconds as a rule, up to the lock
+//!   timeout while another process holds the lock. In async code, release elsewhere
+//!   (see [Dropping blocks](Lease#dropping-blocks)), run the rest with your runtime's
+//!   `spawn_blocking` where a stall matters, and hand the runtime a non-blocking socket
+//!   ([`Lease::into_listener`] is blocking, as std's listeners are).
 //!
 //! # Features
 //! - `tokio` (off by default): `Lease::into_tokio_listener` and
