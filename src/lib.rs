@@ -136,6 +136,7 @@ mod process;
 mod record;
 mod registry;
 mod request;
+mod salvage;
 mod seed_api;
 mod snapshot;
 pub mod sockets;

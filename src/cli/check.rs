@@ -38,7 +38,7 @@ struct PortState {
 }
 
 pub(crate) fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
-    let leases = global.allocator()?.leases()?;
+    let leases = global.reader()?.leases()?;
     let mut states = Vec::new();
     for &port in &args.ports {
         let bindable = is_port_free(port, Protocol::Both, None)?;

@@ -26,7 +26,7 @@ struct Info {
 }
 
 pub(crate) fn run(global: &Global, args: &InfoArgs) -> anyhow::Result<i32> {
-    let allocator = global.allocator()?;
+    let allocator = global.reader()?;
     let leases = allocator.leases()?;
     let info = Info {
         dir: allocator.dir().to_path_buf(),
