@@ -75,7 +75,7 @@ impl RegistryDir {
                 ),
             });
         }
-        let mode = u32::from(stat.st_mode);
+        let mode = stat.st_mode;
         if mode & 0o022 != 0 {
             return Err(Error::Unsafe {
                 path: dir.to_path_buf(),
@@ -104,7 +104,11 @@ impl RegistryDir {
                 fd,
                 writable,
             }),
-            Err(_) if dir.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) => {
+            Err(_)
+                if dir
+                    .symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
                 Err(Error::Unsafe {
                     path: dir.to_path_buf(),
                     reason: "the registry directory is a symbolic link, which someone could \
@@ -116,7 +120,11 @@ impl RegistryDir {
                 dir: dir.to_path_buf(),
             }),
             Err(Errno::NOTDIR) => Err(not_a_directory(dir, Errno::NOTDIR.into())),
-            Err(e) => Err(Error::io("cannot open the registry directory", dir, e.into())),
+            Err(e) => Err(Error::io(
+                "cannot open the registry directory",
+                dir,
+                e.into(),
+            )),
         }
     }
 

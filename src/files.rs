@@ -44,8 +44,13 @@ pub(crate) fn open_lasting(dir: &RegistryDir, name: &str) -> Result<File> {
     } else {
         (OFlags::RDONLY, false)
     };
-    let fd = openat(dir.fd(), name, flags | base_flags(), Mode::RUSR | Mode::WUSR)
-        .map_err(|e| refuse(dir, name, e, "cannot open"))?;
+    let fd = openat(
+        dir.fd(),
+        name,
+        flags | base_flags(),
+        Mode::RUSR | Mode::WUSR,
+    )
+    .map_err(|e| refuse(dir, name, e, "cannot open"))?;
     let file = File::from(fd);
     check(dir, name, &file, writes)?;
     Ok(file)

@@ -15,7 +15,8 @@
 //!   owner may well be alive, and its port must not go out again at once.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::value::RawValue;
 
@@ -63,7 +64,7 @@ pub(crate) fn read(bytes: &[u8], now: f64) -> Salvaged {
 fn resynchronising(text: &str, now: f64) -> Salvaged {
     let bytes = text.as_bytes();
     let mut out = Salvaged::default();
-    let mut placeholders = BTreeMap::new();
+    let mut placeholders = BTreeSet::new();
     let mut pos = skip_whitespace(bytes, 0);
     let mut depth = 0;
     // Whether a key may follow right here (after `{` or `,`), with no scanning.
@@ -112,9 +113,9 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
                 }
             }
             None => {
-                if !out.entries.contains_key(&key) {
-                    placeholders.insert(key.clone(), ());
-                    out.entries.insert(key, placeholder(now));
+                if let Entry::Vacant(vacant) = out.entries.entry(key.clone()) {
+                    vacant.insert(placeholder(now));
+                    placeholders.insert(key);
                 }
                 pos = value_start;
                 depth = 1;
@@ -313,7 +314,8 @@ mod tests {
 
     #[test]
     fn python_non_finite_numbers_and_a_bom_are_read() {
-        let text = "\u{feff}{\"1\": {\"pid\": 1, \"t\": NaN, \"u\": -Infinity, \"label\": \"NaN\"}}";
+        let text =
+            "\u{feff}{\"1\": {\"pid\": 1, \"t\": NaN, \"u\": -Infinity, \"label\": \"NaN\"}}";
         let salvaged = read(text.as_bytes(), 0.0);
         assert!(!salvaged.damaged);
         assert_eq!(

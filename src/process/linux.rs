@@ -19,7 +19,10 @@ pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
 
 /// Whether a process with this pid exists (a zombie included): `kill(pid, 0)`.
 fn exists(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     match rustix::process::test_kill_process(pid) {
