@@ -6,6 +6,8 @@ use super::Global;
 
 /// Show every lease: port, protocol, pid, whether the owner is alive, age, TTL left,
 /// label and source; stale leases are marked.
+/// Only reads: creates nothing, fails (exit 1) when the registry directory does not
+/// exist, and works on one you may read but not write.
 ///
 /// `--json` prints an array of objects with the fields key, port, kind
 /// (portlease|seed|unknown), pid, owned_by_process, owner_alive, age_secs, ttl_secs,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::helpers::{binary, first_ports, portlease_in, run_within};
 
-const LIMIT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(30);
 
 fn names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

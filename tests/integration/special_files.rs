@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::helpers::{first_ports, portlease_in, run_within};
 
 /// Long enough for any honest run; a hung one is killed and the test fails.
-const LIMIT: Duration = Duration::from_secs(60);
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// The files of a registry directory.
 const FILES: [&str; 4] = [
