@@ -81,6 +81,37 @@ fn an_owner_in_another_pid_namespace_keeps_its_port() {
         Duration::from_secs(60),
     )
     .fails(3, "no port free");
+    drop(sleeper);
+
+    // Within the owner's own namespace, its death is seen: an owner there that has
+    // exited gives its port up to the next allocation made there.
+    let script = format!(
+        "sleep 120 & owner=$!; \
+         {bin} alloc --range {range} --owner-pid $owner --lock-timeout 5 >/dev/null || exit 10; \
+         kill $owner; wait $owner; \
+         {bin} alloc --range {range} --ttl 5 --lock-timeout 5",
+        bin = binary().display(),
+    );
+    let other_dir = tempfile::tempdir().expect("a temp dir");
+    let mut inside = Command::new("unshare");
+    inside
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("PORTLEASE_DIR", other_dir.path());
+    let outcome = run_within(inside, Duration::from_secs(60));
+    assert_eq!(
+        outcome.success().trim(),
+        port.to_string(),
+        "{}",
+        outcome.stderr()
+    );
 }
 
 /// A C program whose main thread calls `pthread_exit` while another thread runs on;
