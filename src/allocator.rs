@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Op, Outcome};
 use crate::board::Board;
-use crate::directory;
+use crate::directory::{self, RegistryDir};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::lock::LockSite;
@@ -47,6 +47,8 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Allocator {
     dir: PathBuf,
+    /// The directory, opened once; every file is opened relative to it.
+    opened: Arc<RegistryDir>,
     lock_timeout: Duration,
     /// The lock file, kept open and shared by clones.
     lock: Arc<LockSite>,
@@ -62,7 +64,7 @@ pub(crate) struct Transaction<'a> {
     pub(crate) now: f64,
     pub(crate) liveness: LivenessCache,
     board: Option<&'a Board>,
-    dir: &'a Path,
+    dir: &'a RegistryDir,
     /// Set by whatever changes the registry: only then is it written.
     pub(crate) changed: bool,
 }
@@ -78,19 +80,46 @@ impl Allocator {
 
     /// An allocator on the registry in `dir`, created (mode 0700) if missing.
     ///
+    /// The directory is opened once, without following a link at its last component,
+    /// and checked by the open descriptor; its files are opened relative to it.
+    ///
     /// # Errors
-    /// When the directory cannot be created, is not a directory, is owned by another
-    /// user, or is writable by group or others.
+    /// When the directory cannot be created, is not a directory, is a symbolic link,
+    /// is owned by another user, or is writable by group or others; or when the
+    /// request board there is not a regular file of one link.
     pub fn with_dir(dir: impl Into<PathBuf>) -> Result<Allocator> {
         let dir = dir.into();
-        directory::prepare(&dir)?;
-        Ok(Allocator {
-            lock: Arc::new(LockSite::new(&dir)),
-            board: Board::open(&dir).map(Arc::new),
+        let opened = Arc::new(RegistryDir::prepare(&dir)?);
+        let board = Board::open(&opened)?.map(Arc::new);
+        Ok(Allocator::on(dir, opened, board))
+    }
+
+    /// An allocator on the existing registry in `dir` that only looks: for
+    /// [`leases`](Allocator::leases). It creates and writes nothing (a damaged
+    /// registry is salvaged in memory only), and works where the caller may read but
+    /// not write, on a directory of another user too. It takes the lock on a
+    /// read-only descriptor; where the lock file cannot be opened, it reads without
+    /// the lock, and says so in a warning. Anything that would change the registry
+    /// fails with [`Error::ReadOnly`].
+    ///
+    /// # Errors
+    /// [`Error::NoRegistry`] when `dir` does not exist; when it is not a directory or
+    /// is a symbolic link.
+    pub fn existing(dir: impl Into<PathBuf>) -> Result<Allocator> {
+        let dir = dir.into();
+        let opened = Arc::new(RegistryDir::existing(&dir)?);
+        Ok(Allocator::on(dir, opened, None))
+    }
+
+    fn on(dir: PathBuf, opened: Arc<RegistryDir>, board: Option<Arc<Board>>) -> Allocator {
+        Allocator {
+            lock: Arc::new(LockSite::new(Arc::clone(&opened))),
+            board,
             dir,
+            opened,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             last_sweep: Arc::default(),
-        })
+        }
     }
 
     /// How long to wait for the registry lock before failing with
@@ -333,7 +362,26 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
-        self.transact(|txn| Ok(txn.snapshot()))
+        match self.transact(|txn| Ok(txn.snapshot())) {
+            // A reader that cannot open the lock file (missing, or not readable to it)
+            // reads without the lock: the registry is replaced atomically, so what it
+            // reads is whole, if perhaps a moment old.
+            Err(Error::Io { path, source, .. })
+                if !self.opened.writable()
+                    && path.ends_with(crate::registry::LOCK_FILE)
+                    && matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                log::warn!(
+                    "read {} without its lock ({source}): the listing may be a moment old",
+                    self.dir.display()
+                );
+                self.in_transaction(|txn| Ok(txn.snapshot()))
+            }
+            result => result,
+        }
     }
 
     /// Reclaims every stale lease (owner gone, or TTL passed) and returns them.
@@ -384,18 +432,25 @@ impl Allocator {
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let registry = Registry::load(&self.dir)?;
+        let registry = Registry::load(&self.opened)?;
+        let writable = self.opened.writable();
         let mut txn = Transaction {
-            // A salvaged registry is written back at once, its original kept aside.
-            changed: registry.was_damaged(),
+            // A salvaged registry is written back at once, its original kept aside
+            // (unless this allocator only reads).
+            changed: registry.was_damaged() && writable,
             registry,
             now: unix_now(),
             liveness: LivenessCache::default(),
             board: self.board.as_deref(),
-            dir: &self.dir,
+            dir: &self.opened,
         };
         let result = work(&mut txn)?;
         if txn.changed {
+            if !writable {
+                return Err(Error::ReadOnly {
+                    dir: self.dir.clone(),
+                });
+            }
             txn.registry.save(txn.dir)?;
         }
         Ok(result)

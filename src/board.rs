@@ -16,13 +16,15 @@
 //! found out by its pid and start time, and its slot freed or served again. Linux
 //! only (futexes); elsewhere every request takes the lock itself.
 
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::directory::RegistryDir;
+use crate::error::{Error, Result};
 use crate::files::open_lasting;
 use crate::process::ProcessId;
 
@@ -93,6 +95,7 @@ fn runs(pid: u32) -> bool {
     ProcessId {
         pid,
         start_time: None,
+        pid_ns: None,
     }
     .is_alive()
 }
@@ -164,14 +167,24 @@ pub(crate) enum GaveUp {
 
 impl Board {
     /// Maps the board of the registry in `dir`, creating it if needed; `None` where it
-    /// cannot be had (then every request takes the lock itself).
-    pub(crate) fn open(dir: &Path) -> Option<Board> {
+    /// cannot be had (then every request takes the lock itself). Something other than
+    /// a regular file of one link in its place is refused: nothing is written to it.
+    pub(crate) fn open(dir: &RegistryDir) -> Result<Option<Board>> {
         if !cfg!(target_os = "linux") {
-            return None;
+            return Ok(None);
         }
-        let file = open_lasting(&dir.join(BOARD_FILE))
-            .map_err(|e| log::debug!("no request board: {e}"))
-            .ok()?;
+        match open_lasting(dir, BOARD_FILE) {
+            Ok(file) => Ok(Board::map(&file)),
+            Err(e @ Error::Unsafe { .. }) => Err(e),
+            Err(e) => {
+                log::debug!("no request board: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Maps the board file, growing it to its size first.
+    fn map(file: &File) -> Option<Board> {
         // Only ever grown: a mapping past the end of the file would fault.
         if file.metadata().ok()?.len() < SIZE as u64 {
             file.set_len(SIZE as u64).ok()?;
@@ -245,6 +258,7 @@ impl Board {
         ProcessId {
             pid: self.slot_word(slot, OWNER_PID).load(Ordering::Acquire),
             start_time: self.start_time_at(HEADER + slot * SLOT_SIZE + OWNER_START),
+            pid_ns: None,
         }
     }
 
@@ -375,6 +389,7 @@ impl Board {
             let holder = ProcessId {
                 pid: current,
                 start_time: self.start_time_at(DESIGNATED_START),
+                pid_ns: None,
             };
             if holder.is_alive() {
                 return false;

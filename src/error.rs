@@ -88,6 +88,30 @@ pub enum Error {
         reason: String,
     },
 
+    /// A command that only reads was pointed at a registry directory that does not
+    /// exist.
+    #[error(
+        "no registry at {}: the directory does not exist, so nothing is leased there; check \
+         --dir or PORTLEASE_DIR",
+        dir.display()
+    )]
+    NoRegistry {
+        /// The registry directory.
+        dir: PathBuf,
+    },
+
+    /// A change was asked of an allocator opened to read only
+    /// ([`Allocator::existing`](crate::Allocator::existing)).
+    #[error(
+        "the registry at {} was opened to read only; open it with `Allocator::with_dir` to \
+         change it",
+        dir.display()
+    )]
+    ReadOnly {
+        /// The registry directory.
+        dir: PathBuf,
+    },
+
     /// Binding a socket to a leased port failed.
     #[error("cannot bind {addr}: {source}")]
     Bind {

@@ -75,19 +75,33 @@
 //!   protocols asked (by default on `0.0.0.0` and `[::]`, which catches a server on
 //!   any local address, and a port in `TIME_WAIT`).
 //! - A lease ends when its owner is gone: the owner is recorded as pid plus process
-//!   start time, so a reused pid does not keep a dead lease alive.
+//!   start time, so a reused pid does not keep a dead lease alive. A running process
+//!   is never judged gone: a process counts as gone only when no thread of it runs (a
+//!   zombie thread-group leader whose other threads run is alive), and only by a
+//!   process in its own PID namespace (see the pitfalls).
 //! - A process killed at any moment never leaves a torn registry; a failed write fails
 //!   the operation and leaves the registry as it was.
 //! - A damaged registry is never taken for an empty one: its bytes are kept aside as
-//!   `port_registry.json.corrupt-<time>` and every entry still readable is kept.
-//!   Entries portlease does not understand are kept, and their ports not handed out.
+//!   `port_registry.json.corrupt-<time>` and every entry readable on its own is kept,
+//!   wherever the damage is (reading picks up again at the next port key). An entry
+//!   whose key reads but whose value does not is kept as a placeholder that holds its
+//!   port for the seed's 300 s. What Python's `json` writes (`NaN`, `Infinity`, a
+//!   BOM) is read. Entries portlease does not understand are kept, and their ports
+//!   not handed out.
 //!
 //! # Security
-//! The registry directory is created with mode 0700 and its files 0600. portlease
-//! refuses a directory owned by another user or writable by group or others (whoever
-//! can write there can forge or delete leases), and a registry or lock file that is a
-//! symbolic link. To share ports between users, run one `portlease serve` that all of
-//! them ask. Leases are cooperative: they keep out processes that ask portlease (or the
+//! The registry directory is created with mode 0700 and its files 0600. It is opened
+//! once (`O_DIRECTORY | O_NOFOLLOW`) and checked by that descriptor: portlease refuses
+//! a directory that is a symbolic link (in a sticky world-writable parent such as
+//! `/dev/shm`, another user could plant one and re-point it), is owned by another
+//! user, or is writable by group or others (whoever can write there can forge or
+//! delete leases). Every file in it is opened relative to that descriptor, without
+//! following links and without blocking, and checked to be a regular file, with one
+//! link where portlease writes through it; a FIFO, a device, a link or a hard link in
+//! a file's place is refused with [`Error::Unsafe`] before anything is read or
+//! written. A registry past 64 MiB is refused. [`Allocator::existing`] reads a
+//! registry without creating or writing anything. To share ports between users, run
+//! one `portlease serve` that all of them ask. Leases are cooperative: they keep out processes that ask portlease (or the
 //! seed, or a portpicker client of `portlease serve`); the bind check catches the
 //! others only while they hold the port.
 //!
@@ -106,7 +120,15 @@
 //!   another local address is then missed.
 //! - One registry is for one network namespace: a request may be served, and its
 //!   ports bind-checked, by another process using the same directory, so processes in
-//!   different namespaces (containers) should not share one.
+//!   different network namespaces (containers) should not share one.
+//! - Pids are judged only within their PID namespace: a lease records its owner's
+//!   (the inode of `/proc/self/ns/pid`), and to a process of another namespace the
+//!   owner is alive. Its lease ends by release, by its TTL, or when a process of the
+//!   owner's namespace finds it gone. So containers that share the host's network and
+//!   the registry directory but not its PID namespace should give their leases a TTL
+//!   (renewed by long jobs), or share the host's PID namespace, or ask a
+//!   `portlease serve` on the host: an owner-lifetime lease made in a container that
+//!   is then killed stays held until someone releases it.
 //! - Linux: owners' start times, the request board (futexes) and the portserver's
 //!   abstract sockets are Linux's; portlease is built and tested there only.
 //! - The API is synchronous: every operation, dropping a [`Lease`] included, waits for
@@ -130,11 +152,12 @@
 //!   their allocations and releases for the lock holder to serve; `batch` is the
 //!   serving loop and the wire format, `board` the mapping and the slot protocol.
 //! - `lock`: the `flock` with a deadline. `registry`: the file, loaded with salvage and
-//!   saved atomically. `record`: what an entry says, and whether it is stale.
+//!   saved atomically; `salvage`: reading what is left of a damaged one. `record`: what an entry says, and whether it is stale.
 //! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`: the public types.
 //! - `probe`: bind checks. `process` (with `process/linux.rs`): owner identity (pid
 //!   plus start time) and liveness. `directory`: where the registry lives, and whether
-//!   it is safe. `files`: opening files there without following links.
+//!   it is safe (opened once, without following links). `files`: opening files
+//!   relative to it, regular files only.
 //! - `layout`: the names of the files in a registry directory. `error`: the one
 //!   [`Error`] enum.
 //!
@@ -166,6 +189,7 @@ mod process;
 mod record;
 mod registry;
 mod request;
+mod salvage;
 mod seed_api;
 mod snapshot;
 

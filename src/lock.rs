@@ -14,16 +14,18 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Instant;
 
+use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
-use crate::files::{open_lasting, refuse_link_or};
+use crate::files::{open_lasting, stat_at};
 use crate::registry::LOCK_FILE;
 
 /// One registry's lock file, kept open across transactions.
 #[derive(Debug)]
 pub(crate) struct LockSite {
+    dir: Arc<RegistryDir>,
     path: PathBuf,
     /// Used by one transaction at a time; a thread that finds it busy opens its own.
     /// Kept with the pid that opened it: a forked child shares the open file
@@ -75,9 +77,10 @@ pub(crate) struct RegistryLock<'s> {
 }
 
 impl LockSite {
-    pub(crate) fn new(dir: &Path) -> LockSite {
+    pub(crate) fn new(dir: Arc<RegistryDir>) -> LockSite {
         LockSite {
             path: dir.join(LOCK_FILE),
+            dir,
             cached: Mutex::new(None),
         }
     }
@@ -108,12 +111,12 @@ impl LockSite {
                 },
                 Err(TryLockError::Error(e)) => return Err(Error::io("cannot lock", &self.path, e)),
             }
-            if is_same_file(held.file(), &self.path) {
+            if is_same_file(held.file(), &self.dir) {
                 return Ok(Some(RegistryLock { held }));
             }
             // Deleted or replaced meanwhile: others lock the new file, and so must we.
             let _ = held.file().unlock();
-            let reopened = open_lock_file(&self.path)?;
+            let reopened = open_lock_file(&self.dir)?;
             match &mut held {
                 Held::Cached(cached) => **cached = Some((std::process::id(), reopened)),
                 Held::Own(file) => *file = reopened,
@@ -124,7 +127,7 @@ impl LockSite {
     /// Starts waiting for the lock on a helper thread, on a lock file of its own;
     /// `notify` runs when the lock is had. Take the result with [`LockWait::take`].
     pub(crate) fn start_wait(&self, notify: impl FnOnce() + Send + 'static) -> Result<LockWait> {
-        let file = open_lock_file(&self.path)?;
+        let file = open_lock_file(&self.dir)?;
         let (sender, receiver) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("portlease-lock".into())
@@ -143,7 +146,7 @@ impl LockSite {
     /// The lock, from a file the caller locked: `None` if that file is no longer the
     /// one at the path (then it is dropped, and so unlocked).
     fn adopt(&self, file: File) -> Option<RegistryLock<'_>> {
-        is_same_file(&file, &self.path).then_some(RegistryLock {
+        is_same_file(&file, &self.dir).then_some(RegistryLock {
             held: Held::Own(file),
         })
     }
@@ -154,11 +157,11 @@ impl LockSite {
             Ok(mut cached) => {
                 let me = std::process::id();
                 if cached.as_ref().is_none_or(|(opener, _)| *opener != me) {
-                    *cached = Some((me, open_lock_file(&self.path)?));
+                    *cached = Some((me, open_lock_file(&self.dir)?));
                 }
                 Held::Cached(cached)
             }
-            Err(_) => Held::Own(open_lock_file(&self.path)?),
+            Err(_) => Held::Own(open_lock_file(&self.dir)?),
         })
     }
 }
@@ -185,15 +188,15 @@ impl Drop for RegistryLock<'_> {
     }
 }
 
-/// Whether `file` is the file now at `path` (not followed if it is a link).
-fn is_same_file(file: &File, path: &Path) -> bool {
+/// Whether `file` is the lock file now in `dir` (not followed if it is a link).
+fn is_same_file(file: &File, dir: &RegistryDir) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::symlink_metadata(path)) {
-        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+    match (file.metadata(), stat_at(dir, LOCK_FILE)) {
+        (Ok(open), Ok(Some(named))) => open.dev() == named.st_dev && open.ino() == named.st_ino,
         _ => false,
     }
 }
 
-fn open_lock_file(path: &Path) -> Result<File> {
-    open_lasting(path).map_err(|e| refuse_link_or(e, "cannot open the lock file", path))
+fn open_lock_file(dir: &RegistryDir) -> Result<File> {
+    open_lasting(dir, LOCK_FILE)
 }

@@ -3,6 +3,11 @@
 //! A pid alone is not an identity: pids are reused, so a lease records its owner's pid
 //! together with the owner's start time (where the platform tells it). A lease whose
 //! pid now names another process is as dead as one whose pid names nothing.
+//!
+//! A pid means something only in its PID namespace: a lease records its owner's (on
+//! Linux, the inode of `/proc/self/ns/pid`), and only a process in that namespace
+//! judges the owner by its pid. To any other, the owner is alive: its lease ends by
+//! its TTL, or when a process in the owner's namespace finds it gone.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -23,6 +28,10 @@ pub struct ProcessId {
     /// When the process started, in the platform's units (Linux: clock ticks since
     /// boot, field 22 of `/proc/PID/stat`); `None` where the platform does not say.
     pub start_time: Option<u64>,
+    /// The PID namespace the pid belongs to (Linux: the inode of `/proc/PID/ns/pid`);
+    /// `None` where unknown, and then the pid is taken to be in the reader's.
+    #[serde(default)]
+    pub pid_ns: Option<u64>,
 }
 
 impl ProcessId {
@@ -38,6 +47,7 @@ impl ProcessId {
                 let current = ProcessId {
                     pid,
                     start_time: imp::start_time(pid).flatten(),
+                    pid_ns: imp::own_pid_namespace(),
                 };
                 *cached = Some(current);
                 current
@@ -45,16 +55,32 @@ impl ProcessId {
         }
     }
 
-    /// The running process with this pid, or `None` when there is none (or it is a
-    /// zombie: it has exited and its sockets are closed).
+    /// The running process with this pid in the caller's PID namespace, or `None`
+    /// when there is none (or no thread of it runs: it has exited and its sockets are
+    /// closed).
     pub fn of_running(pid: u32) -> Option<ProcessId> {
-        imp::start_time(pid).map(|start_time| ProcessId { pid, start_time })
+        imp::start_time(pid).map(|start_time| ProcessId {
+            pid,
+            start_time,
+            pid_ns: imp::own_pid_namespace(),
+        })
     }
 
     /// Whether this very process is still running: its pid exists and, when a start
-    /// time is recorded, the process with that pid started at that time.
+    /// time is recorded, the process with that pid started at that time. A process
+    /// of another PID namespace cannot be judged by its pid, and counts as running.
     pub fn is_alive(&self) -> bool {
-        alive(self.pid, self.start_time, imp::start_time)
+        !self.judged_here() || alive(self.pid, self.start_time, imp::start_time)
+    }
+
+    /// Whether this process's pid can be judged from here: it is in the caller's
+    /// PID namespace (or its namespace was not recorded).
+    fn judged_here(&self) -> bool {
+        match (self.pid_ns, imp::own_pid_namespace()) {
+            (None, _) => true,
+            (Some(theirs), Some(mine)) => theirs == mine,
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -78,6 +104,9 @@ pub(crate) struct LivenessCache {
 
 impl LivenessCache {
     pub(crate) fn is_alive(&mut self, owner: ProcessId) -> bool {
+        if !owner.judged_here() {
+            return true;
+        }
         let seen = &mut self.seen;
         alive(owner.pid, owner.start_time, |pid| {
             *seen.entry(pid).or_insert_with(|| imp::start_time(pid))

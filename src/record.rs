@@ -56,6 +56,7 @@ struct Fields<'a> {
     #[serde(borrow)]
     owner: Option<&'a str>,
     start_time: Option<u64>,
+    pid_ns: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     ttl: Option<Option<f64>>,
     proto: Option<&'a str>,
@@ -103,6 +104,7 @@ impl LeaseRecord {
             "process" => Some(ProcessId {
                 pid,
                 start_time: fields.start_time,
+                pid_ns: fields.pid_ns,
             }),
             "none" => None,
             _ => return None,
@@ -147,6 +149,9 @@ impl LeaseRecord {
         if let Some(start_time) = self.owner.and_then(|o| o.start_time) {
             map.insert("start_time".into(), start_time.into());
         }
+        if let Some(pid_ns) = self.owner.and_then(|o| o.pid_ns) {
+            map.insert("pid_ns".into(), pid_ns.into());
+        }
         for (key, value) in [
             ("label", &self.label),
             ("source", &self.source),
@@ -185,6 +190,7 @@ mod tests {
             owner: Some(ProcessId {
                 pid: 42,
                 start_time: Some(7),
+                pid_ns: Some(4026531836),
             }),
             ttl: Some(300.0),
             protocol: Protocol::Both,

@@ -6,20 +6,27 @@
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustix::fs::renameat;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::allocator::unix_now;
+use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
-use crate::files::{open_no_follow, refuse_link_or};
-use crate::record::{LeaseRecord, Record};
+use crate::files::{create_for_writing, open_for_reading};
+use crate::record::{LeaseRecord, Record, SEED_LEASE_SECS};
+use crate::salvage;
 
 pub(crate) use crate::layout::{LOCK_FILE, REGISTRY_FILE};
 use crate::layout::{TEMP_FILE, corrupt_file};
+
+/// A registry larger than this is not one (a real one holds at most 65535 entries of
+/// a few hundred bytes): it is refused rather than read into memory.
+const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 
 /// One entry: its text as read (written back byte for byte unless portlease changes
 /// it), and what portlease makes of it, worked out when first asked: a transaction
@@ -81,47 +88,59 @@ pub(crate) struct Registry {
 impl Registry {
     /// Reads the registry in `dir`; a missing or empty file is an empty registry, a
     /// damaged one gives every entry that can still be read.
-    pub(crate) fn load(dir: &Path) -> Result<Registry> {
+    pub(crate) fn load(dir: &RegistryDir) -> Result<Registry> {
         let path = dir.join(REGISTRY_FILE);
-        let bytes = match open_no_follow(&path, OpenOptions::new().read(true)) {
-            Ok(mut file) => {
-                let mut bytes = Vec::with_capacity(4096);
-                file.read_to_end(&mut bytes)
-                    .map_err(|e| Error::io("cannot read the registry", &path, e))?;
-                bytes
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(refuse_link_or(e, "cannot open the registry", &path)),
+        let Some(file) = open_for_reading(dir, REGISTRY_FILE)? else {
+            return Ok(Registry::parse(Vec::new(), &path));
         };
+        let too_big = || Error::Unsafe {
+            path: path.clone(),
+            reason: format!(
+                "it is larger than {} MiB, far more than any registry, so it is not one; move \
+                 it away (portlease starts a new one)",
+                MAX_REGISTRY_BYTES >> 20
+            ),
+        };
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("cannot inspect", &path, e))?
+            .len();
+        if size > MAX_REGISTRY_BYTES {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).max(4096));
+        file.take(MAX_REGISTRY_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io("cannot read the registry", &path, e))?;
+        if bytes.len() as u64 > MAX_REGISTRY_BYTES {
+            return Err(too_big());
+        }
         Ok(Registry::parse(bytes, &path))
     }
 
     fn parse(bytes: Vec<u8>, path: &Path) -> Registry {
-        let read = |pairs: BTreeMap<String, Box<RawValue>>| -> BTreeMap<String, Entry> {
-            pairs
-                .into_iter()
-                .map(|(key, raw)| (key, Entry::read(raw)))
-                .collect()
-        };
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let salvaged = salvage::read(&bytes, unix_now());
+        let entries = salvaged
+            .entries
+            .into_iter()
+            .map(|(key, raw)| (key, Entry::read(raw)))
+            .collect::<BTreeMap<_, _>>();
+        if !salvaged.damaged {
             return Registry {
-                entries: BTreeMap::new(),
+                entries,
                 damaged: None,
             };
         }
-        if let Ok(pairs) = serde_json::from_slice(&bytes) {
-            return Registry {
-                entries: read(pairs),
-                damaged: None,
-            };
-        }
-        let entries = read(salvage(&bytes));
         log::warn!(
-            "the registry {} is damaged ({} bytes); salvaged {} entries from it, and its \
-             original bytes will be kept beside it as {REGISTRY_FILE}.corrupt-<time>",
+            "the registry {} is damaged ({} bytes): kept {} entries whole, held {} unreadable \
+             ones as placeholders (their ports stay leased for {SEED_LEASE_SECS} s), and lost \
+             {} damaged stretches that named no entry; its original bytes will be kept \
+             beside it as {REGISTRY_FILE}.corrupt-<time>",
             path.display(),
             bytes.len(),
-            entries.len()
+            entries.len() - salvaged.placeholders,
+            salvaged.placeholders,
+            salvaged.skipped,
         );
         Registry {
             entries,
@@ -138,7 +157,7 @@ impl Registry {
     /// in the same directory, then renamed over the old one, so a reader (or a crash)
     /// sees the old registry or the new one, never a mix. A damaged original is first
     /// kept aside, so nothing it held is lost.
-    pub(crate) fn save(&mut self, dir: &Path) -> Result<()> {
+    pub(crate) fn save(&mut self, dir: &RegistryDir) -> Result<()> {
         if let Some(original) = &self.damaged {
             let aside = keep_aside(dir, original)?;
             log::warn!(
@@ -147,14 +166,14 @@ impl Registry {
             );
             self.damaged = None;
         }
-        let temp = dir.join(TEMP_FILE);
-        write_new_file(
-            &temp,
-            &self.encode(),
-            OpenOptions::new().write(true).create(true).truncate(true),
-        )?;
-        let path = dir.join(REGISTRY_FILE);
-        std::fs::rename(&temp, &path).map_err(|e| Error::io("cannot replace the registry", path, e))
+        write_new_file(dir, TEMP_FILE, &self.encode(), false)?;
+        renameat(dir.fd(), TEMP_FILE, dir.fd(), REGISTRY_FILE).map_err(|e| {
+            Error::io(
+                "cannot replace the registry",
+                dir.join(REGISTRY_FILE),
+                e.into(),
+            )
+        })
     }
 
     /// The file's text: one entry per line, each as it was read unless changed.
@@ -178,93 +197,19 @@ impl Registry {
     }
 }
 
-/// Reads `{ "key": value, ... }` pair by pair and keeps every pair read whole before
-/// the first fault: a truncated file keeps the entries before the cut.
-fn salvage(bytes: &[u8]) -> BTreeMap<String, Box<RawValue>> {
-    let mut entries = BTreeMap::new();
-    let mut rest = skip_whitespace(bytes);
-    let Some(after_brace) = rest.strip_prefix(b"{") else {
-        return entries;
-    };
-    rest = after_brace;
-    loop {
-        rest = skip_whitespace(rest);
-        let Some((key, after_key)) = next_json::<String>(rest) else {
-            return entries;
-        };
-        let Some(after_colon) = skip_whitespace(after_key).strip_prefix(b":") else {
-            return entries;
-        };
-        let Some((value, after_value)) = next_json::<Box<RawValue>>(after_colon) else {
-            return entries;
-        };
-        entries.insert(key, value);
-        match skip_whitespace(after_value).split_first() {
-            Some((b',', after_comma)) => rest = after_comma,
-            _ => return entries,
-        }
-    }
-}
-
-/// Parses one JSON value at the start of `bytes`; returns it and what follows.
-fn next_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u8])> {
-    let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<T>();
-    let value = stream.next()?.ok()?;
-    Some((value, &bytes[stream.byte_offset()..]))
-}
-
-fn skip_whitespace(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    &bytes[start..]
-}
-
-fn keep_aside(dir: &Path, original: &[u8]) -> Result<PathBuf> {
+fn keep_aside(dir: &RegistryDir, original: &[u8]) -> Result<PathBuf> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let aside = dir.join(corrupt_file(now));
-    write_new_file(
-        &aside,
-        original,
-        OpenOptions::new().write(true).create_new(true),
-    )?;
-    Ok(aside)
+    let name = corrupt_file(now);
+    write_new_file(dir, &name, original, true)?;
+    Ok(dir.join(&name))
 }
 
-fn write_new_file(path: &Path, bytes: &[u8], options: &mut OpenOptions) -> Result<()> {
-    let mut file =
-        open_no_follow(path, options).map_err(|e| refuse_link_or(e, "cannot create", path))?;
-    file.write_all(bytes)
-        .map_err(|e| Error::io("cannot write", path, e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn keys(entries: &BTreeMap<String, Box<RawValue>>) -> Vec<&str> {
-        entries.keys().map(String::as_str).collect()
-    }
-
-    #[test]
-    fn a_truncated_registry_keeps_the_entries_before_the_cut() {
-        let text = br#"{"10000": {"pid": 1, "timestamp": 2.0}, "10001": {"pid": 3, "timest"#;
-        assert_eq!(keys(&salvage(text)), ["10000"]);
-    }
-
-    #[test]
-    fn garbage_salvages_nothing() {
-        assert!(salvage(b"\x00\xffnot json").is_empty());
-    }
-
-    #[test]
-    fn trailing_garbage_keeps_every_entry() {
-        let text = br#"{"1": {"pid": 1}, "x": [1, 2]} trailing"#;
-        assert_eq!(keys(&salvage(text)), ["1", "x"]);
-    }
+fn write_new_file(dir: &RegistryDir, name: &str, bytes: &[u8], exclusive: bool) -> Result<()> {
+    create_for_writing(dir, name, exclusive)?
+        .write_all(bytes)
+        .map_err(|e| Error::io("cannot write", dir.join(name), e))
 }
 
 #[cfg(test)]

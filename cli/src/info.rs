@@ -6,6 +6,8 @@ use super::Global;
 
 /// Show the registry directory and whether it is RAM-backed, the kernel's ephemeral
 /// port range, the lock timeout, and the number of leases.
+/// Only reads: creates nothing, fails (exit 1) when the registry directory does not
+/// exist, and works on one you may read but not write.
 ///
 /// Example: portlease info --json
 #[derive(clap::Args, Debug)]
@@ -26,7 +28,7 @@ struct Info {
 }
 
 pub(crate) fn run(global: &Global, args: &InfoArgs) -> anyhow::Result<i32> {
-    let allocator = global.allocator()?;
+    let allocator = global.reader()?;
     let leases = allocator.leases()?;
     let info = Info {
         dir: allocator.dir().to_path_buf(),

@@ -83,6 +83,13 @@ impl Global {
         Ok(Allocator::with_dir(dir)?.lock_timeout(self.lock_timeout))
     }
 
+    /// An allocator that only looks, for the commands that only read: it creates
+    /// nothing, and works on a directory the user may read but not write.
+    pub(crate) fn reader(&self) -> Result<Allocator, Error> {
+        let dir = self.dir.clone().unwrap_or_else(portlease::default_dir);
+        Ok(Allocator::existing(dir)?.lock_timeout(self.lock_timeout))
+    }
+
     pub(crate) fn lock_timeout(&self) -> Duration {
         self.lock_timeout
     }

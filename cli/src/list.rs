@@ -6,6 +6,8 @@ use super::Global;
 
 /// Show every lease: port, protocol, pid, whether the owner is alive, age, TTL left,
 /// label and source; stale leases are marked.
+/// Only reads: creates nothing, fails (exit 1) when the registry directory does not
+/// exist, and works on one you may read but not write.
 ///
 /// `--json` prints an array of objects with the fields key, port, kind
 /// (portlease|seed|unknown), pid, owned_by_process, owner_alive, age_secs, ttl_secs,
@@ -20,7 +22,7 @@ pub(crate) struct ListArgs {
 }
 
 pub(crate) fn run(global: &Global, args: &ListArgs) -> anyhow::Result<i32> {
-    let leases = global.allocator()?.leases()?;
+    let leases = global.reader()?.leases()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&leases)?);
     } else if leases.is_empty() {
@@ -66,7 +68,7 @@ fn row(info: &LeaseInfo) -> [String; 9] {
         _ => "-",
     };
     [
-        info.key.clone(),
+        printable(&info.key),
         or_dash(info.protocol.map(|p| p.to_string())),
         or_dash(info.pid.map(|p| p.to_string())),
         owner.into(),
@@ -76,7 +78,7 @@ fn row(info: &LeaseInfo) -> [String; 9] {
             (None, None) if info.owned_by_process => "owner's life".into(),
             _ => "-".into(),
         },
-        or_dash(info.source.clone()),
+        or_dash(info.source.as_deref().map(printable)),
         match (info.stale, info.kind) {
             (true, _) => "STALE".into(),
             (false, portlease::EntryKind::Unknown) => "unknown".into(),
@@ -84,8 +86,22 @@ fn row(info: &LeaseInfo) -> [String; 9] {
             (false, portlease::EntryKind::Portlease) => "held".into(),
             (false, _) => "other".into(),
         },
-        or_dash(info.label.clone()),
+        or_dash(info.label.as_deref().map(printable)),
     ]
+}
+
+/// The text with its control characters escaped (as `check` shows labels), so that a
+/// label from the registry cannot move the cursor or clear the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn seconds(secs: f64) -> String {

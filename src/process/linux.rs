@@ -1,15 +1,34 @@
-//! Linux: a process's start time from `/proc/PID/stat`.
+//! Linux: a process's start time from `/proc/PID/stat`, and the caller's PID
+//! namespace from `/proc/self/ns/pid`.
 
 use std::io::Read;
+use std::sync::{Mutex, PoisonError};
 
-/// `None`: no such process, or a zombie. `Some(None)`: it runs, but its start time
-/// could not be read. `Some(Some(t))`: it runs and started at `t` ticks after boot.
+/// `None`: no such process, or no thread of it runs. `Some(None)`: it runs, but its
+/// start time could not be read. `Some(Some(t))`: it runs and started at `t` ticks
+/// after boot.
 pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
     let mut buf = [0u8; 1024];
-    let len = std::fs::File::open(format!("/proc/{pid}/stat"))
-        .and_then(|mut file| file.read(&mut buf))
-        .ok()?;
-    parse_stat(&buf[..len])
+    match std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut file| file.read(&mut buf))
+    {
+        Ok(len) => parse_stat(&buf[..len]),
+        // /proc may hide other users' processes (hidepid): ask the kernel instead.
+        Err(_) => exists(pid).then_some(None),
+    }
+}
+
+/// Whether a process with this pid exists (a zombie included): `kill(pid, 0)`.
+fn exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
 }
 
 /// Fields after the command name, which is in parentheses and may itself hold spaces
@@ -17,14 +36,46 @@ pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
 fn parse_stat(stat: &[u8]) -> Option<Option<u64>> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = rest.split_ascii_whitespace();
-    // Field 3 is the state: a zombie ('Z') or dead ('X') process holds no sockets.
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
+    // Fields 3 (the state) onwards.
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let field = |number: usize| fields.get(number - 3).copied();
+    // A zombie ('Z') or dead ('X') thread-group leader holds no sockets, unless other
+    // threads of it still run: then the leader's thread alone has exited (it called
+    // `pthread_exit`), and field 20, the thread count, still counts them.
+    let state = field(3)?;
+    let threads: u64 = field(20).and_then(|n| n.parse().ok()).unwrap_or(1);
+    if (state == "Z" || state == "X") && threads <= 1 {
         return None;
     }
-    // Field 22 is the start time; fields 4..=21 lie between.
-    Some(fields.nth(18).and_then(|t| t.parse().ok()))
+    Some(field(22).and_then(|t| t.parse().ok()))
+}
+
+/// The inode of the caller's PID namespace; `None` if unknown, or if `/proc` is not
+/// the one of that namespace (then pids read there are another namespace's).
+pub(super) fn own_pid_namespace() -> Option<u64> {
+    // Read once per process; the pid is compared, since a forked child may be in a
+    // namespace of its own.
+    static CACHED: Mutex<Option<(u32, Option<u64>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut cached = CACHED.lock().unwrap_or_else(PoisonError::into_inner);
+    match *cached {
+        Some((of, namespace)) if of == pid => namespace,
+        _ => {
+            let namespace = read_own_pid_namespace(pid);
+            *cached = Some((pid, namespace));
+            namespace
+        }
+    }
+}
+
+fn read_own_pid_namespace(pid: u32) -> Option<u64> {
+    let proc_self = rustix::fs::readlink("/proc/self", Vec::new()).ok()?;
+    if proc_self.to_bytes() != pid.to_string().as_bytes() {
+        return None;
+    }
+    rustix::fs::stat("/proc/self/ns/pid")
+        .ok()
+        .map(|stat| stat.st_ino)
 }
 
 #[cfg(test)]
@@ -44,10 +95,17 @@ mod tests {
     }
 
     #[test]
-    fn this_process_has_a_start_time() {
+    fn a_zombie_leader_with_live_threads_is_running() {
+        let stat = b"42 (x) Z 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 987654 1000 10";
+        assert_eq!(parse_stat(stat), Some(Some(987654)));
+    }
+
+    #[test]
+    fn this_process_has_a_start_time_and_a_namespace() {
         assert!(matches!(
             super::start_time(std::process::id()),
             Some(Some(_))
         ));
+        assert!(super::own_pid_namespace().is_some());
     }
 }

@@ -8,3 +8,8 @@ pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     exists.then_some(None)
 }
+
+/// No PID namespaces here.
+pub(super) fn own_pid_namespace() -> Option<u64> {
+    None
+}

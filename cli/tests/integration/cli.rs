@@ -526,6 +526,8 @@ fn warnings_reach_stderr_without_verbose() {
 #[test]
 fn the_default_directory_follows_the_environment() {
     let runtime = tempfile::tempdir().expect("a temp dir");
+    // `info` only reads, so it creates no directory.
+    std::fs::create_dir(runtime.path().join("portlease")).expect("mkdir");
     let info: Info = Run::new(Path::new("unused"))
         .env_remove("PORTLEASE_DIR")
         .env("XDG_RUNTIME_DIR", runtime.path())

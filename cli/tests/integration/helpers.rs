@@ -281,3 +281,37 @@ impl Outcome {
 pub fn registry_bytes(dir: &Path) -> Option<Vec<u8>> {
     std::fs::read(dir.join(portlease::REGISTRY_FILE)).ok()
 }
+
+/// Runs `command` to its end, which must come within `limit`: a command that hangs
+/// (on a FIFO, say) is killed, and the test fails saying so.
+pub fn run_within(mut command: Command, limit: std::time::Duration) -> Outcome {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("reap");
+            panic!(
+                "{command:?} hung: killed after {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Outcome(child.wait_with_output().expect("the output"))
+}
+
+/// The binary on registry dir `dir` with `args`, as a `Command`.
+pub fn portlease_in(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .env("PORTLEASE_DIR", dir)
+        .env_remove("RUST_BACKTRACE")
+        .args(args);
+    command
+}

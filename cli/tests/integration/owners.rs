@@ -1,0 +1,214 @@
+//! Owners that look gone but run: one in another PID namespace, one whose main
+//! thread has exited while its other threads serve on.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use portlease::{Error, Owner, Request};
+
+use crate::helpers::{binary, first_ports, portlease_in, registry, run_within};
+
+/// Kills and reaps a child when dropped, so a failed assertion leaves no process.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_owner_in_another_pid_namespace_keeps_its_port() {
+    let (dir, _allocator) = registry();
+    let port = *first_ports(77, 1).start();
+    let range = format!("{port}-{port}");
+    // `portlease exec` is pid 1 of a new PID namespace, and owns the lease.
+    let mut sleeper = Command::new("unshare");
+    sleeper
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(binary())
+        .args(["exec", "--range", &range, "--", "sleep", "120"])
+        .env("PORTLEASE_DIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut sleeper = Reaped(sleeper.spawn().expect("unshare runs"));
+    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
+    loop {
+        if let Some(status) = sleeper.0.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            if let Some(mut err) = sleeper.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+            }
+            if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
+                eprintln!("skipped: unshare is refused here ({})", stderr.trim());
+                return;
+            }
+            panic!("the namespaced owner ended first ({status}): {stderr}");
+        }
+        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
+        if text.contains(&format!("\"{port}\"")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lease = &crate::helpers::registry_json(dir.path())[&port.to_string()];
+    assert!(
+        lease["pid_ns"].is_u64(),
+        "the owner's namespace is recorded: {lease}"
+    );
+
+    run_within(
+        portlease_in(
+            dir.path(),
+            &["alloc", "--range", &range, "--lock-timeout", "5"],
+        ),
+        Duration::from_secs(60),
+    )
+    .fails(3, "no port free");
+    run_within(
+        portlease_in(dir.path(), &["gc", "--lock-timeout", "5"]),
+        Duration::from_secs(60),
+    )
+    .success();
+    run_within(
+        portlease_in(
+            dir.path(),
+            &["alloc", "--range", &range, "--lock-timeout", "5"],
+        ),
+        Duration::from_secs(60),
+    )
+    .fails(3, "no port free");
+    drop(sleeper);
+
+    // Within the owner's own namespace, its death is seen: an owner there that has
+    // exited gives its port up to the next allocation made there.
+    let script = format!(
+        "sleep 120 & owner=$!; \
+         {bin} alloc --range {range} --owner-pid $owner --lock-timeout 5 >/dev/null || exit 10; \
+         kill $owner; wait $owner; \
+         {bin} alloc --range {range} --ttl 5 --lock-timeout 5",
+        bin = binary().display(),
+    );
+    let other_dir = tempfile::tempdir().expect("a temp dir");
+    let mut inside = Command::new("unshare");
+    inside
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("PORTLEASE_DIR", other_dir.path());
+    let outcome = run_within(inside, Duration::from_secs(60));
+    assert_eq!(
+        outcome.success().trim(),
+        port.to_string(),
+        "{}",
+        outcome.stderr()
+    );
+}
+
+/// A C program whose main thread calls `pthread_exit` while another thread runs on;
+/// that thread prints "ready" once the leader shows as a zombie.
+const MAIN_EXITS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void *serve(void *unused) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)getpid());
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f) fclose(f);
+        buf[n] = 0;
+        char *close = strrchr(buf, ')');
+        if (close && close[1] == ' ' && close[2] == 'Z') break;
+        usleep(1000);
+    }
+    printf("ready\n");
+    fflush(stdout);
+    sleep(120);
+    return unused;
+}
+
+int main(void) {
+    pthread_t thread;
+    pthread_create(&thread, NULL, serve, NULL);
+    pthread_exit(NULL);
+}
+"#;
+
+#[test]
+fn an_owner_whose_main_thread_exited_keeps_its_port() {
+    let (dir, allocator) = registry();
+    let port = *first_ports(78, 1).start();
+    let build = tempfile::tempdir().expect("a temp dir");
+    let source = build.path().join("main_exits.c");
+    std::fs::write(&source, MAIN_EXITS).expect("write the C source");
+    let program = build.path().join("main_exits");
+    let compiled = Command::new("cc")
+        .args(["-pthread", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .status();
+    match compiled {
+        Ok(status) if status.success() => {}
+        other => {
+            eprintln!("skipped: no C compiler to build the helper ({other:?})");
+            return;
+        }
+    }
+    let mut owner = Command::new(&program);
+    owner.stdout(Stdio::piped());
+    let mut owner = Reaped(owner.spawn().expect("the helper runs"));
+    let stdout = owner.0.stdout.take().expect("its stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("a line");
+    assert_eq!(line.trim(), "ready", "the main thread has exited");
+    let pid = owner.0.id();
+
+    let request = Request::new().range(port..=port);
+    allocator
+        .allocate(&request.clone().owner(Owner::Process(pid)))
+        .expect("a process whose main thread exited still runs")
+        .keep();
+    assert!(
+        matches!(
+            allocator.allocate(
+                &request
+                    .clone()
+                    .owner(Owner::Nobody)
+                    .ttl(Some(Duration::from_secs(5)))
+            ),
+            Err(Error::Exhausted { .. })
+        ),
+        "held while its threads run"
+    );
+    let range = format!("{port}-{port}");
+    run_within(
+        portlease_in(
+            dir.path(),
+            &["alloc", "--range", &range, "--lock-timeout", "5"],
+        ),
+        Duration::from_secs(60),
+    )
+    .fails(3, "no port free");
+
+    drop(owner);
+    let _free = allocator
+        .allocate(
+            &request
+                .owner(Owner::Nobody)
+                .ttl(Some(Duration::from_secs(5))),
+        )
+        .expect("free once the whole process is gone");
+}
