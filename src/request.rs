@@ -66,7 +66,7 @@ impl std::str::FromStr for Protocol {
 }
 
 /// Whose lease it is: the lease ends when its owner process does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Owner {
     /// The calling process (the default).
     #[default]
@@ -95,7 +95,7 @@ pub enum Owner {
 ///     .label("integration db");
 /// # let _ = request;
 /// ```
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Request {
     pub(crate) preferred: Option<u16>,
     pub(crate) ranges: Vec<RangeInclusive<u16>>,
