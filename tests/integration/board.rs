@@ -381,3 +381,62 @@ fn without_room_for_the_registry_the_command_fails_cleanly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!dir.path().join(portlease::REGISTRY_FILE).exists());
 }
+
+#[test]
+fn a_lock_timeout_of_1e19_seconds_is_no_panic() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = range_arg(100, 10);
+    let output = alloc(dir.path(), &range, "1e19")
+        .output()
+        .expect("portlease runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(leased(dir.path()), [port_of(&output)]);
+}
+
+#[test]
+fn ctrl_c_ends_exec_while_it_waits_for_the_lock() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = range_arg(100, 10);
+    let lock = hold_lock(dir.path());
+    let exec = Command::new(binary())
+        .env("PORTLEASE_DIR", dir.path())
+        .args([
+            "exec",
+            "--range",
+            &range,
+            "--lock-timeout",
+            "60",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("portlease runs");
+    wait_until("exec posted its request", || {
+        slots_in(dir.path(), POSTED) == 1
+    });
+    signal(&exec, rustix::process::Signal::INT);
+    let output = exec.wait_with_output().expect("exec ends");
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "ended by Ctrl-C, not by the lock timeout: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(lock);
+    let list = Command::new(binary())
+        .env("PORTLEASE_DIR", dir.path())
+        .args(["list", "--json"])
+        .output()
+        .expect("list runs");
+    assert!(list.status.success());
+    let leases: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).expect("JSON");
+    assert!(
+        leases.iter().all(|lease| lease["stale"] == true),
+        "nothing live is leased for the interrupted exec: {leases:?}"
+    );
+}
