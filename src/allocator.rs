@@ -20,7 +20,7 @@ use crate::process::{LivenessCache, ProcessId};
 
 use crate::record::{LeaseRecord, Record, port_of_key};
 use crate::registry::{Entry, Registry};
-use crate::request::{Owner, Request, check_ttl};
+use crate::request::{Candidates, Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
 
 /// How often allocation looks up the owner of every lease, not just of those it meets.
@@ -118,18 +118,19 @@ impl Allocator {
     pub fn allocate(&self, request: &Request) -> Result<Lease> {
         request.validate()?;
         warn_if_ephemeral(request.ranges());
+        let me = ProcessId::current();
         let owner = match request.owner {
-            Owner::CurrentProcess => Some(ProcessId::current()),
+            Owner::CurrentProcess => Some(me),
             Owner::Process(pid) => {
                 Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
             }
             Owner::Nobody => None,
         };
-        let token = new_token();
+        let token = new_token(me.pid);
         let op = Op::Allocate {
             request: request.clone(),
             owner,
-            pid: std::process::id(),
+            pid: me.pid,
             token: token.clone(),
         };
         match submit(self, &op)? {
@@ -575,7 +576,7 @@ impl Transaction<'_> {
 
     /// Chooses ports for `request` among `candidates`. A port whose every lease is
     /// stale counts as free, and those leases are removed on the way.
-    fn pick_ports(&mut self, request: &Request, candidates: &[u16]) -> Result<Vec<u16>> {
+    fn pick_ports(&mut self, request: &Request, candidates: &Candidates) -> Result<Vec<u16>> {
         let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
         for (key, entry) in &self.registry.entries {
             if let Some(port) = port_of_key(key) {
@@ -671,7 +672,7 @@ impl Transaction<'_> {
 /// from just after `cursor`, wrapping around.
 fn pick(
     request: &Request,
-    candidates: &[u16],
+    candidates: &Candidates,
     cursor: Option<u16>,
     usable: &mut impl FnMut(u16) -> Result<bool>,
 ) -> Result<Vec<u16>> {
@@ -703,11 +704,9 @@ fn pick(
     let mut ports = Vec::with_capacity(count);
     if request.block {
         next_fit(candidates, cursor, |start| {
-            let Some(index) = candidates.binary_search(&start).ok() else {
-                return Ok(false);
-            };
-            let fits = candidates.get(index + count - 1) == Some(&(start + (count as u16 - 1)));
-            if fits && all_usable(start..=start + (count as u16 - 1), usable)? {
+            if candidates.holds_block(start, count)
+                && all_usable(start..=start + (count as u16 - 1), usable)?
+            {
                 ports.extend(start..=start + (count as u16 - 1));
                 return Ok(true);
             }
@@ -737,12 +736,11 @@ fn pick(
 /// Visits the candidates from the first one after `cursor`, wrapping around, until
 /// `visit` returns true.
 fn next_fit(
-    candidates: &[u16],
+    candidates: &Candidates,
     cursor: Option<u16>,
     mut visit: impl FnMut(u16) -> Result<bool>,
 ) -> Result<()> {
-    let start = cursor.map_or(0, |c| candidates.partition_point(|&p| p <= c));
-    for &port in candidates[start..].iter().chain(&candidates[..start]) {
+    for port in candidates.next_fit(cursor) {
         if visit(port)? {
             break;
         }
@@ -769,14 +767,14 @@ pub(crate) fn unix_now() -> f64 {
 }
 
 /// A token unique to one allocation: pid, time and a counter.
-fn new_token() -> String {
+fn new_token(pid: u32) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!(
         "{:x}-{:x}-{:x}",
-        std::process::id(),
+        pid,
         nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )

@@ -119,7 +119,7 @@ fn wait_for_outcome(
             return Ok(ledger.alone(op, true));
         }
         if let Some(lock) = ledger.lock_site().try_lock()? {
-            if let Some(own) = serve_posted(ledger, lock, board, me, Some(slot)) {
+            if let Some(own) = serve_posted(ledger, lock, board, me, Some((slot, op))) {
                 return Ok(own);
             }
             // Ours is with a server that has just let go: its outcome comes next.
@@ -128,7 +128,7 @@ fn wait_for_outcome(
             // holder that does not use the board needs a poster blocking on the flock.
             let holder = board.holder();
             if holder.is_none() && board.designate(me, quiet) {
-                if let Some(own) = wait_designated(ledger, board, slot, me, deadline)? {
+                if let Some(own) = wait_designated(ledger, board, (slot, op), me, deadline)? {
                     return Ok(own);
                 }
             } else if quiet && let Some(holder) = holder {
@@ -150,7 +150,7 @@ fn wait_for_outcome(
 fn wait_designated(
     ledger: &impl Ledger,
     board: &Arc<Board>,
-    slot: usize,
+    (slot, op): (usize, &Op),
     me: ProcessId,
     deadline: Instant,
 ) -> Result<Option<Result<Outcome>>> {
@@ -160,7 +160,7 @@ fn wait_designated(
     loop {
         let wakes = board.wakes(slot);
         if let Some(lock) = wait.take(ledger.lock_site())? {
-            return Ok(serve_posted(ledger, lock, board, me, Some(slot)));
+            return Ok(serve_posted(ledger, lock, board, me, Some((slot, op))));
         }
         let now = Instant::now();
         if board.is_done(slot) || board.broken() || now >= deadline {
@@ -177,15 +177,17 @@ fn wait_designated(
 }
 
 /// With the lock held: serves every posted request in one transaction, completes
-/// each before letting go of the lock, and wakes their posters. Returns the outcome
-/// of slot `own` if it was among them, with its error as it was raised.
+/// each before letting go of the lock, and wakes their posters. `own` is the slot and
+/// request of the caller's own post, if any: its outcome is returned if it was among
+/// them, with its error as it was raised.
 pub(crate) fn serve_posted(
     ledger: &impl Ledger,
     lock: RegistryLock<'_>,
     board: &Board,
     me: ProcessId,
-    own: Option<usize>,
+    own_post: Option<(usize, &Op)>,
 ) -> Option<Result<Outcome>> {
+    let own = own_post.map(|(slot, _)| slot);
     let holding = board.mark_holder(me.pid);
     // Requests a dead server left: taken ones are posted again (and taken below),
     // withdrawn ones have their leases ended in this transaction.
@@ -196,7 +198,11 @@ pub(crate) fn serve_posted(
         let requests: Vec<Served> = batch
             .iter()
             .map(|taken| Served {
-                op: Op::decode(&taken.request),
+                // Our own request is at hand: no need to read it back.
+                op: match own_post {
+                    Some((slot, op)) if slot == taken.slot => Some(op.clone()),
+                    _ => Op::decode(&taken.request),
+                },
                 again: taken.retried,
             })
             .collect();
