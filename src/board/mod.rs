@@ -28,7 +28,7 @@
 //! | FREE | a poster | FILLING | [`Board::claim`] |
 //! | FILLING | its poster | POSTED | [`Board::publish`] |
 //! | POSTED | its poster | FREE | [`Board::withdraw`] |
-//! | POSTED | the lock holder | TAKEN | [`Board::take_posted`] |
+//! | POSTED | the lock holder | TAKEN (FREE if its poster is gone) | [`Board::take_posted`] |
 //! | TAKEN | its server, after saving | DONE | [`Board::complete`] |
 //! | TAKEN | its poster, giving up | WITHDRAWN | [`Board::withdraw`] |
 //! | TAKEN (server dead) | the next lock holder | POSTED, flagged "retry" (FREE if its poster is dead too) | [`Board::adopt_orphans`] |
@@ -44,9 +44,9 @@
 //! WITHDRAWN knows its server died.
 //!
 //! # When a party dies
-//! - **A poster while FILLING or POSTED**: the slot is reclaimed by the next poster
-//!   that finds no free slot (or its request is served for an owner that is gone:
-//!   such a lease is stale at once).
+//! - **A poster while FILLING or POSTED**: the next lock holder frees a POSTED slot
+//!   without serving it; a FILLING one is reclaimed by the next poster that finds no
+//!   free slot.
 //! - **A poster while TAKEN, or after DONE**: its server completes the slot; a later
 //!   poster reclaims it. Leases owned by the dead poster are stale.
 //! - **A server after taking, before saving**: nothing was saved; the next lock

@@ -61,6 +61,22 @@ fn runs(pid: u32) -> bool {
     .is_alive()
 }
 
+/// Whether a process with this pid exists: a cheaper look than [`runs`], for the
+/// serving path (a pid reused meanwhile only means a request served in vain).
+fn signallable(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    // EPERM: it exists, as another user's process.
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
 /// A request taken from the board, to serve.
 pub(crate) struct Taken {
     pub(crate) slot: usize,
@@ -271,12 +287,23 @@ impl Board {
         self.swap_tag(orphan.slot, orphan.seen, tag(FREE, 0));
     }
 
-    /// POSTED → TAKEN: every posted request, for `server` to serve.
+    /// POSTED → TAKEN: every posted request, for `server` to serve. A request whose
+    /// poster is gone (one `kill(pid, 0)` each) is not served but freed: nobody would
+    /// read its outcome.
     pub(crate) fn take_posted(&self, server: ProcessId) -> Vec<Taken> {
         let mut taken = Vec::new();
         for slot in 0..SLOTS {
             let seen = self.slot_tag(slot).load(Ordering::Acquire);
-            if state_of(seen) == POSTED && self.swap_tag(slot, seen, tag(TAKEN, server.pid)) {
+            if state_of(seen) != POSTED {
+                continue;
+            }
+            if pid_of(seen) != server.pid && !signallable(pid_of(seen)) {
+                if self.swap_tag(slot, seen, tag(FREE, 0)) {
+                    log::debug!("slot {slot}: its poster is gone; not served");
+                }
+                continue;
+            }
+            if self.swap_tag(slot, seen, tag(TAKEN, server.pid)) {
                 taken.push(Taken {
                     slot,
                     request: self.request_bytes(slot),
@@ -318,5 +345,109 @@ impl Board {
     /// saved for it.
     pub(crate) fn settle_own(&self, slot: usize, server: ProcessId) {
         self.swap_tag(slot, tag(WITHDRAWN, server.pid), tag(FREE, 0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two mappings of one board, as two processes have it.
+    fn two_views() -> (tempfile::TempDir, Board, Board) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let a = Board::open(dir.path()).expect("a board");
+        let b = Board::open(dir.path()).expect("the same board again");
+        (dir, a, b)
+    }
+
+    fn me() -> ProcessId {
+        ProcessId::current()
+    }
+
+    /// A server that is not this process (only its pid is used).
+    fn server() -> ProcessId {
+        ProcessId {
+            pid: 1,
+            start_time: None,
+        }
+    }
+
+    #[test]
+    fn a_request_and_its_outcome_cross_between_mappings_intact() {
+        let (_dir, poster, holder) = two_views();
+        let request: Vec<u8> = (0..REQUEST_MAX).map(|i| (i * 7) as u8).collect();
+        let slot = poster.claim(me()).expect("a slot");
+        poster.publish(slot, me(), &request);
+        let taken = holder.take_posted(server());
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            taken[0].request, request,
+            "every byte, through the other mapping"
+        );
+        assert!(poster.collect(slot).is_none(), "not served yet");
+        let outcome: Vec<u8> = (0..OUTCOME_MAX).map(|i| (i * 3) as u8).collect();
+        assert!(holder.complete(slot, server(), &outcome));
+        assert_eq!(poster.collect(slot), Some(outcome));
+        assert!(
+            poster.collect(slot).is_none(),
+            "collected once; the slot is free"
+        );
+    }
+
+    #[test]
+    fn a_withdrawn_request_is_not_completed_and_waits_to_be_settled() {
+        let (_dir, poster, holder) = two_views();
+        let slot = poster.claim(me()).expect("a slot");
+        poster.publish(slot, me(), b"request");
+        assert_eq!(holder.take_posted(server()).len(), 1);
+        assert!(matches!(poster.withdraw(slot), Withdrawn::NotServed));
+        assert!(!holder.still_taken(slot, server()));
+        assert!(!holder.complete(slot, server(), b"outcome"));
+        // The next lock holder finds it, with its request to end by its token.
+        let orphans = holder.adopt_orphans();
+        assert_eq!(orphans.len(), 1);
+        assert_eq!(orphans[0].request, b"request");
+        holder.settle(&orphans[0]);
+        assert!(holder.adopt_orphans().is_empty());
+        assert!(holder.take_posted(server()).is_empty());
+    }
+
+    #[test]
+    fn a_posted_request_withdrawn_is_simply_gone() {
+        let (_dir, poster, holder) = two_views();
+        let slot = poster.claim(me()).expect("a slot");
+        poster.publish(slot, me(), b"request");
+        assert!(matches!(poster.withdraw(slot), Withdrawn::NotServed));
+        assert!(holder.take_posted(server()).is_empty());
+        assert!(holder.adopt_orphans().is_empty());
+    }
+
+    #[test]
+    fn a_served_request_withdrawn_late_hands_over_its_outcome() {
+        let (_dir, poster, holder) = two_views();
+        let slot = poster.claim(me()).expect("a slot");
+        poster.publish(slot, me(), b"request");
+        holder.take_posted(server());
+        assert!(holder.complete(slot, server(), b"outcome"));
+        match poster.withdraw(slot) {
+            Withdrawn::Served(outcome) => assert_eq!(outcome, b"outcome"),
+            Withdrawn::NotServed => panic!("it was served"),
+        }
+    }
+
+    #[test]
+    fn a_dead_servers_request_is_posted_again_flagged() {
+        let (_dir, poster, holder) = two_views();
+        let slot = poster.claim(me()).expect("a slot");
+        poster.publish(slot, me(), b"request");
+        holder.take_posted(server());
+        // With the lock, a TAKEN slot means its server died.
+        assert!(holder.adopt_orphans().is_empty());
+        let again = holder.take_posted(me());
+        assert_eq!(again.len(), 1);
+        assert!(
+            again[0].retried,
+            "it may have been done: served by its token"
+        );
     }
 }

@@ -440,3 +440,55 @@ fn ctrl_c_ends_exec_while_it_waits_for_the_lock() {
         "nothing live is leased for the interrupted exec: {leases:?}"
     );
 }
+
+#[test]
+fn a_poster_killed_before_it_is_served_gets_nothing() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = range_arg(95, 10);
+    let lock = hold_lock(dir.path());
+    let mut poster = spawn(alloc(dir.path(), &range, "60"));
+    wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 1);
+    poster.kill().expect("SIGKILL");
+    poster.wait().expect("reaped");
+    let server = spawn(alloc(dir.path(), &range, "60"));
+    wait_until("the server posted", || slots_in(dir.path(), POSTED) == 2);
+    drop(lock);
+    let server = server.wait_with_output().expect("the server ends");
+    assert!(
+        server.status.success(),
+        "{}",
+        String::from_utf8_lossy(&server.stderr)
+    );
+    assert_eq!(
+        leased(dir.path()),
+        [port_of(&server)],
+        "nothing for the dead poster"
+    );
+    assert_eq!(slots_in(dir.path(), POSTED), 0, "its slot was freed");
+}
+
+#[test]
+fn a_killed_designated_waiter_holds_nobody_up() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = range_arg(96, 10);
+    let lock = hold_lock(dir.path());
+    // The first poster becomes the designated waiter, blocking on the lock.
+    let mut designated = spawn(alloc(dir.path(), &range, "60"));
+    wait_until("the designated waiter posted", || {
+        slots_in(dir.path(), POSTED) == 1
+    });
+    let poster = spawn(alloc(dir.path(), &range, "60"));
+    wait_until("the second poster posted", || {
+        slots_in(dir.path(), POSTED) == 2
+    });
+    designated.kill().expect("SIGKILL");
+    designated.wait().expect("reaped");
+    drop(lock);
+    let poster = poster.wait_with_output().expect("the poster ends");
+    assert!(
+        poster.status.success(),
+        "{}",
+        String::from_utf8_lossy(&poster.stderr)
+    );
+    assert_eq!(leased(dir.path()), [port_of(&poster)]);
+}
