@@ -95,7 +95,8 @@ impl Allocator {
     }
 
     /// How long to wait for the registry lock before failing with
-    /// [`Error::LockTimeout`] (default 30 s).
+    /// [`Error::LockTimeout`] (default 30 s). A timeout too long for the clock, such
+    /// as `Duration::MAX`, waits as good as forever.
     pub fn lock_timeout(mut self, timeout: Duration) -> Allocator {
         self.lock_timeout = timeout;
         self

@@ -49,8 +49,13 @@
 //!   the p99 of a cycle was 17-25 ms at 16 processes; each request also cost its own
 //!   registry write). The board never decides who holds the lock: the `flock` does,
 //!   so processes that do not use the board (the seed) are excluded all the same. A
-//!   process that dies while posting, waiting or serving is found out by its pid, and
-//!   a request whose server died is served again, idempotently.
+//!   process that dies while posting, waiting or serving is found out (a lock holder
+//!   that finds a request still taken knows its server died), and a request whose
+//!   server died is served again, idempotently, by its token. A poster that gives up
+//!   at its lock timeout withdraws its request: its server leaves it out of the
+//!   transaction, or, if it saved already, ends its leases under the same lock, so
+//!   an error leaves nothing leased. The board's states, who moves each, and what
+//!   each party's death leaves are documented in `src/board/mod.rs`.
 //! - **Choosing.** The preferred port if free, else next-fit: the first free port after
 //!   the last one handed out, so a port released a moment ago does not go out again at
 //!   once. A port is free when no live lease holds it and it can be bound.
@@ -107,14 +112,25 @@
 //! - One registry is for one network namespace: a request may be served, and its
 //!   ports bind-checked, by another process using the same directory, so processes in
 //!   different namespaces (containers) should not share one.
+//! - The request board is a shared mapping of a file in the registry directory; a
+//!   file truncated under a mapping raises `SIGBUS`. So, once it maps a board, the
+//!   library installs a `SIGBUS` handler that replaces a faulting board by private
+//!   memory (the process then goes on without the board) and passes every other
+//!   `SIGBUS` to the handler installed before it, or to the default action. A
+//!   program that installs its own `SIGBUS` handler later should chain to the one it
+//!   replaces. Where the board's space cannot be reserved (a full filesystem), it is
+//!   not used at all.
 //! - Linux: owners' start times, the request board (futexes) and the portserver's
 //!   abstract sockets are Linux's; portlease is built and tested there only.
 
 //!
 //! # Source map
 //! One concern per file: `allocator` (the lease lifecycle, one transaction per
-//! operation), `batch` and `board` (requests served for other processes, and the
-//! shared memory they are posted in), `lock` (the `flock` with a deadline), `registry`
+//! operation), `batch` (the serving loop: a request waits to be served, or its
+//! poster serves them all), `board/` (the shared memory requests are posted in:
+//! `map` the mapping, `slot` the slot protocol as a state machine, `wire` requests
+//! and outcomes as bytes), `lock` (the `flock` with a deadline and one reusable
+//! waiting thread), `registry`
 //! (the file: load with salvage, atomic save), `record` (what an entry says, whether
 //! it is stale), `request`, `lease`, `probe` (bind checks), `process` (owner identity
 //! and liveness), `sockets` (who holds a port), `directory` (where the registry lives,

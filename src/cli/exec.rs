@@ -20,8 +20,10 @@ use super::args::{LeaseOptions, UsageError};
 /// portlease itself is killed. They are passed in the environment ($PORT, or the
 /// names given with --env, one per port; $PORTLEASE_PORTS holds them all, space-
 /// separated) and replace {PORT}, {PORT0}, {PORT1}, ... in the arguments. SIGINT,
-/// SIGTERM and SIGHUP are forwarded to the command; portlease exits with its exit
-/// code, 128 + N when signal N ended it, 127 when it cannot be found.
+/// SIGTERM and SIGHUP are forwarded to the command; before it runs (say, while
+/// portlease waits for the lock) they end portlease with 128 + N. portlease exits
+/// with the command's exit code, 128 + N when signal N ended it, 127 when it cannot
+/// be found.
 ///
 /// Example: portlease exec -- python3 -m http.server {PORT}
 #[derive(clap::Args, Debug)]
