@@ -134,7 +134,7 @@ impl Allocator {
             pid: me.pid,
             token: token.clone(),
         };
-        match submit(self, &op)? {
+        match submit(self, &op, me)? {
             Outcome::Allocated(ports) => Ok(Lease::new(self.clone(), ports, token, request)),
             other => Err(self.unexpected(&other)),
         }
@@ -304,7 +304,7 @@ impl Allocator {
             ports: ports.to_vec(),
             token: token.to_owned(),
         };
-        match submit(self, &op)? {
+        match submit(self, &op, ProcessId::current())? {
             Outcome::Released { lost: None } => Ok(()),
             Outcome::Released { lost: Some(port) } => Err(Error::LeaseLost { port }),
             other => Err(self.unexpected(&other)),

@@ -69,12 +69,11 @@ impl Drop for Designation<'_> {
     }
 }
 
-/// Has `op` done: posted for whoever holds the lock to serve, or, where it cannot be
-/// posted, in a transaction of its own. An error leaves the registry as it was: a
+/// Has `op` done for process `me` (the caller): posted for whoever holds the lock to
+/// serve, or, where it cannot be posted, in a transaction of its own. An error leaves the registry as it was: a
 /// request given up on is withdrawn (see the board's protocol).
-pub(crate) fn submit(ledger: &impl Ledger, op: &Op) -> Result<Outcome> {
+pub(crate) fn submit(ledger: &impl Ledger, op: &Op, me: ProcessId) -> Result<Outcome> {
     let started = Instant::now();
-    let me = ProcessId::current();
     let board = ledger.board().filter(|b| op.postable() && !b.broken());
     let encoded = board
         .and_then(|_| op.encode())
@@ -118,7 +117,7 @@ fn wait_for_outcome(
             // Our slot is gone with the board's file: finish by the token.
             return Ok(ledger.alone(op, true));
         }
-        if let Some(lock) = ledger.lock_site().try_lock()? {
+        if let Some(lock) = ledger.lock_site().try_lock(me.pid)? {
             if let Some(own) = serve_posted(ledger, lock, board, me, Some((slot, op))) {
                 return Ok(own);
             }
@@ -342,7 +341,7 @@ mod tests {
 
         let lock = allocator
             .lock_site()
-            .try_lock()
+            .try_lock(poster.pid)
             .expect("lock")
             .expect("free");
         // Served as another process's request: it is not ours to get back directly.

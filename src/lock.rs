@@ -187,23 +187,26 @@ impl LockSite {
         }
     }
 
-    /// Takes the lock if it is free now; `None` if another process holds it.
-    pub(crate) fn try_lock(&self) -> Result<Option<RegistryLock<'_>>> {
-        self.lock_with(|| Ok(None))
+    /// Takes the lock for process `me` (the caller's pid, which it has at hand) if it
+    /// is free now; `None` if another process holds it.
+    pub(crate) fn try_lock(&self, me: u32) -> Result<Option<RegistryLock<'_>>> {
+        self.lock_with(me, || Ok(None))
     }
 
     /// Takes the lock, waiting until `deadline` at most; `None` if it passed first.
     pub(crate) fn lock(&self, deadline: Instant) -> Result<Option<RegistryLock<'_>>> {
-        self.lock_with(|| self.start_wait(|| {})?.until(deadline, &self.path))
+        let me = std::process::id();
+        self.lock_with(me, || self.start_wait(|| {})?.until(deadline, &self.path))
     }
 
     /// Tries the lock; when busy, asks `wait` for a locked file of its own (or none).
     /// Loops while the file locked turns out not to be the one at the path.
     fn lock_with(
         &self,
+        me: u32,
         wait: impl Fn() -> Result<Option<File>>,
     ) -> Result<Option<RegistryLock<'_>>> {
-        let mut held = self.lock_file()?;
+        let mut held = self.lock_file(me)?;
         loop {
             match held.file().try_lock() {
                 Ok(()) => {}
@@ -220,7 +223,7 @@ impl LockSite {
             let _ = held.file().unlock();
             let reopened = open_lock_file(&self.path)?;
             match &mut held {
-                Held::Cached(cached) => **cached = Some((std::process::id(), reopened)),
+                Held::Cached(cached) => **cached = Some((me, reopened)),
                 Held::Own(file) => *file = reopened,
             }
         }
@@ -267,10 +270,9 @@ impl LockSite {
     }
 
     /// The cached lock file when no other thread is using it, else a new one.
-    fn lock_file(&self) -> Result<Held<'_>> {
+    fn lock_file(&self, me: u32) -> Result<Held<'_>> {
         Ok(match self.cached.try_lock() {
             Ok(mut cached) => {
-                let me = std::process::id();
                 if cached.as_ref().is_none_or(|(opener, _)| *opener != me) {
                     *cached = Some((me, open_lock_file(&self.path)?));
                 }
