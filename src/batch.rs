@@ -70,8 +70,9 @@ impl Drop for Designation<'_> {
 }
 
 /// Has `op` done for process `me` (the caller): posted for whoever holds the lock to
-/// serve, or, where it cannot be posted, in a transaction of its own. An error leaves the registry as it was: a
-/// request given up on is withdrawn (see the board's protocol).
+/// serve, or, where it cannot be posted, in a transaction of its own. An error leaves
+/// the registry as it was: a request given up on is withdrawn (see the board's
+/// protocol).
 pub(crate) fn submit(ledger: &impl Ledger, op: &Op, me: ProcessId) -> Result<Outcome> {
     let started = Instant::now();
     let board = ledger.board().filter(|b| op.postable() && !b.broken());
@@ -88,7 +89,7 @@ pub(crate) fn submit(ledger: &impl Ledger, op: &Op, me: ProcessId) -> Result<Out
     match wait_for_outcome(ledger, board, slot, op, me, started) {
         Ok(finished) => finished,
         Err(e) => match board.withdraw(slot) {
-            Withdrawn::Served(outcome) => decode(&outcome, op).or_else(|_| ledger.alone(op, true)),
+            Withdrawn::Served(outcome) => decode_or_redo(ledger, &outcome, op),
             Withdrawn::NotServed => Err(e),
         },
     }
@@ -111,7 +112,7 @@ fn wait_for_outcome(
     loop {
         let wakes = board.wakes(slot);
         if let Some(outcome) = board.collect(slot) {
-            return Ok(decode(&outcome, op).or_else(|_| ledger.alone(op, true)));
+            return Ok(decode_or_redo(ledger, &outcome, op));
         }
         if board.broken() {
             // Our slot is gone with the board's file: finish by the token.
@@ -247,13 +248,21 @@ pub(crate) fn serve_posted(
                 Ok(outcome) => outcome,
                 Err(e) => Outcome::Failed(WireError::from(&e)),
             };
-            let saved = matches!(outcome, Outcome::Allocated(_));
-            if !board.complete(*slot, me, &outcome.encode(token, OUTCOME_MAX)) && saved {
-                withdrawn.push((*slot, token));
+            let leased = matches!(outcome, Outcome::Allocated(_));
+            if !board.complete(*slot, me, &outcome.encode(token, OUTCOME_MAX)) {
+                // Withdrawn since the check before saving: what it leased must go. (A
+                // release given up on stays done: its lease ends as was asked.)
+                if leased {
+                    withdrawn.push((*slot, token));
+                } else {
+                    board.settle_own(*slot, me);
+                }
             }
         }
         settle_withdrawn(ledger, board, me, &withdrawn);
-        log::debug!("served {} requests in one transaction", batch.len());
+        if !batch.is_empty() {
+            log::debug!("served {} requests in one transaction", batch.len());
+        }
     }
     drop(holding);
     drop(lock);
@@ -289,17 +298,22 @@ fn settle_withdrawn(
     }
 }
 
-/// The outcome in `bytes`, checked to answer `op`.
-fn decode(bytes: &[u8], op: &Op) -> Result<Outcome> {
-    match Outcome::decode(bytes, op) {
-        Some(Outcome::Failed(error)) => Err(error.into_error()),
-        Some(outcome) => Ok(outcome),
-        None => Err(Error::io(
-            "the request board handed back an outcome that does not answer this request, in",
-            crate::board::BOARD_FILE,
-            std::io::Error::from(std::io::ErrorKind::InvalidData),
-        )),
+/// The outcome in `bytes`, checked to answer `op`; `None` when it does not.
+fn decode(bytes: &[u8], op: &Op) -> Option<Result<Outcome>> {
+    match Outcome::decode(bytes, op)? {
+        Outcome::Failed(error) => Some(Err(error.into_error())),
+        outcome => Some(Ok(outcome)),
     }
+}
+
+/// The outcome in `bytes`; where it does not answer `op` (bytes no portlease of this
+/// version wrote), `op` is finished in a transaction of its own, by its token: what
+/// was saved for it is handed out, and nothing is done twice.
+fn decode_or_redo(ledger: &impl Ledger, bytes: &[u8], op: &Op) -> Result<Outcome> {
+    decode(bytes, op).unwrap_or_else(|| {
+        log::warn!("the request board handed back an outcome that does not answer the request; finishing it alone");
+        ledger.alone(op, true)
+    })
 }
 
 /// The hook by which tests stop a server at a known step of the protocol: with
@@ -347,7 +361,7 @@ mod tests {
         // Served as another process's request: it is not ours to get back directly.
         assert!(serve_posted(&allocator, lock, &board, poster, None).is_none());
         let outcome = board.collect(slot).expect("served");
-        match decode(&outcome, &op) {
+        match decode(&outcome, &op).expect("an outcome for this request") {
             Err(Error::InvalidRequest(message)) => assert!(message.contains("count of 0")),
             other => panic!("expected an invalid request, got {other:?}"),
         }

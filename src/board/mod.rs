@@ -64,7 +64,13 @@
 //!
 //! Every poster also gives up at its deadline (withdrawing, as above): a stopped
 //! process holds nobody hostage, and a poster that reports an error owns no lease.
+//! (A release that its poster gave up on after its server took it may still be
+//! done: the lease then ends, as was asked; undoing it could hand out a port twice.)
 
+#[cfg(target_os = "linux")]
+mod map;
+#[cfg(not(target_os = "linux"))]
+#[path = "map_other.rs"]
 mod map;
 mod slot;
 pub(crate) mod wire;
