@@ -249,6 +249,12 @@ pub(crate) fn serve_posted(
                 Err(e) => Outcome::Failed(WireError::from(&e)),
             };
             let leased = matches!(outcome, Outcome::Allocated(_));
+            if leased && board.poster_gone(*slot) {
+                // Killed while it waited (say, by Ctrl-C): nobody will have the ports.
+                board.withdraw(*slot);
+                withdrawn.push((*slot, token));
+                continue;
+            }
             if !board.complete(*slot, me, &outcome.encode(token, OUTCOME_MAX)) {
                 // Withdrawn since the check before saving: what it leased must go. (A
                 // release given up on stays done: its lease ends as was asked.)

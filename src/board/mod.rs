@@ -47,8 +47,9 @@
 //! - **A poster while FILLING or POSTED**: the next lock holder frees a POSTED slot
 //!   without serving it; a FILLING one is reclaimed by the next poster that finds no
 //!   free slot.
-//! - **A poster while TAKEN, or after DONE**: its server completes the slot; a later
-//!   poster reclaims it. Leases owned by the dead poster are stale.
+//! - **A poster while TAKEN**: its server, finding it gone when it completes, ends
+//!   what it leased for it under the same lock. **After DONE**: a later poster
+//!   reclaims the slot.
 //! - **A server after taking, before saving**: nothing was saved; the next lock
 //!   holder (the poster itself, whose wait ends on the free lock) posts the request
 //!   again and serves it.

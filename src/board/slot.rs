@@ -314,6 +314,12 @@ impl Board {
         taken
     }
 
+    /// Whether the poster of `slot` is gone (one `kill(pid, 0)`): it will never read
+    /// an outcome.
+    pub(crate) fn poster_gone(&self, slot: usize) -> bool {
+        !signallable(self.slot_u32(slot, OWNER_PID).load(Ordering::Acquire))
+    }
+
     /// Whether `server` still has `slot` (its poster has not withdrawn it).
     pub(crate) fn still_taken(&self, slot: usize, server: ProcessId) -> bool {
         self.slot_tag(slot).load(Ordering::Acquire) == tag(TAKEN, server.pid)

@@ -552,3 +552,32 @@ fn posters_that_give_up_amid_stopped_servers_never_leave_a_lease() {
     );
     assert!(gave_up > 0, "the storm made some posters give up");
 }
+
+#[test]
+fn a_poster_killed_while_its_request_is_served_gets_nothing() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = range_arg(97, 10);
+    let lock = hold_lock(dir.path());
+    let mut server = alloc(dir.path(), &range, "60");
+    server.env("PORTLEASE_TEST_STOP_AT", "taken");
+    let server = spawn(server);
+    wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
+    let mut poster = spawn(alloc(dir.path(), &range, "60"));
+    wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
+    drop(lock);
+    wait_stopped(&server);
+    poster.kill().expect("SIGKILL, as Ctrl-C would");
+    poster.wait().expect("reaped");
+    signal(&server, rustix::process::Signal::CONT);
+    let server = server.wait_with_output().expect("the server ends");
+    assert!(
+        server.status.success(),
+        "{}",
+        String::from_utf8_lossy(&server.stderr)
+    );
+    assert_eq!(
+        leased(dir.path()),
+        [port_of(&server)],
+        "nothing for the dead poster"
+    );
+}
