@@ -8,18 +8,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::batch::{Op, Outcome};
+use crate::batch::{Ledger, Served, submit};
 use crate::board::Board;
+use crate::board::wire::{Op, Outcome};
 use crate::directory::{self, RegistryDir};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
-use crate::lock::LockSite;
+use crate::lock::{LockSite, deadline_after};
 use crate::probe::{ephemeral_port_range, is_port_free};
 use crate::process::{LivenessCache, ProcessId};
 
 use crate::record::{LeaseRecord, Record, port_of_key};
 use crate::registry::{Entry, Registry};
-use crate::request::{Owner, Request, check_ttl};
+use crate::request::{Candidates, Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
 
 /// How often allocation looks up the owner of every lease, not just of those it meets.
@@ -123,7 +124,8 @@ impl Allocator {
     }
 
     /// How long to wait for the registry lock before failing with
-    /// [`Error::LockTimeout`] (default 30 s).
+    /// [`Error::LockTimeout`] (default 30 s). A timeout too long for the clock, such
+    /// as `Duration::MAX`, waits as good as forever.
     #[must_use = "lock_timeout returns the changed Allocator; it does not change this one"]
     pub fn lock_timeout(mut self, timeout: Duration) -> Allocator {
         self.lock_timeout = timeout;
@@ -147,23 +149,24 @@ impl Allocator {
     pub fn allocate(&self, request: &Request) -> Result<Lease> {
         request.validate()?;
         warn_if_ephemeral(request.ranges());
+        let me = ProcessId::current();
         let owner = match request.owner {
-            Owner::CurrentProcess => Some(ProcessId::current()),
+            Owner::CurrentProcess => Some(me),
             Owner::Process(pid) => {
                 Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
             }
             Owner::Nobody => None,
         };
-        let token = new_token();
+        let token = new_token(me.pid);
         let op = Op::Allocate {
             request: request.clone(),
             owner,
-            pid: std::process::id(),
+            pid: me.pid,
             token: token.clone(),
         };
-        match self.submit(op)? {
+        match submit(self, &op, me)? {
             Outcome::Allocated(ports) => Ok(Lease::new(self.clone(), ports, token, request)),
-            other => Err(other.into_error(&self.dir)),
+            other => Err(self.unexpected(&other)),
         }
     }
 
@@ -252,7 +255,8 @@ impl Allocator {
             for info in &released {
                 txn.registry.entries.remove(&info.key);
             }
-            txn.changed = !released.is_empty();
+            // Or-ed: a damaged registry must still be written back with its salvage.
+            txn.changed |= !released.is_empty();
             Ok(released)
         })
     }
@@ -330,10 +334,10 @@ impl Allocator {
             ports: ports.to_vec(),
             token: token.to_owned(),
         };
-        match self.submit(op)? {
+        match submit(self, &op, ProcessId::current())? {
             Outcome::Released { lost: None } => Ok(()),
             Outcome::Released { lost: Some(port) } => Err(Error::LeaseLost { port }),
-            other => Err(other.into_error(&self.dir)),
+            other => Err(self.unexpected(&other)),
         }
     }
 
@@ -413,13 +417,33 @@ impl Allocator {
         let started = Instant::now();
         let lock = self
             .lock
-            .lock(started + self.lock_timeout)?
+            .lock(self.deadline(started))?
             .ok_or_else(|| self.timed_out(started))?;
         let holding = self
             .board
             .as_ref()
             .map(|board| board.mark_holder(std::process::id()));
-        let result = self.in_transaction(work);
+        // Requests a dead server left: withdrawn ones have their leases ended here.
+        let orphans = self
+            .board
+            .as_ref()
+            .map(|board| board.adopt_orphans())
+            .unwrap_or_default();
+        let orphan_ops: Vec<Op> = orphans
+            .iter()
+            .filter_map(|orphan| Op::decode(&orphan.request))
+            .collect();
+        let result = self.in_transaction(|txn| {
+            txn.end_withdrawn(&orphan_ops);
+            work(txn)
+        });
+        if result.is_ok()
+            && let Some(board) = &self.board
+        {
+            for orphan in &orphans {
+                board.settle(orphan);
+            }
+        }
         drop(holding);
         drop(lock);
         self.wake_next();
@@ -463,23 +487,121 @@ impl Allocator {
         }
     }
 
-    /// After the lock is released: wakes a poster still waiting to be served.
-    pub(crate) fn wake_next(&self) {
-        if let Some(board) = &self.board {
-            board.wake_one_posted();
+    /// The error for an outcome of another kind than the request asked for.
+    fn unexpected(&self, outcome: &Outcome) -> Error {
+        Error::io(
+            "got an outcome of another kind than asked for, in",
+            &self.dir,
+            std::io::Error::other(format!("{outcome:?}")),
+        )
+    }
+
+    /// Does `op` in the transaction; an error of the request alone is its outcome.
+    /// A request read from the board is validated again, as its poster did.
+    fn perform(&self, txn: &mut Transaction<'_>, op: &Op) -> Result<Outcome> {
+        match op {
+            Op::Allocate {
+                request,
+                owner,
+                pid,
+                token,
+            } => {
+                request.validate()?;
+                self.allocate_in(txn, request, *owner, *pid, token)
+                    .map(Outcome::Allocated)
+            }
+            Op::Release { ports, token } => Ok(Outcome::Released {
+                lost: Allocator::release_in(txn, ports, token),
+            }),
         }
     }
 
-    pub(crate) fn lock_site(&self) -> &LockSite {
+    /// Does `op`, which may have been done already (by a server that died, or on a
+    /// board that went away): an allocation whose leases are in the registry gets
+    /// them back; a release finds its ports released.
+    fn perform_again(&self, txn: &mut Transaction<'_>, op: &Op) -> Result<Outcome> {
+        match op {
+            Op::Allocate { token, .. } => {
+                let done = txn.ports_of_token(token);
+                if done.is_empty() {
+                    self.perform(txn, op)
+                } else {
+                    Ok(Outcome::Allocated(done))
+                }
+            }
+            Op::Release { ports, token } => {
+                Allocator::release_in(txn, ports, token);
+                Ok(Outcome::Released { lost: None })
+            }
+        }
+    }
+}
+
+impl Ledger for Allocator {
+    fn lock_site(&self) -> &LockSite {
         &self.lock
     }
 
-    pub(crate) fn board(&self) -> Option<&Arc<Board>> {
+    fn board(&self) -> Option<&Arc<Board>> {
         self.board.as_ref()
     }
 
-    pub(crate) fn deadline(&self, started: Instant) -> Instant {
-        started + self.lock_timeout
+    fn deadline(&self, started: Instant) -> Instant {
+        deadline_after(started, self.lock_timeout)
+    }
+
+    fn timed_out(&self, started: Instant) -> Error {
+        Error::LockTimeout {
+            dir: self.dir.clone(),
+            waited: started.elapsed(),
+        }
+    }
+
+    fn serve(
+        &self,
+        requests: &[Served],
+        orphans: &[Op],
+        wanted: &dyn Fn(usize) -> bool,
+    ) -> Result<Vec<Result<Outcome>>> {
+        self.in_transaction(|txn| {
+            txn.end_withdrawn(orphans);
+            let results: Vec<Result<Outcome>> = requests
+                .iter()
+                .map(|served| match &served.op {
+                    Some(op) if served.again => self.perform_again(txn, op),
+                    Some(op) => self.perform(txn, op),
+                    None => Err(Error::invalid("a request on the board that cannot be read")),
+                })
+                .collect();
+            // Just before saving: a request its poster gave up on is left out.
+            for (i, (served, result)) in requests.iter().zip(&results).enumerate() {
+                if let (Some(op @ Op::Allocate { .. }), Ok(_)) = (&served.op, result)
+                    && !wanted(i)
+                {
+                    txn.end_withdrawn(std::slice::from_ref(op));
+                }
+            }
+            Ok(results)
+        })
+    }
+
+    fn end_tokens(&self, tokens: &[&str]) -> Result<()> {
+        self.in_transaction(|txn| {
+            for token in tokens {
+                txn.end_token(token);
+            }
+            Ok(())
+        })
+    }
+
+    fn alone(&self, op: &Op, again: bool) -> Result<Outcome> {
+        self.transact(|txn| {
+            if again {
+                self.perform_again(txn, op)
+            } else {
+                self.perform(txn, op)
+            }
+        })
     }
 }
 
@@ -511,7 +633,7 @@ impl Transaction<'_> {
 
     /// Chooses ports for `request` among `candidates`. A port whose every lease is
     /// stale counts as free, and those leases are removed on the way.
-    fn pick_ports(&mut self, request: &Request, candidates: &[u16]) -> Result<Vec<u16>> {
+    fn pick_ports(&mut self, request: &Request, candidates: &Candidates) -> Result<Vec<u16>> {
         let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
         for (key, entry) in &self.registry.entries {
             if let Some(port) = port_of_key(key) {
@@ -560,6 +682,27 @@ impl Transaction<'_> {
         self.changed |= !stale.is_empty();
     }
 
+    /// Ends the leases saved for allocations whose posters withdrew them.
+    fn end_withdrawn(&mut self, ops: &[Op]) {
+        for op in ops {
+            if let Op::Allocate { token, .. } = op {
+                self.end_token(token);
+            }
+        }
+    }
+
+    /// Removes every lease held under `token`.
+    fn end_token(&mut self, token: &str) {
+        let before = self.registry.entries.len();
+        self.registry.entries.retain(|_, entry| {
+            !matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token))
+        });
+        if self.registry.entries.len() != before {
+            log::debug!("ended the leases of a request given up on (token {token})");
+            self.changed = true;
+        }
+    }
+
     /// The ports leased under `token`, ascending.
     pub(crate) fn ports_of_token(&self, token: &str) -> Vec<u16> {
         self.registry
@@ -586,7 +729,7 @@ impl Transaction<'_> {
 /// from just after `cursor`, wrapping around.
 fn pick(
     request: &Request,
-    candidates: &[u16],
+    candidates: &Candidates,
     cursor: Option<u16>,
     usable: &mut impl FnMut(u16) -> Result<bool>,
 ) -> Result<Vec<u16>> {
@@ -618,11 +761,9 @@ fn pick(
     let mut ports = Vec::with_capacity(count);
     if request.block {
         next_fit(candidates, cursor, |start| {
-            let Some(index) = candidates.binary_search(&start).ok() else {
-                return Ok(false);
-            };
-            let fits = candidates.get(index + count - 1) == Some(&(start + (count as u16 - 1)));
-            if fits && all_usable(start..=start + (count as u16 - 1), usable)? {
+            if candidates.holds_block(start, count)
+                && all_usable(start..=start + (count as u16 - 1), usable)?
+            {
                 ports.extend(start..=start + (count as u16 - 1));
                 return Ok(true);
             }
@@ -652,12 +793,11 @@ fn pick(
 /// Visits the candidates from the first one after `cursor`, wrapping around, until
 /// `visit` returns true.
 fn next_fit(
-    candidates: &[u16],
+    candidates: &Candidates,
     cursor: Option<u16>,
     mut visit: impl FnMut(u16) -> Result<bool>,
 ) -> Result<()> {
-    let start = cursor.map_or(0, |c| candidates.partition_point(|&p| p <= c));
-    for &port in candidates[start..].iter().chain(&candidates[..start]) {
+    for port in candidates.next_fit(cursor) {
         if visit(port)? {
             break;
         }
@@ -684,14 +824,14 @@ pub(crate) fn unix_now() -> f64 {
 }
 
 /// A token unique to one allocation: pid, time and a counter.
-fn new_token() -> String {
+fn new_token(pid: u32) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!(
         "{:x}-{:x}-{:x}",
-        std::process::id(),
+        pid,
         nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )

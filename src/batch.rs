@@ -1,147 +1,58 @@
-//! Serving many processes' requests in one transaction: what a request and its outcome
-//! look like on the [`Board`], and the loop that waits for one to be served (or
-//! serves them all).
+//! The serving loop: a request posted on the [`Board`] waits to be served by whoever
+//! holds the lock, or takes the lock and serves every posted request in one
+//! transaction. What a transaction does with a request is the [`Ledger`]'s business
+//! (the allocator's); this module only moves requests and outcomes, following the
+//! board's slot protocol.
 //!
 //! Allocations and releases are posted; every other operation takes the lock itself
 //! (and then leaves posted requests to the next holder, whom it wakes).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-use crate::allocator::{Allocator, Transaction};
-use crate::board::{Board, GaveUp, PAYLOAD_MAX, Posted, Taken};
+use crate::board::wire::{Op, Outcome, WireError};
+use crate::board::{Board, OUTCOME_MAX, REQUEST_MAX, Taken, Withdrawn};
 use crate::error::{Error, Result};
-use crate::lock::RegistryLock;
+use crate::lock::{LockSite, RegistryLock};
 use crate::process::ProcessId;
-use crate::request::Request;
 
 /// How long a poster sleeps before it checks that the processes it waits on live.
 const CHECK: Duration = Duration::from_millis(50);
-/// The most ports a posted request may ask for, so its outcome fits in a slot.
-const MAX_POSTED_PORTS: usize = 64;
 
-/// A request that any lock holder can serve.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Op {
-    /// Lease ports, for `owner` (the asker resolved it), recorded as allocated by `pid`.
-    Allocate {
-        request: Request,
-        owner: Option<ProcessId>,
-        pid: u32,
-        token: String,
-    },
-    /// End the leases on `ports` held under `token`.
-    Release { ports: Vec<u16>, token: String },
+/// A request read from the board, to serve.
+pub(crate) struct Served {
+    /// `None` for bytes that were no request: it fails.
+    pub(crate) op: Option<Op>,
+    /// Posted again after its server died: it may have been done already.
+    pub(crate) again: bool,
 }
 
-/// What became of a request.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Outcome {
-    Allocated(Vec<u16>),
-    /// The first port that was no longer the token's, if any.
-    Released {
-        lost: Option<u16>,
-    },
-    Failed(WireError),
-}
-
-/// An [`Error`] as one process hands it to another.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) enum WireError {
-    Exhausted {
-        wanted: String,
-        ranges: String,
-    },
-    Invalid(String),
-    NoSuchProcess {
-        pid: u32,
-    },
-    OwnerLimit {
-        pid: u32,
-        held: usize,
-    },
-    LeaseLost {
-        port: u16,
-    },
-    Io {
-        path: PathBuf,
-        errno: Option<i32>,
-        message: String,
-    },
-    Unsafe {
-        path: PathBuf,
-        reason: String,
-    },
-    Other(String),
-}
-
-impl From<&Error> for WireError {
-    fn from(error: &Error) -> WireError {
-        match error {
-            Error::Exhausted { wanted, ranges } => WireError::Exhausted {
-                wanted: wanted.clone(),
-                ranges: ranges.clone(),
-            },
-            Error::InvalidRequest(message) => WireError::Invalid(message.clone()),
-            Error::NoSuchProcess { pid } => WireError::NoSuchProcess { pid: *pid },
-            Error::OwnerLimit { pid, held } => WireError::OwnerLimit {
-                pid: *pid,
-                held: *held,
-            },
-            Error::LeaseLost { port } => WireError::LeaseLost { port: *port },
-            Error::Io { path, source, .. } => WireError::Io {
-                path: path.clone(),
-                errno: source.raw_os_error(),
-                message: error.to_string(),
-            },
-            Error::Unsafe { path, reason } => WireError::Unsafe {
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            other => WireError::Other(other.to_string()),
-        }
-    }
-}
-
-impl WireError {
-    fn into_error(self, dir: &std::path::Path) -> Error {
-        match self {
-            WireError::Exhausted { wanted, ranges } => Error::Exhausted { wanted, ranges },
-            WireError::Invalid(message) => Error::InvalidRequest(message),
-            WireError::NoSuchProcess { pid } => Error::NoSuchProcess { pid },
-            WireError::OwnerLimit { pid, held } => Error::OwnerLimit { pid, held },
-            WireError::LeaseLost { port } => Error::LeaseLost { port },
-            WireError::Io {
-                path,
-                errno,
-                message,
-            } => Error::Io {
-                action: "the transaction that served this request (in another process) failed on",
-                path,
-                source: match errno {
-                    Some(errno) => std::io::Error::from_raw_os_error(errno),
-                    None => std::io::Error::other(message),
-                },
-            },
-            WireError::Unsafe { path, reason } => Error::Unsafe { path, reason },
-            WireError::Other(message) => Error::Io {
-                action: "the process that served this request reports a failure in",
-                path: dir.to_path_buf(),
-                source: std::io::Error::other(message),
-            },
-        }
-    }
-}
-
-impl Op {
-    /// Whether a lock holder may serve it: small enough for a slot, both ways.
-    fn postable(&self) -> bool {
-        match self {
-            Op::Allocate { request, .. } => request.count <= MAX_POSTED_PORTS,
-            Op::Release { ports, .. } => ports.len() <= MAX_POSTED_PORTS,
+/// What serves requests: the registry, its lock and its board.
+pub(crate) trait Ledger {
+    fn lock_site(&self) -> &LockSite;
+    fn board(&self) -> Option<&Arc<Board>>;
+    /// When a wait that starts at `started` gives up.
+    fn deadline(&self, started: Instant) -> Instant;
+    fn timed_out(&self, started: Instant) -> Error;
+    /// Serves `requests` in one transaction, the lock being held. Just before saving,
+    /// leaves out (undoes) those for which `wanted` is false by then.
+    /// Ends the leases saved for `orphans` (requests withdrawn from a server that
+    /// died) in the same transaction.
+    fn serve(
+        &self,
+        requests: &[Served],
+        orphans: &[Op],
+        wanted: &dyn Fn(usize) -> bool,
+    ) -> Result<Vec<Result<Outcome>>>;
+    /// Ends the leases saved under `tokens`, in a transaction, the lock being held.
+    fn end_tokens(&self, tokens: &[&str]) -> Result<()>;
+    /// Does `op` in a transaction of its own, taking the lock; `again` when it may
+    /// have been done already (then done by its token, idempotently).
+    fn alone(&self, op: &Op, again: bool) -> Result<Outcome>;
+    /// After the lock is released: wakes a poster still waiting to be served.
+    fn wake_next(&self) {
+        if let Some(board) = self.board() {
+            board.wake_one_posted();
         }
     }
 }
@@ -158,222 +69,322 @@ impl Drop for Designation<'_> {
     }
 }
 
-impl Allocator {
-    /// Has `op` done: posted for whoever holds the lock to serve, or, where it cannot
-    /// be posted, in a transaction of its own.
-    pub(crate) fn submit(&self, op: Op) -> Result<Outcome> {
-        let started = Instant::now();
-        let deadline = self.deadline(started);
-        let me = ProcessId::current();
-        let encoded = serde_json::to_vec(&op)
-            .ok()
-            .filter(|bytes| bytes.len() <= PAYLOAD_MAX / 2);
-        let board = self.board().filter(|_| op.postable());
-        let (Some(board), Some(encoded)) = (board, encoded) else {
-            return self.transact(|txn| self.perform(txn, &op));
-        };
-        let Some(posted) = board.post(me, &encoded) else {
-            return self.transact(|txn| self.perform(txn, &op));
-        };
-        // Set after a wait that ran its course: then look for dead processes.
-        let mut quiet = false;
-        loop {
-            let wakes = posted.wakes();
-            if let Some(outcome) = posted.outcome() {
-                return self.decode(&outcome);
-            }
-            if let Some(lock) = self.lock_site().try_lock()? {
-                if let Some(own) = self.serve_with_own(lock, board, &posted, me) {
-                    return own;
-                }
-                // Ours is with a server that has just let go: its outcome comes next.
-            } else {
-                // A portlease holder wakes a poster when it lets go: wait for that.
-                // Only a holder that does not use the board needs a poster blocking
-                // on the flock itself.
-                let holder = board.holder();
-                if holder.is_none() && board.designate(me, quiet) {
-                    if let Some(own) = self.wait_designated(board, &posted, me, deadline)? {
-                        return own;
-                    }
-                } else if quiet {
-                    // Nothing happened for a while: is whoever we wait on still there?
-                    if let Some(holder) = holder {
-                        board.clear_dead_holder(holder);
-                    }
-                    posted.repost_if_server_died();
-                }
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return match posted.give_up() {
-                    GaveUp::Served(outcome) => self.decode(&outcome),
-                    GaveUp::NotServed => Err(self.timed_out(started)),
-                };
-            }
-            posted.wait(wakes, (deadline - now).min(CHECK));
-            quiet = now.elapsed() >= CHECK;
-        }
-    }
-
-    /// With the lock held: serves the posted requests, ours among them (taken back
-    /// first from a server that died with it: with the lock ours, no live server can
-    /// be in the middle of it).
-    fn serve_with_own(
-        &self,
-        lock: RegistryLock<'_>,
-        board: &Board,
-        posted: &Posted<'_>,
-        me: ProcessId,
-    ) -> Option<Result<Outcome>> {
-        posted.repost_if_server_died();
-        self.serve_posted(lock, board, me, Some(posted.slot()))
-    }
-
-    /// As the designated waiter: waits on a helper thread for the lock, and on the
-    /// poster's futex for either the lock or its request served by a holder that
-    /// barged in first. Returns its own outcome when it served it.
-    fn wait_designated(
-        &self,
-        board: &Arc<Board>,
-        posted: &Posted<'_>,
-        me: ProcessId,
-        deadline: Instant,
-    ) -> Result<Option<Result<Outcome>>> {
-        let _designation = Designation { board, me };
-        let wake = board.waker(posted.slot());
-        let wait = self.lock_site().start_wait(move || wake.wake())?;
-        loop {
-            let wakes = posted.wakes();
-            if let Some(lock) = wait.take(self.lock_site())? {
-                return Ok(self.serve_with_own(lock, board, posted, me));
-            }
-            let now = Instant::now();
-            if posted.outcome().is_some() || now >= deadline {
-                // Served, or out of time: the next poster takes over the waiting.
-                self.wake_next();
-                return Ok(None);
-            }
-            posted.wait(wakes, deadline.saturating_duration_since(now).min(CHECK));
-        }
-    }
-
-    /// With the lock held: serves every posted request in one transaction, releases
-    /// the lock, hands out the outcomes, and wakes the next poster. Returns the
-    /// outcome of slot `own` if it was among them, with its error as it was raised.
-    fn serve_posted(
-        &self,
-        lock: RegistryLock<'_>,
-        board: &Board,
-        me: ProcessId,
-        own: Option<usize>,
-    ) -> Option<Result<Outcome>> {
-        let holding = board.mark_holder(me.pid);
-        let batch = board.take_posted(me);
-        let results: Vec<Result<Outcome>> = if batch.is_empty() {
-            Vec::new()
-        } else {
-            let ops: Vec<Option<Op>> = batch
-                .iter()
-                .map(|taken| serde_json::from_slice(&taken.request).ok())
-                .collect();
-            let served = self.in_transaction(|txn| {
-                Ok(ops
-                    .iter()
-                    .zip(&batch)
-                    .map(|(op, taken)| match op {
-                        Some(op) if taken.retried => self.perform_again(txn, op),
-                        Some(op) => self.perform(txn, op),
-                        None => Ok(Outcome::Failed(WireError::Other(
-                            "a request it could not read".into(),
-                        ))),
-                    })
-                    .collect::<Vec<_>>())
-            });
-            match served {
-                Ok(results) => results,
-                // Nothing was written: every request in the batch fails alike.
-                Err(e) => batch
-                    .iter()
-                    .map(|_| Err(Error::clone_for_batch(&e)))
-                    .collect(),
-            }
-        };
-        drop(holding);
-        drop(lock);
-        let mut own_result = None;
-        for (Taken { slot, .. }, result) in batch.iter().zip(results) {
-            let outcome = match &result {
-                Ok(outcome) => serde_json::to_vec(outcome),
-                Err(e) => serde_json::to_vec(&Outcome::Failed(WireError::from(e))),
-            };
-            board.complete(*slot, me, &outcome.unwrap_or_default());
-            if Some(*slot) == own {
-                own_result = Some(result);
-            }
-        }
-        if !batch.is_empty() {
-            log::debug!("served {} requests in one transaction", batch.len());
-        }
-        self.wake_next();
-        own_result
-    }
-
-    /// Does `op`, which a server that died may have done already: an allocation whose
-    /// leases are in the registry gets them back; a release finds its ports released.
-    fn perform_again(&self, txn: &mut Transaction<'_>, op: &Op) -> Result<Outcome> {
-        match op {
-            Op::Allocate { token, .. } => {
-                let done = txn.ports_of_token(token);
-                if done.is_empty() {
-                    self.perform(txn, op)
-                } else {
-                    Ok(Outcome::Allocated(done))
-                }
-            }
-            Op::Release { ports, token } => {
-                Allocator::release_in(txn, ports, token);
-                Ok(Outcome::Released { lost: None })
-            }
-        }
-    }
-
-    /// Does `op` in the transaction; an error of the request alone is its outcome.
-    fn perform(&self, txn: &mut Transaction<'_>, op: &Op) -> Result<Outcome> {
-        match op {
-            Op::Allocate {
-                request,
-                owner,
-                pid,
-                token,
-            } => self
-                .allocate_in(txn, request, *owner, *pid, token)
-                .map(Outcome::Allocated),
-            Op::Release { ports, token } => Ok(Outcome::Released {
-                lost: Allocator::release_in(txn, ports, token),
-            }),
-        }
-    }
-
-    fn decode(&self, outcome: &[u8]) -> Result<Outcome> {
-        serde_json::from_slice(outcome).map_err(|e| Error::Io {
-            action: "cannot read the outcome of a request served by another process, in",
-            path: self.dir().to_path_buf(),
-            source: e.into(),
-        })
+/// Has `op` done for process `me` (the caller): posted for whoever holds the lock to
+/// serve, or, where it cannot be posted, in a transaction of its own. An error leaves
+/// the registry as it was: a request given up on is withdrawn (see the board's
+/// protocol).
+pub(crate) fn submit(ledger: &impl Ledger, op: &Op, me: ProcessId) -> Result<Outcome> {
+    let started = Instant::now();
+    let board = ledger.board().filter(|b| op.postable() && !b.broken());
+    let encoded = board
+        .and_then(|_| op.encode())
+        .filter(|bytes| bytes.len() <= REQUEST_MAX);
+    let (Some(board), Some(encoded)) = (board, encoded) else {
+        return ledger.alone(op, false);
+    };
+    let Some(slot) = board.claim(me) else {
+        return ledger.alone(op, false);
+    };
+    board.publish(slot, me, &encoded);
+    match wait_for_outcome(ledger, board, slot, op, me, started) {
+        Ok(finished) => finished,
+        Err(e) => match board.withdraw(slot) {
+            Withdrawn::Served(outcome) => decode_or_redo(ledger, &outcome, op),
+            Withdrawn::NotServed => Err(e),
+        },
     }
 }
 
-impl Outcome {
-    /// The error of an outcome that is not the one asked for.
-    pub(crate) fn into_error(self, dir: &std::path::Path) -> Error {
-        match self {
-            Outcome::Failed(error) => error.into_error(dir),
-            other => Error::Io {
-                action: "got an outcome of another kind than asked for, in",
-                path: dir.to_path_buf(),
-                source: std::io::Error::other(format!("{other:?}")),
-            },
+/// Waits until the request posted in `slot` is served, serving it when the lock comes
+/// our way. `Ok` once the slot is no longer ours, with what became of the request;
+/// `Err` (the deadline among them) while it still is: the caller withdraws it.
+fn wait_for_outcome(
+    ledger: &impl Ledger,
+    board: &Arc<Board>,
+    slot: usize,
+    op: &Op,
+    me: ProcessId,
+    started: Instant,
+) -> Result<Result<Outcome>> {
+    let deadline = ledger.deadline(started);
+    // Set after a wait that ran its course: then look for dead processes.
+    let mut quiet = false;
+    loop {
+        let wakes = board.wakes(slot);
+        if let Some(outcome) = board.collect(slot) {
+            return Ok(decode_or_redo(ledger, &outcome, op));
         }
+        if board.broken() {
+            // Our slot is gone with the board's file: finish by the token.
+            log::debug!("the request board's file shrank under its mapping; going on without it");
+            return Ok(ledger.alone(op, true));
+        }
+        if let Some(lock) = ledger.lock_site().try_lock(me.pid)? {
+            if let Some(own) = serve_posted(ledger, lock, board, me, Some((slot, op))) {
+                return Ok(own);
+            }
+            // Ours is with a server that has just let go: its outcome comes next.
+        } else {
+            // A portlease holder wakes a poster when it lets go: wait for that. Only a
+            // holder that does not use the board needs a poster blocking on the flock.
+            let holder = board.holder();
+            if holder.is_none() && board.designate(me, quiet) {
+                if let Some(own) = wait_designated(ledger, board, (slot, op), me, deadline)? {
+                    return Ok(own);
+                }
+            } else if quiet && let Some(holder) = holder {
+                board.clear_dead_holder(holder);
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(ledger.timed_out(started));
+        }
+        board.wait(slot, wakes, (deadline - now).min(CHECK));
+        quiet = now.elapsed() >= CHECK;
+    }
+}
+
+/// As the designated waiter: waits with the lock site's helper thread for the lock,
+/// and on the poster's futex for either the lock or its request served by a holder
+/// that barged in first. Returns its own outcome when it served it.
+fn wait_designated(
+    ledger: &impl Ledger,
+    board: &Arc<Board>,
+    (slot, op): (usize, &Op),
+    me: ProcessId,
+    deadline: Instant,
+) -> Result<Option<Result<Outcome>>> {
+    let _designation = Designation { board, me };
+    let waker = Arc::clone(board);
+    let wait = ledger.lock_site().start_wait(move || waker.wake(slot))?;
+    loop {
+        let wakes = board.wakes(slot);
+        if let Some(lock) = wait.take(ledger.lock_site())? {
+            return Ok(serve_posted(ledger, lock, board, me, Some((slot, op))));
+        }
+        let now = Instant::now();
+        if board.is_done(slot) || board.broken() || now >= deadline {
+            // Served, or out of time: the next poster takes over the waiting.
+            ledger.wake_next();
+            return Ok(None);
+        }
+        board.wait(
+            slot,
+            wakes,
+            deadline.saturating_duration_since(now).min(CHECK),
+        );
+    }
+}
+
+/// With the lock held: serves every posted request in one transaction, completes
+/// each before letting go of the lock, and wakes their posters. `own` is the slot and
+/// request of the caller's own post, if any: its outcome is returned if it was among
+/// them, with its error as it was raised.
+pub(crate) fn serve_posted(
+    ledger: &impl Ledger,
+    lock: RegistryLock<'_>,
+    board: &Board,
+    me: ProcessId,
+    own_post: Option<(usize, &Op)>,
+) -> Option<Result<Outcome>> {
+    let own = own_post.map(|(slot, _)| slot);
+    let holding = board.mark_holder(me.pid);
+    // Requests a dead server left: taken ones are posted again (and taken below),
+    // withdrawn ones have their leases ended in this transaction.
+    let orphans = board.adopt_orphans();
+    let batch = board.take_posted(me);
+    let mut own_result = None;
+    if !batch.is_empty() || !orphans.is_empty() {
+        let requests: Vec<Served> = batch
+            .iter()
+            .map(|taken| Served {
+                // Our own request is at hand: no need to read it back.
+                op: match own_post {
+                    Some((slot, op)) if slot == taken.slot => Some(op.clone()),
+                    _ => Op::decode(&taken.request),
+                },
+                again: taken.retried,
+            })
+            .collect();
+        let wanted = |i: usize| {
+            let slot = batch[i].slot;
+            Some(slot) == own || board.still_taken(slot, me)
+        };
+        if batch.iter().any(|taken| Some(taken.slot) != own) {
+            stop_here_for_tests("taken");
+        }
+        let orphan_ops: Vec<Op> = orphans
+            .iter()
+            .filter_map(|orphan| Op::decode(&orphan.request))
+            .collect();
+        let results = match ledger.serve(&requests, &orphan_ops, &wanted) {
+            Ok(results) => {
+                if batch.iter().any(|taken| Some(taken.slot) != own) {
+                    stop_here_for_tests("saved");
+                }
+                for orphan in &orphans {
+                    board.settle(orphan);
+                }
+                results
+            }
+            // Nothing was written: every request in the batch fails alike.
+            Err(e) => {
+                let wire = WireError::from(&e);
+                batch
+                    .iter()
+                    .map(|_| Err(wire.clone().into_error()))
+                    .collect()
+            }
+        };
+        let mut withdrawn = Vec::new();
+        for ((Taken { slot, .. }, request), result) in batch.iter().zip(&requests).zip(results) {
+            if Some(*slot) == own {
+                board.finish_own(*slot, me);
+                own_result = Some(result);
+                continue;
+            }
+            let token = request.op.as_ref().map_or("", Op::token);
+            let outcome = match result {
+                Ok(outcome) => outcome,
+                Err(e) => Outcome::Failed(WireError::from(&e)),
+            };
+            let leased = matches!(outcome, Outcome::Allocated(_));
+            if leased && board.poster_gone(*slot) {
+                // Killed while it waited (say, by Ctrl-C): nobody will have the ports.
+                board.withdraw(*slot);
+                withdrawn.push((*slot, token));
+                continue;
+            }
+            if !board.complete(*slot, me, &outcome.encode(token, OUTCOME_MAX)) {
+                // Withdrawn since the check before saving: what it leased must go. (A
+                // release given up on stays done: its lease ends as was asked.)
+                if leased {
+                    withdrawn.push((*slot, token));
+                } else {
+                    board.settle_own(*slot, me);
+                }
+            }
+        }
+        settle_withdrawn(ledger, board, me, &withdrawn);
+        if !batch.is_empty() {
+            log::debug!("served {} requests in one transaction", batch.len());
+        }
+    }
+    drop(holding);
+    drop(lock);
+    for Taken { slot, .. } in &batch {
+        if Some(*slot) != own {
+            board.wake(*slot);
+        }
+    }
+    ledger.wake_next();
+    own_result
+}
+
+/// Ends, still under the lock, what was saved for requests withdrawn after the check
+/// before saving; on failure they stay WITHDRAWN for the next lock holder to settle.
+fn settle_withdrawn(
+    ledger: &impl Ledger,
+    board: &Board,
+    me: ProcessId,
+    withdrawn: &[(usize, &str)],
+) {
+    if withdrawn.is_empty() {
+        return;
+    }
+    let tokens: Vec<&str> = withdrawn.iter().map(|(_, token)| *token).collect();
+    match ledger.end_tokens(&tokens) {
+        Ok(()) => {
+            for (slot, _) in withdrawn {
+                board.settle_own(*slot, me);
+            }
+            log::debug!("ended {} leases whose posters gave up", tokens.len());
+        }
+        Err(e) => log::warn!("cannot end the leases of requests given up on: {e}"),
+    }
+}
+
+/// The outcome in `bytes`, checked to answer `op`; `None` when it does not.
+fn decode(bytes: &[u8], op: &Op) -> Option<Result<Outcome>> {
+    match Outcome::decode(bytes, op)? {
+        Outcome::Failed(error) => Some(Err(error.into_error())),
+        outcome => Some(Ok(outcome)),
+    }
+}
+
+/// The outcome in `bytes`; where it does not answer `op` (bytes no portlease of this
+/// version wrote), `op` is finished in a transaction of its own, by its token: what
+/// was saved for it is handed out, and nothing is done twice.
+fn decode_or_redo(ledger: &impl Ledger, bytes: &[u8], op: &Op) -> Result<Outcome> {
+    decode(bytes, op).unwrap_or_else(|| {
+        log::warn!("the request board handed back an outcome that does not answer the request; finishing it alone");
+        ledger.alone(op, true)
+    })
+}
+
+/// The hook by which tests stop a server at a known step of the protocol: with
+/// `PORTLEASE_TEST_STOP_AT` set to `taken` (requests of other processes taken, nothing
+/// saved) or `saved` (their transaction saved, no outcome handed out), a process that
+/// serves another's request stops itself there (`SIGSTOP`), for the test to let its
+/// posters give up, or to kill it, at exactly that point. Read once per process.
+fn stop_here_for_tests(step: &str) {
+    static STOP_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let stop_at = STOP_AT.get_or_init(|| std::env::var("PORTLEASE_TEST_STOP_AT").ok());
+    if stop_at.as_deref() == Some(step) {
+        log::debug!("stopping at step {step:?}, as PORTLEASE_TEST_STOP_AT asks");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Allocator;
+    use crate::request::Request;
+
+    #[test]
+    fn a_server_validates_a_posted_request_as_its_poster_does() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
+        let board = Arc::clone(allocator.board().expect("a board"));
+        // A request no poster of this version would post: a count of 0.
+        let op = Op::Allocate {
+            request: Request::new().range(20000..=20009).count(0),
+            owner: None,
+            pid: std::process::id(),
+            token: "t".into(),
+        };
+        let poster = ProcessId::current();
+        let slot = board.claim(poster).expect("a free slot");
+        board.publish(slot, poster, &op.encode().expect("encodes"));
+
+        let lock = allocator
+            .lock_site()
+            .try_lock(poster.pid)
+            .expect("lock")
+            .expect("free");
+        // Served as another process's request: it is not ours to get back directly.
+        assert!(serve_posted(&allocator, lock, &board, poster, None).is_none());
+        let outcome = board.collect(slot).expect("served");
+        match decode(&outcome, &op).expect("an outcome for this request") {
+            Err(Error::InvalidRequest(message)) => assert!(message.contains("count of 0")),
+            other => panic!("expected an invalid request, got {other:?}"),
+        }
+        assert!(allocator.leases().expect("leases").is_empty());
+    }
+
+    #[test]
+    fn the_longest_lock_timeout_does_not_overflow() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let allocator = Allocator::with_dir(dir.path())
+            .expect("an allocator")
+            .lock_timeout(Duration::MAX);
+        let lease = allocator
+            .allocate(&Request::new().range(20000..=20009))
+            .expect("a port");
+        lease.release().expect("released");
+        assert!(allocator.deadline(Instant::now()) > Instant::now());
     }
 }

@@ -135,36 +135,6 @@ impl Error {
         }
     }
 
-    /// The same error again, for each request of a batch that failed as a whole
-    /// (`io::Error` is not `Clone`: its kind, code and message are kept).
-    pub(crate) fn clone_for_batch(error: &Error) -> Error {
-        match error {
-            Error::Io {
-                action,
-                path,
-                source,
-            } => Error::Io {
-                action,
-                path: path.clone(),
-                source: match source.raw_os_error() {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(source.kind(), source.to_string()),
-                },
-            },
-            Error::Unsafe { path, reason } => Error::Unsafe {
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            // A transaction as a whole fails only on its files; keep anything else's
-            // message all the same.
-            other => Error::Io {
-                action: "the transaction failed in",
-                path: PathBuf::new(),
-                source: io::Error::other(other.to_string()),
-            },
-        }
-    }
-
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest(message.into())
     }

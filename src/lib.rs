@@ -49,8 +49,13 @@
 //!   the p99 of a cycle was 17-25 ms at 16 processes; each request also cost its own
 //!   registry write). The board never decides who holds the lock: the `flock` does,
 //!   so processes that do not use the board (the seed) are excluded all the same. A
-//!   process that dies while posting, waiting or serving is found out by its pid, and
-//!   a request whose server died is served again, idempotently.
+//!   process that dies while posting, waiting or serving is found out (a lock holder
+//!   that finds a request still taken knows its server died), and a request whose
+//!   server died is served again, idempotently, by its token. A poster that gives up
+//!   at its lock timeout withdraws its request: its server leaves it out of the
+//!   transaction, or, if it saved already, ends its leases under the same lock, so
+//!   an error leaves nothing leased. The board's states, who moves each, and what
+//!   each party's death leaves are documented in `src/board/mod.rs`.
 //! - **Choosing.** The preferred port if free, else next-fit: the first free port after
 //!   the last one handed out, so a port released a moment ago does not go out again at
 //!   once. A port is free when no live lease holds it and it can be bound.
@@ -129,6 +134,14 @@
 //!   (renewed by long jobs), or share the host's PID namespace, or ask a
 //!   `portlease serve` on the host: an owner-lifetime lease made in a container that
 //!   is then killed stays held until someone releases it.
+//! - The request board is a shared mapping of a file in the registry directory; a
+//!   file truncated under a mapping raises `SIGBUS`. So, once it maps a board, the
+//!   library installs a `SIGBUS` handler that replaces a faulting board by private
+//!   memory (the process then goes on without the board) and passes every other
+//!   `SIGBUS` to the handler installed before it, or to the default action. A
+//!   program that installs its own `SIGBUS` handler later should chain to the one it
+//!   replaces. Where the board's space cannot be reserved (a full filesystem), it is
+//!   not used at all.
 //! - Linux: owners' start times, the request board (futexes) and the portserver's
 //!   abstract sockets are Linux's; portlease is built and tested there only.
 //! - The API is synchronous: every operation, dropping a [`Lease`] included, waits for
@@ -148,23 +161,24 @@
 //!
 //! - `allocator`: the lease lifecycle, one transaction per operation (`Transaction`);
 //!   choosing ports (preferred, next-fit, blocks) is still a part of it.
-//! - `batch` and `board`: the request board in shared memory, on which processes post
-//!   their allocations and releases for the lock holder to serve; `batch` is the
-//!   serving loop and the wire format, `board` the mapping and the slot protocol.
-//! - `lock`: the `flock` with a deadline. `registry`: the file, loaded with salvage and
-//!   saved atomically; `salvage`: reading what is left of a damaged one. `record`: what an entry says, and whether it is stale.
+//! - `batch`: the serving loop (a request waits to be served, or its poster serves
+//!   them all), free functions over the allocator's `Ledger`. `board/`: the shared
+//!   memory requests are posted in: `map` the mapping, `slot` the slot protocol as a
+//!   state machine, `wire` requests and outcomes as bytes.
+//! - `lock`: the `flock` with a deadline and one reusable waiting thread.
+//!   `registry`: the file, loaded with salvage and saved atomically; `salvage`:
+//!   reading what is left of a damaged one. `record`: what an entry says, and whether
+//!   it is stale.
 //! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`: the public types.
-//! - `probe`: bind checks. `process` (with `process/linux.rs`): owner identity (pid
-//!   plus start time) and liveness. `directory`: where the registry lives, and whether
-//!   it is safe (opened once, without following links). `files`: opening files
-//!   relative to it, regular files only.
+//! - `probe`: bind checks. `process` (with `process/linux.rs`): owner identity (pid,
+//!   start time, pid namespace) and liveness. `directory`: where the registry lives,
+//!   and whether it is safe (opened once, without following links). `files`: opening
+//!   files relative to it, regular files only.
 //! - `layout`: the names of the files in a registry directory. `error`: the one
 //!   [`Error`] enum.
 //!
 //! The direction: `allocator` on top, importing only downwards; choosing ports as pure
-//! functions of their own; the board as a module folder (mapping, slot state machine,
-//! wire format) with the serving loop outside `impl Allocator`. Today `allocator`,
-//! `batch` and `lease` still import one another.
+//! functions of their own. Today `allocator` and `lease` still import one another.
 //!
 //! This crate is the library alone: it depends on no argument parser. The `portlease`
 //! command is the `portlease-cli` package in `cli/` of the same workspace, a thin

@@ -2,20 +2,24 @@
 //!
 //! A waiter must get the lock the moment it is released, so there is no poll loop: a
 //! non-blocking try, and when that fails, a blocking `flock` on a helper thread while
-//! the caller waits on a channel with the deadline. On timeout the helper is
-//! abandoned; if it gets the lock later, it finds nobody listening and drops the file,
-//! which releases the lock at once. Once locked, the file is checked to still be the
-//! one at the lock file's path (it may have been deleted and made anew meanwhile).
+//! the caller waits with its deadline. A blocked `flock` cannot be called off, so
+//! there is one helper per lock site, started on the first contended wait and reused:
+//! it serves the waiting callers in turn, and a lock it gets for a caller that gave up
+//! meanwhile goes to the next caller, or is released at once. However many waits
+//! time out, a site has at most one helper thread and one descriptor of its own.
+//! Once locked, the file is checked to still be the one at the lock file's path (it
+//! may have been deleted and made anew meanwhile).
 //!
 //! `flock` locks belong to an open file description, so two threads sharing one
 //! descriptor would both "hold" the lock: the descriptor an allocator keeps open
 //! (saving an open and a close per transaction) is used by one transaction at a time,
 //! and a thread that finds it in use opens its own.
 
+use std::collections::VecDeque;
 use std::fs::{File, TryLockError};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, mpsc};
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
@@ -31,6 +35,8 @@ pub(crate) struct LockSite {
     /// Kept with the pid that opened it: a forked child shares the open file
     /// description, and so the `flock`, with its parent, and must open its own.
     cached: Mutex<Option<(u32, File)>>,
+    /// The one helper thread that blocks on the `flock` for waiting callers.
+    waiter: Arc<Waiter>,
 }
 
 /// The lock file a transaction locked: the cached one, or one of its own.
@@ -39,36 +45,131 @@ enum Held<'s> {
     Own(File),
 }
 
-/// A wait for the lock on a helper thread; dropping it abandons the wait (the helper
-/// releases the lock at once if it gets it later).
+/// A caller's turn with the site's helper thread; dropping it gives up the turn (a
+/// lock the helper got for it is released at once).
 pub(crate) struct LockWait {
-    receiver: mpsc::Receiver<std::io::Result<File>>,
+    waiter: Arc<Waiter>,
+    id: u64,
 }
 
 impl LockWait {
-    /// The lock, if the helper has it by now; `Ok(None)` while it waits, or when the
-    /// file it locked turned out to be a deleted one (then wait anew).
+    /// The lock, if the helper has it for us by now; `Ok(None)` while it waits, or when
+    /// the file it locked turned out to be a deleted one (then wait anew).
     pub(crate) fn take<'s>(&self, site: &'s LockSite) -> Result<Option<RegistryLock<'s>>> {
-        match self.receiver.try_recv() {
-            Ok(locked) => Ok(site.adopt(locked_or(locked, &site.path)?)),
-            Err(_) => Ok(None),
+        let mut state = self.waiter.state();
+        match state.ready.take_if(|(id, _)| *id == self.id) {
+            Some((_, locked)) => {
+                drop(state);
+                Ok(site.adopt(locked?))
+            }
+            None => Ok(None),
         }
     }
 
     /// The locked file, waiting for it until `deadline` at most; `None` on timeout.
-    fn until(self, deadline: Instant, path: &Path) -> Result<Option<File>> {
-        match self
-            .receiver
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            Ok(locked) => locked_or(locked, path).map(Some),
-            Err(_) => Ok(None),
+    fn until(self, deadline: Instant) -> Result<Option<File>> {
+        let mut state = self.waiter.state();
+        loop {
+            if let Some((_, locked)) = state.ready.take_if(|(id, _)| *id == self.id) {
+                return locked.map(Some);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            state = self
+                .waiter
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 }
 
-fn locked_or(locked: std::io::Result<File>, path: &Path) -> Result<File> {
-    locked.map_err(|e| Error::io("cannot lock", path, e))
+impl Drop for LockWait {
+    fn drop(&mut self) {
+        let mut state = self.waiter.state();
+        state.queue.retain(|turn| turn.id != self.id);
+        // A lock got for us after all is dropped here, which releases it.
+        let unwanted = state.ready.take_if(|(id, _)| *id == self.id);
+        drop(state);
+        drop(unwanted);
+    }
+}
+
+/// The helper thread's shared state.
+struct Waiter {
+    dir: Arc<RegistryDir>,
+    path: PathBuf,
+    state: Mutex<WaitState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct WaitState {
+    /// Callers waiting for the lock, oldest first.
+    queue: VecDeque<Turn>,
+    /// A lock the helper got, and whose turn it is.
+    ready: Option<(u64, Result<File>)>,
+    next_id: u64,
+    /// The pid whose helper thread runs (a forked child has none: it starts its own).
+    helper_of: Option<u32>,
+    /// The site is gone: the helper ends once idle.
+    closed: bool,
+}
+
+struct Turn {
+    id: u64,
+    notify: Box<dyn FnOnce() + Send>,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Waiter")
+    }
+}
+
+impl Waiter {
+    fn state(&self) -> MutexGuard<'_, WaitState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The helper's loop: while callers wait, block on the `flock` of a lock file of
+    /// its own and hand the lock to the oldest caller still waiting.
+    fn run(&self) {
+        loop {
+            {
+                let mut state = self.state();
+                while state.queue.is_empty() && !state.closed {
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if state.queue.is_empty() {
+                    state.helper_of = None;
+                    return;
+                }
+            }
+            let locked = open_lock_file(&self.dir).and_then(|file| {
+                file.lock()
+                    .map(|()| file)
+                    .map_err(|e| Error::io("cannot lock", &self.path, e))
+            });
+            let mut state = self.state();
+            match state.queue.pop_front() {
+                Some(turn) => {
+                    state.ready = Some((turn.id, locked));
+                    drop(state);
+                    self.changed.notify_all();
+                    (turn.notify)();
+                }
+                // Everyone gave up meanwhile: the file is dropped, the lock released.
+                None => drop(locked),
+            }
+        }
+    }
 }
 
 /// The held lock; dropping it releases it.
@@ -80,28 +181,37 @@ impl LockSite {
     pub(crate) fn new(dir: Arc<RegistryDir>) -> LockSite {
         LockSite {
             path: dir.join(LOCK_FILE),
-            dir,
             cached: Mutex::new(None),
+            waiter: Arc::new(Waiter {
+                dir: Arc::clone(&dir),
+                path: dir.join(LOCK_FILE),
+                state: Mutex::default(),
+                changed: Condvar::new(),
+            }),
+            dir,
         }
     }
 
-    /// Takes the lock if it is free now; `None` if another process holds it.
-    pub(crate) fn try_lock(&self) -> Result<Option<RegistryLock<'_>>> {
-        self.lock_with(|| Ok(None))
+    /// Takes the lock for process `me` (the caller's pid, which it has at hand) if it
+    /// is free now; `None` if another process holds it.
+    pub(crate) fn try_lock(&self, me: u32) -> Result<Option<RegistryLock<'_>>> {
+        self.lock_with(me, || Ok(None))
     }
 
     /// Takes the lock, waiting until `deadline` at most; `None` if it passed first.
     pub(crate) fn lock(&self, deadline: Instant) -> Result<Option<RegistryLock<'_>>> {
-        self.lock_with(|| self.start_wait(|| {})?.until(deadline, &self.path))
+        let me = std::process::id();
+        self.lock_with(me, || self.start_wait(|| {})?.until(deadline))
     }
 
     /// Tries the lock; when busy, asks `wait` for a locked file of its own (or none).
     /// Loops while the file locked turns out not to be the one at the path.
     fn lock_with(
         &self,
+        me: u32,
         wait: impl Fn() -> Result<Option<File>>,
     ) -> Result<Option<RegistryLock<'_>>> {
-        let mut held = self.lock_file()?;
+        let mut held = self.lock_file(me)?;
         loop {
             match held.file().try_lock() {
                 Ok(()) => {}
@@ -118,29 +228,42 @@ impl LockSite {
             let _ = held.file().unlock();
             let reopened = open_lock_file(&self.dir)?;
             match &mut held {
-                Held::Cached(cached) => **cached = Some((std::process::id(), reopened)),
+                Held::Cached(cached) => **cached = Some((me, reopened)),
                 Held::Own(file) => *file = reopened,
             }
         }
     }
 
-    /// Starts waiting for the lock on a helper thread, on a lock file of its own;
-    /// `notify` runs when the lock is had. Take the result with [`LockWait::take`].
+    /// Queues for the lock with the site's helper thread (started if none runs);
+    /// `notify` runs when the lock is had for this caller. Take it with
+    /// [`LockWait::take`].
     pub(crate) fn start_wait(&self, notify: impl FnOnce() + Send + 'static) -> Result<LockWait> {
-        let file = open_lock_file(&self.dir)?;
-        let (sender, receiver) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("portlease-lock".into())
-            .spawn(move || {
-                let locked = file.lock().map(|()| file);
-                // If the receiver has given up, the file comes back in the error and
-                // is dropped here, releasing the lock.
-                if sender.send(locked).is_ok() {
-                    notify();
-                }
-            })
-            .map_err(|e| Error::io("cannot start the lock waiter for", &self.path, e))?;
-        Ok(LockWait { receiver })
+        let waiter = &self.waiter;
+        let mut state = waiter.state();
+        let me = std::process::id();
+        if state.helper_of != Some(me) {
+            // None runs, or it ran in the parent of this forked process.
+            state.queue.clear();
+            state.ready = None;
+            let helper = Arc::clone(waiter);
+            std::thread::Builder::new()
+                .name("portlease-lock".into())
+                .spawn(move || helper.run())
+                .map_err(|e| Error::io("cannot start the lock waiter for", &self.path, e))?;
+            state.helper_of = Some(me);
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.queue.push_back(Turn {
+            id,
+            notify: Box::new(notify),
+        });
+        drop(state);
+        waiter.changed.notify_all();
+        Ok(LockWait {
+            waiter: Arc::clone(waiter),
+            id,
+        })
     }
 
     /// The lock, from a file the caller locked: `None` if that file is no longer the
@@ -152,10 +275,9 @@ impl LockSite {
     }
 
     /// The cached lock file when no other thread is using it, else a new one.
-    fn lock_file(&self) -> Result<Held<'_>> {
+    fn lock_file(&self, me: u32) -> Result<Held<'_>> {
         Ok(match self.cached.try_lock() {
             Ok(mut cached) => {
-                let me = std::process::id();
                 if cached.as_ref().is_none_or(|(opener, _)| *opener != me) {
                     *cached = Some((me, open_lock_file(&self.dir)?));
                 }
@@ -177,6 +299,20 @@ impl Held<'_> {
             Held::Own(file) => file,
         }
     }
+}
+
+impl Drop for LockSite {
+    fn drop(&mut self) {
+        self.waiter.state().closed = true;
+        self.waiter.changed.notify_all();
+    }
+}
+
+/// The deadline `timeout` after `started`; a timeout too long for the clock (say
+/// `Duration::MAX`) means a century, which is as good as never.
+pub(crate) fn deadline_after(started: Instant, timeout: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    started.checked_add(timeout.min(CENTURY)).unwrap_or(started)
 }
 
 impl Drop for RegistryLock<'_> {

@@ -20,8 +20,10 @@ use super::args::{LeaseOptions, UsageError};
 /// portlease itself is killed. They are passed in the environment ($PORT, or the
 /// names given with --env, one per port; $PORTLEASE_PORTS holds them all, space-
 /// separated) and replace {PORT}, {PORT0}, {PORT1}, ... in the arguments. SIGINT,
-/// SIGTERM and SIGHUP are forwarded to the command; portlease exits with its exit
-/// code, 128 + N when signal N ended it, 127 when it cannot be found.
+/// SIGTERM and SIGHUP are forwarded to the command; before it runs (say, while
+/// portlease waits for the lock) they end portlease with 128 + N. portlease exits
+/// with the command's exit code, 128 + N when signal N ended it, 127 when it cannot
+/// be found.
 ///
 /// Example: portlease exec -- python3 -m http.server {PORT}
 #[derive(clap::Args, Debug)]
@@ -76,15 +78,24 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
             return Ok(code);
         }
     };
-    let pid = i32::try_from(child.id()).context("child pid out of range")?;
+    let pid = rustix::process::Pid::from_child(&child);
     if let Ok(mut forwarding) = forwarding.lock() {
-        forwarding.child = pid;
-        for signal in std::mem::take(&mut forwarding.pending) {
-            send(pid, signal);
-        }
+        forwarding.started(pid);
     }
     if let Err(e) = lease.transfer_to(child.id()) {
         log::debug!("the lease stays with portlease itself: {e}");
+    }
+    // Wait for the command to end without reaping it, so that its pid stays its own
+    // until the forwarder has stopped sending to it; then reap it.
+    let ended = rustix::process::waitid(
+        rustix::process::WaitId::Pid(pid),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+    );
+    if let Ok(mut forwarding) = forwarding.lock() {
+        forwarding.ended();
+    }
+    if let Err(e) = ended {
+        log::debug!("cannot wait for the command without reaping it: {e}");
     }
     let status = child.wait().context("cannot wait for the command")?;
     release(lease);
@@ -127,17 +138,52 @@ fn substitute(arg: &OsString, ports: &[u16]) -> OsString {
     text.into()
 }
 
-/// Where the signal forwarder sends signals.
+/// Where the signal forwarder sends signals: nowhere before the command runs (a
+/// signal then ends portlease itself, which may be waiting for the lock), to the
+/// command while it runs, and nowhere once it has ended (its pid may be reused as soon
+/// as it is reaped).
 #[derive(Default)]
 struct Forwarding {
-    /// The child's pid, once it runs.
-    child: i32,
-    /// Signals that came before the child ran, sent as soon as it does.
-    pending: Vec<i32>,
+    child: Child,
 }
 
-/// Forwards SIGINT, SIGTERM and SIGHUP to the child once it runs. One mutex guards
-/// the pid and the signals kept before it, so none is lost in between.
+#[derive(Default, Clone, Copy, PartialEq, Debug)]
+enum Child {
+    #[default]
+    NotYet,
+    Running(rustix::process::Pid),
+    Ended,
+}
+
+/// What to do with a signal that came.
+#[derive(Debug, PartialEq)]
+enum OnSignal {
+    /// No command yet: portlease ends, as the signal asks.
+    Exit(i32),
+    Send(rustix::process::Pid),
+    Ignore,
+}
+
+impl Forwarding {
+    fn started(&mut self, pid: rustix::process::Pid) {
+        self.child = Child::Running(pid);
+    }
+
+    fn ended(&mut self) {
+        self.child = Child::Ended;
+    }
+
+    fn on_signal(&self, signal: i32) -> OnSignal {
+        match self.child {
+            Child::NotYet => OnSignal::Exit(128 + signal),
+            Child::Running(pid) => OnSignal::Send(pid),
+            Child::Ended => OnSignal::Ignore,
+        }
+    }
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to the child while it runs. The mutex is held
+/// while a signal is sent, so the pid cannot be reaped (and reused) meanwhile.
 fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
     let mut signals =
         Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot listen for signals")?;
@@ -145,12 +191,18 @@ fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
         .name("portlease-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                let Ok(mut forwarding) = forwarding.lock() else {
+                let Ok(forwarding) = forwarding.lock() else {
                     return;
                 };
-                match forwarding.child {
-                    0 => forwarding.pending.push(signal),
-                    pid => send(pid, signal),
+                match forwarding.on_signal(signal) {
+                    OnSignal::Exit(code) => {
+                        // Whatever was posted or leased is withdrawn by the board's
+                        // rules, or owned by this process and ends with it.
+                        eprintln!("portlease: interrupted before the command ran");
+                        std::process::exit(code);
+                    }
+                    OnSignal::Send(pid) => send(pid, signal),
+                    OnSignal::Ignore => {}
                 }
             }
         })
@@ -158,13 +210,32 @@ fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send(pid: i32, signal: i32) {
-    // SAFETY: kill only sends a signal to our own child; no memory is involved.
-    unsafe { libc::kill(pid, signal) };
+fn send(pid: rustix::process::Pid, signal: i32) {
+    if let Some(signal) = rustix::process::Signal::from_named_raw(signal)
+        && let Err(e) = rustix::process::kill_process(pid, signal)
+    {
+        log::debug!("cannot forward signal {signal:?} to the command: {e}");
+    }
 }
 
 fn release(lease: portlease::Lease) {
     if let Err(e) = lease.release() {
         log::warn!("{e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_end_portlease_before_the_command_and_never_reach_an_ended_one() {
+        let mut forwarding = Forwarding::default();
+        assert_eq!(forwarding.on_signal(SIGINT), OnSignal::Exit(130));
+        let pid = rustix::process::Pid::from_raw(4242).expect("a pid");
+        forwarding.started(pid);
+        assert_eq!(forwarding.on_signal(SIGTERM), OnSignal::Send(pid));
+        forwarding.ended();
+        assert_eq!(forwarding.on_signal(SIGTERM), OnSignal::Ignore);
     }
 }

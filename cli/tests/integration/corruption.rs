@@ -244,3 +244,21 @@ fn links_and_directories_others_can_write_are_refused() {
     let error = Allocator::with_dir(&file).expect_err("a file is no directory");
     assert!(error.to_string().contains("not a directory"), "{error}");
 }
+
+#[test]
+fn a_release_on_a_damaged_registry_still_writes_the_salvage() {
+    let (dir, allocator) = registry();
+    let range = first_ports(100, 2);
+    let [a, b] = [*range.start(), range.start() + 1];
+    let whole = json!({ a.to_string(): {"pid": 1, "timestamp": unix_now()} }).to_string();
+    let damaged = format!("{whole}garbage");
+    write_registry(dir.path(), damaged.as_bytes());
+
+    // Releasing a port that is not leased changes no entry, but the salvage is due.
+    assert!(!allocator.release(b).expect("a release"));
+    assert_eq!(kept_aside(dir.path()), [damaged.into_bytes()]);
+    assert_eq!(
+        registry_json(dir.path()).keys().collect::<Vec<_>>(),
+        [&a.to_string()]
+    );
+}

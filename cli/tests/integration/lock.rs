@@ -58,3 +58,40 @@ fn a_deleted_lock_file_is_not_locked_alone() {
     holder.kill().expect("SIGKILL");
     holder.wait().expect("reap");
 }
+
+#[test]
+fn timed_out_waits_keep_one_waiting_thread_and_no_descriptors() {
+    let (dir, _) = registry();
+    let range = first_ports(100, 10);
+    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
+    let args = [
+        range.start().to_string(),
+        range.end().to_string(),
+        "25".into(),
+    ];
+    let output = worker("timeouts", dir.path(), &args)
+        .output()
+        .expect("the worker runs");
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reap");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let after = |what: &str| -> (usize, usize) {
+        let line = stdout
+            .lines()
+            .find_map(|line| line.split_once(what).map(|(_, rest)| rest.to_owned()))
+            .unwrap_or_else(|| panic!("no {what} line in {stdout}"));
+        let mut numbers = line.split_whitespace().map(|n| n.parse().expect("a count"));
+        (
+            numbers.next().expect("first"),
+            numbers.next().expect("last"),
+        )
+    };
+    let (threads_first, threads_last) = after("THREADS ");
+    let (fds_first, fds_last) = after("FDS ");
+    assert_eq!(
+        threads_last, threads_first,
+        "24 more timeouts, no more threads"
+    );
+    assert_eq!(fds_last, fds_first, "24 more timeouts, no more descriptors");
+}

@@ -42,6 +42,52 @@ fn worker() {
             println!("PORT {}", lease.port());
             std::thread::sleep(Duration::from_secs(600));
         }
+        // START END N: N allocations that time out (the lock is held by the test);
+        // prints the threads and descriptors after the first and after the last.
+        "timeouts" => {
+            let allocator = allocator.lock_timeout(Duration::from_millis(20));
+            let request = Request::new().range(args[0] as u16..=args[1] as u16);
+            let count = |dir: &str| std::fs::read_dir(dir).expect("/proc").count();
+            let mut first = None;
+            for _ in 0..args[2] {
+                let error = allocator.allocate(&request).expect_err("the lock is held");
+                assert!(
+                    matches!(error, portlease::Error::LockTimeout { .. }),
+                    "{error}"
+                );
+                first.get_or_insert((count("/proc/self/task"), count("/proc/self/fd")));
+            }
+            let (threads, fds) = first.expect("at least one attempt");
+            println!("THREADS {threads} {}", count("/proc/self/task"));
+            println!("FDS {fds} {}", count("/proc/self/fd"));
+        }
+        // START END CYCLES TIMEOUT_MS: allocations with a short lock timeout, each
+        // labelled; a success is released (patiently), a timeout printed as FAILED.
+        "give_up" => {
+            let hasty = allocator
+                .clone()
+                .lock_timeout(Duration::from_millis(args[3]));
+            let patient = allocator.lock_timeout(Duration::from_secs(60));
+            let pid = std::process::id();
+            for i in 0..args[2] {
+                let label = format!("{pid}-{i}");
+                let request = Request::new()
+                    .range(args[0] as u16..=args[1] as u16)
+                    .owner(portlease::Owner::Nobody)
+                    .label(label.clone());
+                match hasty.allocate(&request) {
+                    Ok(lease) => {
+                        lease.keep();
+                        let released = patient
+                            .release_where(|info| info.label.as_deref() == Some(&label))
+                            .expect("a patient release");
+                        assert_eq!(released.len(), 1, "the lease of {label} was there");
+                    }
+                    Err(portlease::Error::LockTimeout { .. }) => println!("FAILED {label}"),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
         // Hold the registry lock itself, then wait.
         "lock" => {
             let file = std::fs::OpenOptions::new()
