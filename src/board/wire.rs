@@ -483,7 +483,12 @@ mod tests {
                 assert_eq!(request.count, 3);
                 assert_eq!(request.ranges, [20000..=20099]);
                 assert_eq!(request.label.as_deref(), Some("x"));
-                assert_eq!(owner.map(|o| o.start_time), Some(Some(9)));
+                // The whole owner, pid namespace included: a lease served for another
+                // process records it as that process would have.
+                assert_eq!(
+                    owner.map(|o| (o.pid, o.start_time, o.pid_ns)),
+                    Some((7, Some(9), Some(4026531836)))
+                );
                 assert_eq!((pid, token.as_str()), (7, "t1"));
             }
             other => panic!("{other:?}"),
