@@ -8,7 +8,7 @@ import socket as _socket
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Iterable, Literal, Optional, Sequence, Tuple, Union
+from typing import Iterable, Literal, Optional, Sequence, Tuple, Union, cast
 
 from portlease import _native
 from portlease._errors import InvalidRequest
@@ -66,8 +66,8 @@ def _normalise_ranges(ranges: Union[PortRange, Iterable[PortRange], None]) -> li
     if isinstance(ranges, (range, str)) or (
         isinstance(ranges, tuple) and len(ranges) == 2 and all(isinstance(x, int) for x in ranges)
     ):
-        return [_normalise_range(ranges)]  # type: ignore[arg-type]
-    return [_normalise_range(r) for r in ranges]  # type: ignore[union-attr]
+        return [_normalise_range(cast(PortRange, ranges))]
+    return [_normalise_range(r) for r in cast(Iterable[PortRange], ranges)]
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ class Allocator:
             owner_kind,
             owner_pid,
             ttl_given,
-            None if ttl in (None, "default") else float(ttl),  # type: ignore[arg-type]
+            None if ttl is None or ttl == "default" else float(ttl),
             label,
             "python",
         )
