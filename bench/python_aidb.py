@@ -11,6 +11,8 @@ target/python-venv; run this with that venv's python). The seed is driven by
 ../shared/bench/seed_stress.py; portlease.aidb by this script's own worker (--worker),
 which does the same: each of N forked processes runs K cycles of allocate_port() then
 release_port() on one registry directory, and every hold is checked for overlaps.
+Unlike the seed's script, its workers start together once all are ready (as the Rust
+contention harness's do), so process start-up is not timed.
 """
 import argparse, datetime, json, multiprocessing as mp, os, pathlib, platform, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -19,15 +21,16 @@ START, SIZE = 41000, 500  # the range seed_stress.py uses by default
 BEGIN, END = "<!-- python-bench: begin -->", "<!-- python-bench: end -->"
 
 
-def cycles(args):
-    """One worker: K cycles through portlease.aidb's module functions."""
-    d, iters = args
+def cycles(directory, iters, start, results):
+    """One worker: K cycles through portlease.aidb's module functions, timed once every
+    worker is ready (process start-up is not timed)."""
     from portlease import aidb
 
     aidb._allocator = None  # a fresh shared allocator on this run's directory
-    aidb.get_allocator(pathlib.Path(d))
+    aidb.get_allocator(pathlib.Path(directory))
     lat, spans = [], []
     clock = time.perf_counter
+    start.wait()
     for _ in range(iters):
         t0 = clock()
         port = aidb.allocate_port(range_start=START, range_size=SIZE)
@@ -36,17 +39,23 @@ def cycles(args):
         t2 = clock()
         lat.append(t2 - t0)
         spans.append((port, t1, t1))  # held from the end of allocate to the start of release
-    return lat, spans
+    results.put((lat, spans))
 
 
 def run_aidb(procs, iters, d):
     ctx = mp.get_context("fork")
+    start, results = ctx.Barrier(procs + 1), ctx.Queue()
+    workers = [ctx.Process(target=cycles, args=(d, iters, start, results)) for _ in range(procs)]
+    for worker in workers:
+        worker.start()
+    start.wait()
     t0 = time.perf_counter()
-    with ctx.Pool(procs) as pool:
-        results = pool.map(cycles, [(d, iters)] * procs)
+    collected = [results.get() for _ in workers]
     wall = time.perf_counter() - t0
-    lat = sorted(x for r in results for x in r[0])
-    spans = sorted((s for r in results for s in r[1]), key=lambda s: (s[0], s[1]))
+    for worker in workers:
+        worker.join()
+    lat = sorted(x for r in collected for x in r[0])
+    spans = sorted((s for r in collected for s in r[1]), key=lambda s: (s[0], s[1]))
     overlaps = sum(1 for a, b in zip(spans, spans[1:]) if a[0] == b[0] and b[1] < a[2])
     n = len(lat)
     return {"procs": procs, "cycles": n, "cycles_per_s": round(n / wall, 1),

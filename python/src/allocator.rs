@@ -1,9 +1,11 @@
 //! `NativeAllocator`: the library's `Allocator`, with every call made without the GIL.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use portlease::{Allocator, Owner, Protocol, Request};
+use portlease::{Allocator, Lease, Owner, Protocol, Request};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -14,6 +16,57 @@ use crate::lease::NativeLease;
 #[pyclass(module = "portlease._native", frozen)]
 pub(crate) struct NativeAllocator {
     allocator: Allocator,
+    /// The leases `allocate_kept` made, by port, with the pid that made them: so that
+    /// `release` ends them by their own token (posted on the request board, served in
+    /// one transaction with other processes' requests) rather than by port.
+    kept: Arc<Mutex<HashMap<u16, (u32, Lease)>>>,
+}
+
+impl Drop for NativeAllocator {
+    fn drop(&mut self) {
+        // Kept leases end by their owner's exit, their TTL or a release: never here.
+        if Arc::strong_count(&self.kept) > 1 {
+            return;
+        }
+        if let Ok(mut kept) = self.kept.lock() {
+            for (_, (_, lease)) in kept.drain() {
+                let _ = lease.keep();
+            }
+        }
+    }
+}
+
+impl NativeAllocator {
+    fn with(allocator: Allocator) -> NativeAllocator {
+        NativeAllocator {
+            allocator,
+            kept: Arc::default(),
+        }
+    }
+
+    /// This process's lease on `port` made by `allocate_kept`, if any. Leases made by
+    /// the parent of a forked child are the parent's: the child lets go of them.
+    fn take_kept(&self, port: u16) -> Option<Lease> {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let me = std::process::id();
+        if kept.values().any(|(maker, _)| *maker != me) {
+            for (_, (_, lease)) in kept.drain() {
+                let _ = lease.keep();
+            }
+            return None;
+        }
+        kept.remove(&port).map(|(_, lease)| lease)
+    }
+
+    fn remember(&self, lease: Lease) -> u16 {
+        let port = lease.port();
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, older)) = kept.insert(port, (std::process::id(), lease)) {
+            // An older lease on the same port had ended (it expired and was reclaimed).
+            let _ = older.keep();
+        }
+        port
+    }
 }
 
 /// A duration in seconds from Python: finite and not negative.
@@ -57,9 +110,7 @@ impl NativeAllocator {
                 None => Allocator::new(),
             })
             .py_err()?;
-        Ok(NativeAllocator {
-            allocator: allocator.lock_timeout(timeout),
-        })
+        Ok(NativeAllocator::with(allocator.lock_timeout(timeout)))
     }
 
     /// The registry directory.
@@ -70,11 +121,11 @@ impl NativeAllocator {
 
     /// The same registry with another lock timeout.
     fn with_lock_timeout(&self, lock_timeout: f64) -> PyResult<Self> {
+        let timeout = seconds(lock_timeout, "lock_timeout")?;
         Ok(NativeAllocator {
-            allocator: self
-                .allocator
-                .clone()
-                .lock_timeout(seconds(lock_timeout, "lock_timeout")?),
+            allocator: self.allocator.clone().lock_timeout(timeout),
+            // The leases this one made are released through the other as well.
+            kept: Arc::clone(&self.kept),
         })
     }
 
@@ -163,14 +214,24 @@ impl NativeAllocator {
             request = request.host(host);
         }
         let allocator = self.allocator.clone();
-        py.detach(move || allocator.allocate(&request).map(|lease| lease.port_kept()))
-            .py_err()
+        let lease = py.detach(move || allocator.allocate(&request)).py_err()?;
+        Ok(self.remember(lease))
     }
 
     /// Ends the lease on `port`, whoever holds it; returns whether there was one.
+    /// A lease `allocate_kept` made in this process is ended by its own token.
     fn release(&self, py: Python<'_>, port: u16) -> PyResult<bool> {
         let allocator = self.allocator.clone();
-        py.detach(move || allocator.release(port)).py_err()
+        match self.take_kept(port) {
+            Some(lease) => py.detach(move || match lease.release() {
+                Ok(()) => Ok(true),
+                // It had expired and went to somebody else: theirs is left alone.
+                Err(portlease::Error::LeaseLost { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }),
+            None => py.detach(move || allocator.release(port)),
+        }
+        .py_err()
     }
 
     /// Restarts the lease on `port`'s time, with a new TTL or its own.
@@ -193,18 +254,5 @@ impl NativeAllocator {
         let allocator = self.allocator.clone();
         let reclaimed = py.detach(move || allocator.gc()).py_err()?;
         serde_json::to_string(&reclaimed).map_err(|e| PyValueError::new_err(e.to_string()))
-    }
-}
-
-/// Keeping a lease and taking its one port.
-trait PortKept {
-    fn port_kept(self) -> u16;
-}
-
-impl PortKept for portlease::Lease {
-    fn port_kept(self) -> u16 {
-        let port = self.port();
-        let _ = self.keep();
-        port
     }
 }
