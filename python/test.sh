@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python package's tests: a fresh virtual environment under target/, the tools from
 # PyPI (maturin, pytest, pytest-xdist, mypy, portpicker), the wheel built by maturin and
-# installed there, then pytest on python/tests. Extra arguments go to pytest.
+# installed there, then pytest on python/tests. Extra arguments go to pytest; $PYTHON
+# names the interpreter (default python3).
 #
 # The tests run in a private network namespace when this user can make one (root), so
 # that other test runs on the machine cannot collide with them on ports.
@@ -12,7 +13,7 @@ venv="$root/target/python-venv"
 wheels="$root/target/python-wheels"
 
 rm -rf "$venv" "$wheels"
-python3 -m venv "$venv"
+"${PYTHON:-python3}" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     maturin pytest pytest-xdist mypy portpicker
 "$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"

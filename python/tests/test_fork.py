@@ -6,6 +6,7 @@ Ports 12200-12299.
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing
 import os
 import pathlib
@@ -70,3 +71,28 @@ def test_a_forked_child_never_releases_its_parents_leases(registry: pathlib.Path
     lease.release()
     portlease.return_port(picked)
     assert allocator.leases() == []
+
+
+def test_the_aidb_drop_in_works_in_parent_and_forked_child(registry: pathlib.Path, fresh_aidb: object) -> None:
+    from portlease import aidb
+
+    aidb.get_allocator(registry)
+    parents = aidb.allocate_port(range_start=R[0], range_size=50)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mine = aidb.allocate_port(range_start=R[0], range_size=50)
+            aidb.release_port(parents)  # the seed's release: whoever holds the port
+            os.write(write, json.dumps([mine, {i.port: i.pid for i in portlease.leases(registry)}]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    mine, seen = json.loads(os.read(read, 4096))
+    os.waitpid(pid, 0)
+    assert seen == {str(mine): pid}, "the child's port is the child's, the parent's was released"
+    assert [i.stale for i in portlease.leases(registry)] == [True], "and ends with the child"
+    again = aidb.allocate_port(preferred=parents, range_start=R[0], range_size=50)
+    assert again == parents
+    aidb.release_port(again)
+    assert {i.port for i in portlease.leases(registry) if not i.stale} == set()
