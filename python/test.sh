@@ -13,7 +13,10 @@ venv="$root/target/python-venv"
 wheels="$root/target/python-wheels"
 
 rm -rf "$venv" "$wheels"
-"${PYTHON:-python3}" -m venv "$venv"
+"${PYTHON:-python3}" -m venv "$venv" || {
+    echo "python/test.sh: cannot make a virtual environment with ${PYTHON:-python3}; install its venv module (Debian: apt-get install python3-venv)" >&2
+    exit 1
+}
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     maturin pytest pytest-xdist mypy portpicker
 "$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"

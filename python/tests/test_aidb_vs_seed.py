@@ -221,3 +221,16 @@ def test_lock_timeout_is_a_timeout_error_in_both(seed: types.ModuleType, tmp_pat
 
     theirs, ours = both(seed, tmp_path, scenario)
     assert (theirs, ours) == ("TimeoutError", "LockTimeout")
+
+
+def test_under_ci_a_missing_seed_fails_saying_what_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    import conftest
+
+    monkeypatch.setattr(conftest, "SEED", tmp_path / "shared" / "seed" / "port_allocator.py")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        conftest.load_seed()
+    assert "port_allocator.py is missing" in str(failed.value)
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception):
+        conftest.load_seed()
