@@ -194,7 +194,7 @@ class Lease:
 
     def __repr__(self) -> str:
         """Shows the ports and whether the lease is still held."""
-        state = "held" if self.held else "ended"
+        state = ("kept" if self.kept else "held") if self.held else "ended"
         return f"<portlease.Lease ports={list(self.ports)} {state}>"
 
 
@@ -312,6 +312,16 @@ class Allocator:
 
 _allocators: dict[Tuple[Optional[str], float], Allocator] = {}
 _allocators_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # Another thread of the parent may have held the lock at the fork: the child has
+    # no such thread, so it starts with a lock of its own.
+    global _allocators_lock
+    _allocators_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def _allocator_for(dir: Union[str, os.PathLike[str], None], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Allocator:

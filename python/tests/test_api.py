@@ -163,3 +163,18 @@ def test_an_unsafe_directory_is_refused(tmp_path: pathlib.Path) -> None:
     open_dir.chmod(0o777)
     with pytest.raises(portlease.UnsafeDirectory):
         portlease.Allocator(open_dir)
+
+
+def test_a_lease_nobody_holds_is_released_when_collected(registry: pathlib.Path) -> None:
+    import gc
+
+    allocator = portlease.Allocator(registry)
+    allocator.allocate(ranges=R)
+    gc.collect()
+    assert allocator.leases() == []
+    kept = allocator.allocate(ranges=R)
+    kept.keep()
+    assert "kept" in repr(kept)
+    del kept
+    gc.collect()
+    assert len(allocator.leases()) == 1
