@@ -310,7 +310,7 @@ class Allocator:
         return f"<portlease.Allocator dir={self.dir!r}>"
 
 
-_allocators: dict[Tuple[Optional[str], float], Allocator] = {}
+_allocators: dict[Tuple[str, float], Allocator] = {}
 _allocators_lock = threading.Lock()
 
 
@@ -326,7 +326,8 @@ os.register_at_fork(after_in_child=_new_lock_in_child)
 
 def _allocator_for(dir: Union[str, os.PathLike[str], None], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Allocator:
     """One Allocator per directory, made on first use (it keeps the lock file open)."""
-    key = (None if dir is None else os.fspath(dir), float(lock_timeout))
+    # The default directory is looked up each time: $PORTLEASE_DIR may have changed.
+    key = (_native.default_dir() if dir is None else os.fspath(dir), float(lock_timeout))
     with _allocators_lock:
         allocator = _allocators.get(key)
         if allocator is None:

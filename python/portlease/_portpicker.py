@@ -11,7 +11,7 @@ import threading
 from typing import Iterable, Optional, Union
 
 from portlease._api import Lease, PortRange, _allocator_for
-from portlease._errors import Error, NoSuchProcess
+from portlease._errors import NoSuchProcess
 
 #: The ports ``pick_unused_port`` leases from unless told otherwise: the pool of
 #: ``portlease serve``, below the kernel's usual ephemeral range.
@@ -32,22 +32,24 @@ def _forget_parents_picks() -> None:
 os.register_at_fork(after_in_child=_forget_parents_picks)
 
 
-def _ask_portserver(address: str, pid: int) -> int:
-    """Asks a portserver (portpicker's protocol: send the pid, read the port)."""
+def _ask_portserver(address: str, pid: int) -> Optional[int]:
+    """Asks a portserver (portpicker's protocol: send the pid, read the port); ``None``
+    when it cannot be reached or gives no port."""
     path = "\0" + address[1:] if address.startswith("@") else address
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(path)
-        sock.sendall(f"{pid}\n".encode())
-        answer = b""
-        while True:
-            chunk = sock.recv(64)
-            if not chunk:
-                break
-            answer += chunk
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            sock.sendall(f"{pid}\n".encode())
+            answer = b""
+            while True:
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError:
+        return None
     text = answer.decode(errors="replace").strip()
-    if not text.isdigit() or not 0 < int(text) <= 65535:
-        raise Error(f"the portserver at {address} gave no port (it answered {text!r})")
-    return int(text)
+    return int(text) if text.isdigit() and 0 < int(text) <= 65535 else None
 
 
 def pick_unused_port(
@@ -60,21 +62,24 @@ def pick_unused_port(
     """Return a port free for both TCP and UDP, leased to process ``pid`` (default:
     the caller) until that process exits or :func:`return_port` ends the lease.
 
-    As portpicker's function of the same name. With ``portserver_address``
-    (``@name`` for an abstract socket, or a path), the port is asked of that
-    portserver instead, as portpicker does. ``ranges`` (default 15000-24999) and
-    ``dir`` (the registry directory) are portlease's own.
+    As portpicker's function of the same name: with ``portserver_address`` (else
+    ``$PORTSERVER_ADDRESS``; ``@name`` for an abstract socket, or a path), the port is
+    asked of that portserver, and leased from the registry when it cannot answer.
+    ``ranges`` (where the registry lease is taken, default 15000-24999) and ``dir``
+    (the registry directory; given, the registry is used directly) are portlease's own.
     Raises Exhausted when no port is free, NoSuchProcess for a pid that does not run.
     """
-    owner: Union[int, str] = "self" if pid is None or pid == os.getpid() else pid
-    if portserver_address:
-        return _ask_portserver(portserver_address, os.getpid() if pid is None else pid)
-    if isinstance(owner, int) and owner <= 0:
-        raise NoSuchProcess(f"no process with pid {pid}: the owner of a lease must be a running process")
+    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
+        raise NoSuchProcess(f"no process with pid {pid!r}: the owner of a lease must be a running process")
+    address = portserver_address if portserver_address is not None else os.environ.get("PORTSERVER_ADDRESS")
+    if address and dir is None:
+        served = _ask_portserver(address, os.getpid() if pid is None else pid)
+        if served is not None:
+            return served
     lease = _allocator_for(dir).allocate(
         ranges=PICK_RANGE if ranges is None else ranges,
         protocol="both",
-        owner=owner,  # type: ignore[arg-type]
+        owner="self" if pid is None or pid == os.getpid() else pid,
         ttl=None,
         label="pick_unused_port",
     )

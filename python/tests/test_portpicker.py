@@ -45,23 +45,32 @@ def test_a_port_picked_for_another_process_ends_with_it(registry: pathlib.Path) 
         portpicker.pick_unused_port(pid=child.pid, ranges=R, dir=registry)
 
 
-def test_a_portserver_is_asked_when_its_address_is_given(tmp_path: pathlib.Path) -> None:
+def test_a_portserver_is_asked_when_its_address_is_given(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTLEASE_DIR", str(tmp_path / "default"))
     address = f"@portlease-test-{os.getpid()}"
     server = subprocess.Popen(["portlease", "--dir", str(tmp_path / "served"), "serve", "--address", address,
-                               "--pool", "12380-12389"], stderr=subprocess.PIPE, text=True)
+                               "--pool", "12380-12389"], stderr=subprocess.DEVNULL)
     try:
-        assert server.stderr is not None
-        for _ in range(100):  # wait until it listens
-            try:
-                port = portpicker.pick_unused_port(portserver_address=address)
-                break
-            except (ConnectionRefusedError, FileNotFoundError):
-                time.sleep(0.05)
+        for _ in range(200):  # until it listens
+            with socket.socket(socket.AF_UNIX) as probe:
+                if probe.connect_ex("\0" + address[1:]) == 0:
+                    break
+            time.sleep(0.05)
+        port = portpicker.pick_unused_port(portserver_address=address, ranges=(12390, 12399))
         assert 12380 <= port <= 12389
         assert [(i.port, i.pid, i.source) for i in portlease.leases(tmp_path / "served")] == [(port, os.getpid(), "serve")]
+        assert portlease.leases() == [], "the portserver answered: the registry was not used"
     finally:
         server.terminate()
         server.wait()
+
+
+def test_without_a_portserver_answering_the_registry_is_used(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTLEASE_DIR", str(tmp_path / "default"))
+    monkeypatch.setenv("PORTSERVER_ADDRESS", f"@portlease-test-nobody-{os.getpid()}")
+    port = portpicker.pick_unused_port(ranges=(12350, 12359))
+    assert [(i.port, i.pid) for i in portlease.leases()] == [(port, os.getpid())]
+    portpicker.return_port(port)
 
 
 def test_the_names_suites_use_are_there() -> None:
