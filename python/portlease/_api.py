@@ -144,7 +144,7 @@ class Lease:
         return self._native.kept
 
     def release(self) -> None:
-        """End the lease now.
+        """End the lease now; a lease already ended is left alone.
 
         Raises LeaseLost when a port went to somebody else meanwhile (this lease had
         expired); the other ports are released all the same.
@@ -153,7 +153,8 @@ class Lease:
 
     def renew(self, ttl: Optional[float] = None) -> None:
         """Start the lease's time again from now, with ``ttl`` seconds as its new
-        lifetime, or the lifetime it had (``None``). Raises LeaseLost if it ended."""
+        lifetime, or the lifetime it had (``None``). Raises LeaseLost if it ended
+        (released, turned into a socket, or expired)."""
         self._native.renew(ttl)
 
     def keep(self) -> Tuple[int, ...]:

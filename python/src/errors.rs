@@ -2,25 +2,35 @@
 
 use pyo3::prelude::*;
 
+/// An attribute of an exception: a number or a text.
+enum Value {
+    Number(u32),
+    Text(String),
+}
+
 /// The exception class (in `portlease._errors`) and attributes for `error`.
-fn class_of(error: &portlease::Error) -> (&'static str, Vec<(&'static str, String)>) {
+fn class_of(error: &portlease::Error) -> (&'static str, Vec<(&'static str, Value)>) {
+    use Value::{Number, Text};
     use portlease::Error as E;
     match error {
-        E::LockTimeout { dir, .. } => ("LockTimeout", vec![("dir", dir.display().to_string())]),
-        E::Exhausted { ranges, .. } => ("Exhausted", vec![("ranges", ranges.clone())]),
+        E::LockTimeout { dir, .. } => (
+            "LockTimeout",
+            vec![("dir", Text(dir.display().to_string()))],
+        ),
+        E::Exhausted { ranges, .. } => ("Exhausted", vec![("ranges", Text(ranges.clone()))]),
         E::InvalidRequest(_) => ("InvalidRequest", Vec::new()),
-        E::NoSuchProcess { pid } => ("NoSuchProcess", vec![("pid", pid.to_string())]),
-        E::OwnerLimit { pid, .. } => ("OwnerLimit", vec![("pid", pid.to_string())]),
-        E::LeaseLost { port } => ("LeaseLost", vec![("port", port.to_string())]),
+        E::NoSuchProcess { pid } => ("NoSuchProcess", vec![("pid", Number(*pid))]),
+        E::OwnerLimit { pid, .. } => ("OwnerLimit", vec![("pid", Number(*pid))]),
+        E::LeaseLost { port } => ("LeaseLost", vec![("port", Number(u32::from(*port)))]),
         E::Io { path, .. } => (
             "RegistryIOError",
-            vec![("path", path.display().to_string())],
+            vec![("path", Text(path.display().to_string()))],
         ),
         E::Unsafe { path, .. } => (
             "UnsafeDirectory",
-            vec![("path", path.display().to_string())],
+            vec![("path", Text(path.display().to_string()))],
         ),
-        E::Bind { addr, .. } => ("BindError", vec![("address", addr.to_string())]),
+        E::Bind { addr, .. } => ("BindError", vec![("address", Text(addr.to_string()))]),
         _ => ("Error", Vec::new()),
     }
 }
@@ -33,10 +43,9 @@ pub(crate) fn to_py(error: portlease::Error) -> PyErr {
             let class = py.import("portlease._errors")?.getattr(name)?;
             let exception = class.call1((error.to_string(),))?;
             for (attribute, value) in attributes {
-                // Numbers stay numbers for Python callers.
-                match value.parse::<i64>() {
-                    Ok(number) => exception.setattr(attribute, number)?,
-                    Err(_) => exception.setattr(attribute, value)?,
+                match value {
+                    Value::Number(number) => exception.setattr(attribute, number)?,
+                    Value::Text(text) => exception.setattr(attribute, text)?,
                 }
             }
             Ok(PyErr::from_value(exception))

@@ -12,7 +12,7 @@ use portlease::Lease;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::errors::IntoPy;
+use crate::errors::{self, IntoPy};
 
 /// Ports leased to the caller (`portlease.Lease` wraps it).
 #[pyclass(module = "portlease._native", frozen)]
@@ -24,6 +24,8 @@ pub(crate) struct NativeLease {
     maker: u32,
     /// Left to end by its owner or TTL: not released when the guard goes.
     kept: AtomicBool,
+    /// Released, or turned into a socket: the guard holds nothing any more.
+    ended: AtomicBool,
 }
 
 impl NativeLease {
@@ -33,18 +35,33 @@ impl NativeLease {
             lease: Mutex::new(Some(lease)),
             maker: std::process::id(),
             kept: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         }
     }
 
-    /// Takes the guard out for a call; fails when it is released or in use.
+    /// Takes the guard out for a call; fails with `LeaseLost` when the lease has
+    /// ended, and when another thread is using it.
     fn take(&self) -> PyResult<Lease> {
         let mut slot = self.lease.lock().unwrap_or_else(|e| e.into_inner());
         slot.take().ok_or_else(|| {
-            PyRuntimeError::new_err(format!(
-                "the lease on {:?} was released (or is in use by another thread)",
-                self.ports
-            ))
+            if self.ended.load(Ordering::Relaxed) {
+                errors::to_py(portlease::Error::LeaseLost {
+                    port: self.ports[0],
+                })
+            } else {
+                PyRuntimeError::new_err(format!(
+                    "the lease on {:?} is in use by another thread; wait for that call",
+                    self.ports
+                ))
+            }
         })
+    }
+
+    /// Takes the guard out to end the lease: released, or bound.
+    fn take_to_end(&self) -> PyResult<Lease> {
+        let lease = self.take()?;
+        self.ended.store(true, Ordering::Relaxed);
+        Ok(lease)
     }
 
     fn put_back(&self, lease: Lease) {
@@ -85,10 +102,13 @@ impl NativeLease {
         self.kept.load(Ordering::Relaxed)
     }
 
-    /// Ends the lease now.
+    /// Ends the lease now; a lease already ended is left alone.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         self.in_maker()?;
-        let lease = self.take()?;
+        if self.ended.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let lease = self.take_to_end()?;
         py.detach(move || lease.release()).py_err()
     }
 
@@ -151,7 +171,7 @@ impl NativeLease {
                 self.ports.len()
             )));
         }
-        let lease = self.take()?;
+        let lease = self.take_to_end()?;
         py.detach(move || {
             if udp {
                 lease.into_udp_socket().map(IntoRawFd::into_raw_fd)

@@ -118,8 +118,10 @@ def test_exceptions_are_errors_and_the_builtin_kinds(registry: pathlib.Path) -> 
         with pytest.raises(portlease.InvalidRequest):
             allocator.allocate(**bad)  # type: ignore[arg-type]
     first.release()
-    with pytest.raises(RuntimeError):
-        first.release()
+    first.release()  # a lease already ended: nothing to do
+    with pytest.raises(portlease.LeaseLost) as lost:
+        first.renew()
+    assert lost.value.port == 12150
 
 
 def test_a_lock_held_elsewhere_times_out_as_lock_timeout(registry: pathlib.Path) -> None:
