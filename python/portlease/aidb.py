@@ -8,8 +8,9 @@ Switching is one import line::
 Seed processes and processes using this module share ``~/.aidb`` with no collision:
 the registry format and lock are the same. Where the seed was wrong, this module is
 right: a damaged registry is salvaged instead of taken for an empty one, a lease
-ends when the process holding it exits (not only after ``lease_timeout``), and a
-waiter gets the lock the moment it is released instead of polling every 100 ms.
+ends when the process holding it exits (not only after ``lease_timeout``), a late
+release of an expired lease leaves the port's next holder alone, and a waiter gets
+the lock the moment it is released instead of polling every 100 ms.
 Exhaustion raises ``portlease.Exhausted`` (a ``RuntimeError``), a lock timeout
 ``portlease.LockTimeout`` (a ``TimeoutError``), as the seed's did.
 """
@@ -95,7 +96,12 @@ class CrossProcessPortAllocator:
         return port
 
     def release(self, port: int) -> None:
-        """End the lease on ``port``, whoever holds it; a port not leased is no error."""
+        """End the lease on ``port``; a port not leased is no error.
+
+        A port this allocator leased ends that lease (left alone if it expired and
+        the port went to another process meanwhile); any other port's lease is ended
+        whoever holds it, as the seed did.
+        """
         if self._allocator().release(port):
             logger.debug("Released port %d", port)
 

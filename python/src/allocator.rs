@@ -16,23 +16,43 @@ use crate::lease::NativeLease;
 #[pyclass(module = "portlease._native", frozen)]
 pub(crate) struct NativeAllocator {
     allocator: Allocator,
-    /// The leases `allocate_kept` made, by port, with the pid that made them: so that
-    /// `release` ends them by their own token (posted on the request board, served in
-    /// one transaction with other processes' requests) rather than by port.
-    kept: Arc<Mutex<HashMap<u16, (u32, Lease)>>>,
+    /// The leases `allocate_kept` made, so that `release` ends them by their own token
+    /// (posted on the request board, served in one transaction with other processes'
+    /// requests) rather than by port. Shared with `with_lock_timeout`'s copies.
+    kept: Arc<Mutex<KeptLeases>>,
 }
 
-impl Drop for NativeAllocator {
+/// Leases left in the registry by `allocate_kept`, by port, and the process that made
+/// them: after a fork, the child finds its parent's here, and lets go of them.
+#[derive(Default)]
+struct KeptLeases {
+    maker: u32,
+    leases: HashMap<u16, Lease>,
+}
+
+impl KeptLeases {
+    /// The leases this process made (a forked child's set starts empty).
+    fn mine(&mut self) -> &mut HashMap<u16, Lease> {
+        let me = std::process::id();
+        if self.maker != me {
+            self.forget();
+            self.maker = me;
+        }
+        &mut self.leases
+    }
+
+    /// Lets go of every lease without ending it.
+    fn forget(&mut self) {
+        for (_, lease) in self.leases.drain() {
+            let _ = lease.keep();
+        }
+    }
+}
+
+impl Drop for KeptLeases {
     fn drop(&mut self) {
         // Kept leases end by their owner's exit, their TTL or a release: never here.
-        if Arc::strong_count(&self.kept) > 1 {
-            return;
-        }
-        if let Ok(mut kept) = self.kept.lock() {
-            for (_, (_, lease)) in kept.drain() {
-                let _ = lease.keep();
-            }
-        }
+        self.forget();
     }
 }
 
@@ -44,24 +64,18 @@ impl NativeAllocator {
         }
     }
 
-    /// This process's lease on `port` made by `allocate_kept`, if any. Leases made by
-    /// the parent of a forked child are the parent's: the child lets go of them.
+    fn kept(&self) -> std::sync::MutexGuard<'_, KeptLeases> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This process's lease on `port` made by `allocate_kept`, if any.
     fn take_kept(&self, port: u16) -> Option<Lease> {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let me = std::process::id();
-        if kept.values().any(|(maker, _)| *maker != me) {
-            for (_, (_, lease)) in kept.drain() {
-                let _ = lease.keep();
-            }
-            return None;
-        }
-        kept.remove(&port).map(|(_, lease)| lease)
+        self.kept().mine().remove(&port)
     }
 
     fn remember(&self, lease: Lease) -> u16 {
         let port = lease.port();
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, older)) = kept.insert(port, (std::process::id(), lease)) {
+        if let Some(older) = self.kept().mine().insert(port, lease) {
             // An older lease on the same port had ended (it expired and was reclaimed).
             let _ = older.keep();
         }

@@ -177,6 +177,22 @@ def test_a_dead_holders_port_comes_back_at_once(seed: types.ModuleType, tmp_path
     assert ours[1] == START + 7
 
 
+def test_releasing_an_expired_lease_leaves_the_ports_new_holder_alone(seed: types.ModuleType, tmp_path: pathlib.Path) -> None:
+    def scenario(allocator: Any, directory: pathlib.Path) -> object:
+        module = aidb if isinstance(allocator, aidb.CrossProcessPortAllocator) else seed
+        first = module.CrossProcessPortAllocator(registry_dir=directory, lease_timeout=0.05)
+        port = first.allocate(preferred=START + 9, range_start=START, range_size=SIZE)
+        time.sleep(0.1)  # the lease expires
+        second = module.CrossProcessPortAllocator(registry_dir=directory, lease_timeout=0.05)
+        taken = second.allocate(preferred=START + 9, range_start=START, range_size=SIZE)
+        first.release(port)  # late: the port is the second's by now
+        return taken, set(json.loads((directory / "port_registry.json").read_text()))
+
+    theirs, ours = both(seed, tmp_path, scenario)
+    assert theirs == (START + 9, set()), "the seed's late release ends the new holder's lease"
+    assert ours == (START + 9, {str(START + 9)})
+
+
 def test_a_lock_waiter_gets_the_lock_when_it_is_released(seed: types.ModuleType, tmp_path: pathlib.Path) -> None:
     """A process takes the lock again and again, letting it go for short moments: a
     waiter that blocks on the lock gets it in one of the first gaps; the seed polls every
