@@ -165,11 +165,12 @@ impl NativeLease {
                 )));
             }
         };
+        // Checked here, as the library would only say so after taking the lease.
         if self.ports.len() != 1 {
-            return Err(PyValueError::new_err(format!(
+            return Err(errors::to_py(portlease::Error::InvalidRequest(format!(
                 "this lease holds {} ports; bind each with the socket module instead",
                 self.ports.len()
-            )));
+            ))));
         }
         let lease = self.take_to_end()?;
         py.detach(move || {

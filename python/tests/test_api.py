@@ -94,6 +94,11 @@ def test_socket_is_bound_to_the_leased_port_and_ends_the_lease(registry: pathlib
         accepted.close()
     assert allocator.leases() == []
     server.close()
+    several = allocator.allocate(ranges=R, count=2)
+    with pytest.raises(portlease.InvalidRequest):
+        several.socket()
+    assert several.held, "a refused socket() leaves the lease as it was"
+    several.release()
     udp = allocator.allocate(ranges=R, protocol="udp").socket()
     assert udp.type == socket.SOCK_DGRAM
     udp.close()
