@@ -9,7 +9,8 @@ its time runs out.
   :class:`Allocator` on a directory of your choice; ``Lease.socket()`` gives a bound
   socket, with no race at all.
 - portpicker's calls: ``import portlease as portpicker``;
-  ``portpicker.pick_unused_port()``, ``portpicker.return_port(port)``.
+  ``portpicker.pick_unused_port()``, ``portpicker.return_port(port)``,
+  ``portpicker.is_port_free(port)``.
 - The AIDB drop-in: ``from portlease.aidb import allocate_port, release_port``.
 - A pytest plugin: the fixtures ``unused_port``, ``unused_udp_port`` and
   ``unused_port_factory``.
@@ -40,7 +41,7 @@ from portlease._errors import (
     RegistryIOError,
     UnsafeDirectory,
 )
-from portlease._portpicker import PICK_RANGE, pick_unused_port, return_port
+from portlease._portpicker import PICK_RANGE, is_port_free, pick_unused_port, return_port
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -60,6 +61,7 @@ __all__ = [
     "RegistryIOError",
     "UnsafeDirectory",
     "default_dir",
+    "is_port_free",
     "lease",
     "leases",
     "pick_unused_port",

@@ -8,6 +8,9 @@ DEFAULT_RANGE_END: int
 def run_cli(argv: list[str]) -> int:
     """Runs the ``portlease`` command line on ``argv``; returns its exit code."""
 
+def is_port_free(port: int) -> bool:
+    """Whether ``port`` can be bound now for TCP and UDP on every local address."""
+
 def default_dir() -> str:
     """The registry directory used when none is given."""
 

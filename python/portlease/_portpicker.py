@@ -1,4 +1,5 @@
-"""portpicker's calls: ``pick_unused_port`` and ``return_port``, on portlease leases.
+"""portpicker's calls: ``pick_unused_port``, ``return_port`` and ``is_port_free``, on
+portlease leases.
 
 ``import portlease as portpicker`` works for the calls test suites make.
 """
@@ -11,7 +12,8 @@ import threading
 from typing import Iterable, Optional, Union
 
 from portlease._api import Lease, PortRange, _allocator_for
-from portlease._errors import NoSuchProcess
+from portlease import _native
+from portlease._errors import InvalidRequest, NoSuchProcess
 
 #: The ports ``pick_unused_port`` leases from unless told otherwise: the pool of
 #: ``portlease serve``, below the kernel's usual ephemeral range.
@@ -89,6 +91,15 @@ def pick_unused_port(
     return lease.port
 
 
+def is_port_free(port: int) -> bool:
+    """Whether ``port`` can be bound right now for both TCP and UDP, on every local
+    address, as portpicker's function of the same name. Leases are not consulted:
+    use :func:`pick_unused_port` to get a port nobody else is given."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidRequest(f"port must be a port number from 1 to 65535, not {port!r}")
+    return _native.is_port_free(port)
+
+
 def return_port(port: int) -> None:
     """End the lease on a port that :func:`pick_unused_port` gave this process, as
     portpicker's function of the same name; other ports are left alone."""
@@ -98,4 +109,4 @@ def return_port(port: int) -> None:
         lease.release()
 
 
-__all__ = ["PICK_RANGE", "pick_unused_port", "return_port"]
+__all__ = ["PICK_RANGE", "is_port_free", "pick_unused_port", "return_port"]

@@ -26,6 +26,14 @@ fn default_dir() -> String {
     portlease::default_dir().to_string_lossy().into_owned()
 }
 
+/// Whether `port` can be bound now for both TCP and UDP on every local address (the
+/// bind check of every allocation), as portpicker's `is_port_free`.
+#[pyfunction]
+fn is_port_free(py: Python<'_>, port: u16) -> PyResult<bool> {
+    py.detach(move || portlease::probe::is_port_free(port, portlease::Protocol::Both, None))
+        .map_err(errors::to_py)
+}
+
 /// The native module, `portlease._native`.
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -33,6 +41,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<lease::NativeLease>()?;
     module.add_function(wrap_pyfunction!(run_cli, module)?)?;
     module.add_function(wrap_pyfunction!(default_dir, module)?)?;
+    module.add_function(wrap_pyfunction!(is_port_free, module)?)?;
     module.add("DEFAULT_RANGE_START", *portlease::DEFAULT_RANGE.start())?;
     module.add("DEFAULT_RANGE_END", *portlease::DEFAULT_RANGE.end())?;
     Ok(())

@@ -73,5 +73,16 @@ def test_without_a_portserver_answering_the_registry_is_used(tmp_path: pathlib.P
     portpicker.return_port(port)
 
 
+def test_is_port_free_sees_tcp_and_udp_holders() -> None:
+    assert portpicker.is_port_free(12360)
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as holder:
+            holder.bind(("127.0.0.1", 12360))
+            assert not portpicker.is_port_free(12360)
+    with pytest.raises(portlease.InvalidRequest):
+        portpicker.is_port_free(0)
+
+
 def test_the_names_suites_use_are_there() -> None:
-    assert callable(portpicker.pick_unused_port) and callable(portpicker.return_port)
+    for name in ("pick_unused_port", "return_port", "is_port_free"):
+        assert callable(getattr(portpicker, name))

@@ -33,6 +33,8 @@ def pythonic(directory: Path) -> List[int]:
 def errors() -> None:
     try:
         portpicker.return_port(portpicker.pick_unused_port())
+        free: bool = portpicker.is_port_free(12000)
+        print(free)
         portpicker.pick_unused_port(pid=1, portserver_address=None)
     except portlease.Exhausted as exhausted:
         reason: RuntimeError = exhausted
