@@ -130,7 +130,7 @@ def report(results, command, when):
         "  replaces the file (temporary file, then rename) so that a crash never leaves it torn;",
         "  the seed rewrites the file in place. That is where the 1-process target is missed: it",
         "  needs fewer registry writes per cycle from the library, not a faster Python layer.",
-        "  On the disk, a rename costs a flush, and portlease.aidb is at par with the seed.",
+        "  On the disk, each rename also costs a flush.",
         "- At 16 processes on 2 cores, every busy process waits for a CPU for about 20-30 ms",
         "  now and then; a cycle that straddles such a wait shows it as its worst wait (the Rust",
         "  contention harness shows the same). The seed's worst waits come from its 100 ms poll.",
