@@ -140,6 +140,11 @@ def write_report(rows, command, machine_text, today):
             lines += [f"Where portlease's p99 is above the seed's ({', '.join(map(str, worse))} processes), the "
                       "seed's lock is seldom contended yet; its max column shows what its 100 ms poll costs "
                       "once it is.", ""]
+    # The Python section is bench/python_aidb.py's: kept as it is.
+    old = (ROOT / "BENCHMARKS.md").read_text() if (ROOT / "BENCHMARKS.md").exists() else ""
+    marker = "<!-- python-bench: begin -->"
+    if marker in old:
+        lines += [marker + old.split(marker, 1)[1].rstrip("\n"), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
     print("wrote BENCHMARKS.md")
 

@@ -1,0 +1,69 @@
+"""portlease: TCP/UDP port leases that never collide, shared by every process on a host.
+
+A port handed out is a lease recorded in a registry that all processes of the host
+share (the ``portlease`` command, Rust programs, AIDB's seed module), checked by
+binding. A lease ends when it is released, when its owner process exits, or when
+its time runs out.
+
+- Pythonic leases: ``with portlease.lease() as held: serve(held.port)``, or an
+  :class:`Allocator` on a directory of your choice; ``Lease.socket()`` gives a bound
+  socket, with no race at all.
+- portpicker's calls: ``import portlease as portpicker``;
+  ``portpicker.pick_unused_port()``, ``portpicker.return_port(port)``,
+  ``portpicker.is_port_free(port)``.
+- The AIDB drop-in: ``from portlease.aidb import allocate_port, release_port``.
+- A pytest plugin: the fixtures ``unused_port``, ``unused_udp_port`` and
+  ``unused_port_factory``.
+- The ``portlease`` command, installed with the package.
+"""
+
+from __future__ import annotations
+
+from portlease._api import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_RANGE,
+    Allocator,
+    Lease,
+    LeaseInfo,
+    default_dir,
+    lease,
+    leases,
+)
+from portlease._errors import (
+    BindError,
+    Error,
+    Exhausted,
+    InvalidRequest,
+    LeaseLost,
+    LockTimeout,
+    NoSuchProcess,
+    OwnerLimit,
+    RegistryIOError,
+    UnsafeDirectory,
+)
+from portlease._portpicker import PICK_RANGE, is_port_free, pick_unused_port, return_port
+
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_RANGE",
+    "PICK_RANGE",
+    "Allocator",
+    "BindError",
+    "Error",
+    "Exhausted",
+    "InvalidRequest",
+    "Lease",
+    "LeaseInfo",
+    "LeaseLost",
+    "LockTimeout",
+    "NoSuchProcess",
+    "OwnerLimit",
+    "RegistryIOError",
+    "UnsafeDirectory",
+    "default_dir",
+    "is_port_free",
+    "lease",
+    "leases",
+    "pick_unused_port",
+    "return_port",
+]

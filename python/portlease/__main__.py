@@ -1,0 +1,5 @@
+"""``python -m portlease``: the ``portlease`` command."""
+
+from portlease._cli import main
+
+main()

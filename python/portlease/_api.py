@@ -1,0 +1,393 @@
+"""The pythonic API: Allocator, Lease, LeaseInfo, lease() and leases()."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket as _socket
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Iterable, Literal, Optional, Sequence, Tuple, Union, cast
+
+from portlease import _native
+from portlease._errors import InvalidRequest
+
+#: How long a call waits for the registry lock unless told otherwise, in seconds.
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+#: The range searched when a request names none (inclusive): 10000-10999.
+DEFAULT_RANGE: Tuple[int, int] = (_native.DEFAULT_RANGE_START, _native.DEFAULT_RANGE_END)
+
+#: A range of ports: ``(start, end)`` inclusive, a ``range`` object, or ``"start-end"``.
+PortRange = Union[Tuple[int, int], range, str]
+#: Which protocols a port must be free for, and is leased for.
+ProtocolName = Literal["tcp", "udp", "both"]
+#: Whose lease it is: ``"self"`` (the calling process), a pid, or ``None`` (no process:
+#: the lease lives by its TTL alone).
+OwnerSpec = Union[int, None, Literal["self"]]
+#: A TTL in seconds, ``None`` (for as long as the owner lives), or ``"default"`` (the
+#: library's default).
+TtlSpec = Union[float, None, Literal["default"]]
+
+
+def _check_port(port: object, what: str) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidRequest(f"{what} must be a port number from 1 to 65535, not {port!r}")
+    return port
+
+
+def _normalise_range(spec: PortRange) -> Tuple[int, int]:
+    if isinstance(spec, range):
+        if spec.step != 1 or len(spec) == 0:
+            raise InvalidRequest(f"{spec!r} must be a non-empty range with step 1")
+        start, end = spec.start, spec.stop - 1
+    elif isinstance(spec, str):
+        parts = spec.strip().split("-")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise InvalidRequest(f"range {spec!r} must be written START-END, e.g. 15000-15999")
+        start, end = int(parts[0]), int(parts[1])
+    elif isinstance(spec, tuple) and len(spec) == 2:
+        start, end = spec
+    else:
+        raise InvalidRequest(
+            f"range {spec!r} must be a (start, end) tuple, a range object or a 'START-END' string"
+        )
+    _check_port(start, "a range's start")
+    _check_port(end, "a range's end")
+    if start > end:
+        raise InvalidRequest(f"range {start}-{end} is empty: its start is after its end")
+    return start, end
+
+
+def _normalise_ranges(ranges: Union[PortRange, Iterable[PortRange], None]) -> list[Tuple[int, int]]:
+    if ranges is None:
+        return []
+    if isinstance(ranges, (range, str)) or (
+        isinstance(ranges, tuple) and len(ranges) == 2 and all(isinstance(x, int) for x in ranges)
+    ):
+        return [_normalise_range(cast(PortRange, ranges))]
+    return [_normalise_range(r) for r in cast(Iterable[PortRange], ranges)]
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """One registry entry as it stood when it was read: what ``portlease list --json`` shows."""
+
+    #: The registry key, as written in the file.
+    key: str
+    #: The port the key names (``None`` for a key that is not a port).
+    port: Optional[int]
+    #: Who wrote the entry: ``"portlease"``, ``"seed"`` (AIDB's module) or ``"unknown"``.
+    kind: str
+    #: The recorded pid: the owner's, or for a lease with no owner, the allocator's.
+    pid: Optional[int]
+    #: Whether the lease ends with a process (``False``: it lives by its TTL alone).
+    owned_by_process: bool
+    #: Whether the owner process still runs (``None`` when there is no owner).
+    owner_alive: Optional[bool]
+    #: Seconds since the lease was made or last renewed.
+    age_secs: Optional[float]
+    #: The lease's lifetime in seconds (``None``: for its owner's lifetime).
+    ttl_secs: Optional[float]
+    #: Seconds until the TTL runs out (0 when it has); ``None`` with no TTL.
+    ttl_left_secs: Optional[float]
+    #: The protocols leased: ``"tcp"``, ``"udp"`` or ``"both"``.
+    protocol: Optional[str]
+    #: The label given when it was made.
+    label: Optional[str]
+    #: The tool that made it: "library", "cli", "exec", "serve", "python", "aidb", ...
+    source: Optional[str]
+    #: Whether the lease has ended and will be reclaimed.
+    stale: bool
+
+    @classmethod
+    def _from_json(cls, text: str) -> list[LeaseInfo]:
+        fields = cls.__dataclass_fields__
+        return [cls(**{k: v for k, v in item.items() if k in fields}) for item in json.loads(text)]
+
+
+class Lease:
+    """Ports leased to the caller; a context manager that releases them on exit.
+
+    ``port`` is the (first) port, ``ports`` all of them. The lease ends on
+    :meth:`release`, when the block of a ``with`` ends, or when the object is garbage
+    collected, unless :meth:`keep` was called; it also ends when its owner process
+    exits or its TTL passes. A forked child never releases its parent's leases.
+    """
+
+    __slots__ = ("_native", "_protocol")
+
+    def __init__(self, native: _native.NativeLease, protocol: str) -> None:
+        """Wraps a native lease (made by :meth:`Allocator.allocate`)."""
+        self._native = native
+        self._protocol = protocol
+
+    @property
+    def port(self) -> int:
+        """The leased port (the first, when several were asked for)."""
+        return self._native.ports[0]
+
+    @property
+    def ports(self) -> Tuple[int, ...]:
+        """Every leased port, in the order they were chosen (ascending for a block)."""
+        return tuple(self._native.ports)
+
+    @property
+    def held(self) -> bool:
+        """Whether this object still holds the lease (not released, not a socket yet)."""
+        return self._native.held
+
+    @property
+    def kept(self) -> bool:
+        """Whether :meth:`keep` was called: the lease outlives this object."""
+        return self._native.kept
+
+    def release(self) -> None:
+        """End the lease now; a lease already ended is left alone.
+
+        Raises LeaseLost when a port went to somebody else meanwhile (this lease had
+        expired); the other ports are released all the same.
+        """
+        self._native.release()
+
+    def renew(self, ttl: Optional[float] = None) -> None:
+        """Start the lease's time again from now, with ``ttl`` seconds as its new
+        lifetime, or the lifetime it had (``None``). Raises LeaseLost if it ended
+        (released, turned into a socket, or expired)."""
+        self._native.renew(ttl)
+
+    def keep(self) -> Tuple[int, ...]:
+        """Leave the lease in the registry when this object goes (it ends when its
+        owner exits or its TTL passes, or by :meth:`release`); returns the ports."""
+        return tuple(self._native.keep())
+
+    def hand_to(self, pid: int) -> None:
+        """Hand the lease to the running process ``pid`` (say, a server just spawned):
+        from now on it ends when that process does. Raises NoSuchProcess, LeaseLost."""
+        self._native.hand_to(pid)
+
+    def socket(self, kind: Optional[Literal["tcp", "udp"]] = None) -> _socket.socket:
+        """Bind a socket to the one leased port and end the lease: the bound socket
+        keeps the port from then on, so there is no race at all.
+
+        ``kind`` is ``"tcp"`` (a listening socket) or ``"udp"``; by default UDP for a
+        UDP lease, else TCP. It binds the request's host, or 127.0.0.1.
+        """
+        if kind is None:
+            kind = "udp" if self._protocol == "udp" else "tcp"
+        fd = self._native.bind_socket_fd(kind)
+        return _socket.socket(fileno=fd)
+
+    def __enter__(self) -> Lease:
+        """Returns the lease itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        """Releases the lease (unless it was kept or turned into a socket)."""
+        if self._native.held and not self._native.kept:
+            self._native.release()
+
+    def __repr__(self) -> str:
+        """Shows the ports and whether the lease is still held."""
+        state = ("kept" if self.kept else "held") if self.held else "ended"
+        return f"<portlease.Lease ports={list(self.ports)} {state}>"
+
+
+class Allocator:
+    """Hands out leases from the registry in one directory.
+
+    ``dir`` defaults to ``$PORTLEASE_DIR``, else a per-user RAM-backed directory
+    (the one the ``portlease`` command uses); it is created with mode 0700 if missing.
+    ``lock_timeout`` is how long a call waits for the registry lock, in seconds. One
+    Allocator may be used from many threads; every call releases the GIL.
+    """
+
+    __slots__ = ("_native",)
+
+    def __init__(
+        self,
+        dir: Union[str, os.PathLike[str], None] = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        """Opens (or creates) the registry directory ``dir``."""
+        self._native = _native.NativeAllocator(
+            None if dir is None else os.fspath(dir), float(lock_timeout)
+        )
+
+    @property
+    def dir(self) -> str:
+        """The registry directory."""
+        return self._native.dir
+
+    def allocate(
+        self,
+        *,
+        ranges: Union[PortRange, Iterable[PortRange], None] = None,
+        preferred: Optional[int] = None,
+        exclude: Iterable[int] = (),
+        count: int = 1,
+        block: bool = False,
+        protocol: ProtocolName = "tcp",
+        host: Optional[str] = None,
+        owner: OwnerSpec = "self",
+        ttl: TtlSpec = "default",
+        label: Optional[str] = None,
+    ) -> Lease:
+        """Lease ports and return the Lease.
+
+        - ``ranges``: where to search (default 10000-10999), searched in order.
+        - ``preferred``: try this port first; when taken, fall back to the ranges.
+        - ``exclude``: ports never to hand out.
+        - ``count``: how many ports, all in one transaction; ``block``: consecutive.
+        - ``protocol``: ``"tcp"``, ``"udp"`` or ``"both"``, what the ports must be free for.
+        - ``host``: check the ports on this address only (plus ::1 for 127.0.0.1);
+          by default on every address.
+        - ``owner``: ``"self"`` (this process), a pid, or ``None`` (no process; needs a TTL).
+        - ``ttl``: seconds the lease lives unless renewed; ``None`` for as long as its
+          owner runs; ``"default"`` for the library's default.
+        - ``label``: shown by ``portlease list``; leases can be released by label.
+
+        Raises Exhausted, InvalidRequest, NoSuchProcess, LockTimeout, RegistryIOError.
+        """
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise InvalidRequest(f"count must be an int, not {count!r}")
+        if count < 1:
+            raise InvalidRequest(f"a count of {count} asks for no port: ask for 1 or more")
+        if protocol not in ("tcp", "udp", "both"):
+            raise InvalidRequest(f"unknown protocol {protocol!r}: use 'tcp', 'udp' or 'both'")
+        owner_kind, owner_pid = "self", None
+        if owner is None:
+            owner_kind = "none"
+        elif owner != "self":
+            if isinstance(owner, bool) or not isinstance(owner, int) or owner <= 0:
+                raise InvalidRequest(f"owner must be 'self', a pid or None, not {owner!r}")
+            owner_kind, owner_pid = "pid", owner
+        ttl_given = ttl != "default"
+        if ttl_given and ttl is not None and not isinstance(ttl, (int, float)):
+            raise InvalidRequest(f"ttl must be seconds, None or 'default', not {ttl!r}")
+        if host == "localhost":
+            host = "127.0.0.1"
+        native = self._native.allocate(
+            _normalise_ranges(ranges),
+            None if preferred is None else _check_port(preferred, "preferred"),
+            [_check_port(p, "an excluded port") for p in exclude],
+            count,
+            bool(block),
+            protocol,
+            host or None,
+            owner_kind,
+            owner_pid,
+            ttl_given,
+            None if ttl is None or ttl == "default" else float(ttl),
+            label,
+            "python",
+        )
+        return Lease(native, protocol)
+
+    def release(self, port: int) -> bool:
+        """End the lease on ``port``, whoever holds it; returns whether there was one."""
+        return self._native.release(_check_port(port, "port"))
+
+    def renew(self, port: int, ttl: Optional[float] = None) -> None:
+        """Restart the lease on ``port``'s time, with a new TTL or its own."""
+        self._native.renew(_check_port(port, "port"), ttl)
+
+    def leases(self) -> list[LeaseInfo]:
+        """Every entry of the registry, stale ones included (marked)."""
+        return LeaseInfo._from_json(self._native.leases_json())
+
+    def gc(self) -> list[LeaseInfo]:
+        """Reclaim every stale lease (owner gone, or TTL passed) and return them."""
+        return LeaseInfo._from_json(self._native.gc_json())
+
+    def __repr__(self) -> str:
+        """Shows the directory."""
+        return f"<portlease.Allocator dir={self.dir!r}>"
+
+
+_allocators: dict[Tuple[str, float], Allocator] = {}
+_allocators_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    # Another thread of the parent may have held the lock at the fork: the child has
+    # no such thread, so it starts with a lock of its own.
+    global _allocators_lock
+    _allocators_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
+def _allocator_for(dir: Union[str, os.PathLike[str], None], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Allocator:
+    """One Allocator per directory, made on first use (it keeps the lock file open)."""
+    # The default directory is looked up each time: $PORTLEASE_DIR may have changed.
+    key = (_native.default_dir() if dir is None else os.fspath(dir), float(lock_timeout))
+    with _allocators_lock:
+        allocator = _allocators.get(key)
+        if allocator is None:
+            allocator = _allocators[key] = Allocator(key[0], key[1])
+        return allocator
+
+
+def lease(
+    *,
+    ranges: Union[PortRange, Iterable[PortRange], None] = None,
+    preferred: Optional[int] = None,
+    exclude: Iterable[int] = (),
+    count: int = 1,
+    block: bool = False,
+    protocol: ProtocolName = "tcp",
+    host: Optional[str] = None,
+    owner: OwnerSpec = "self",
+    ttl: TtlSpec = "default",
+    label: Optional[str] = None,
+    dir: Union[str, os.PathLike[str], None] = None,
+) -> Lease:
+    """Lease ports from the registry in ``dir`` (default: the default directory), with
+    the options of :meth:`Allocator.allocate`::
+
+        with portlease.lease() as held:
+            start_server(port=held.port)
+    """
+    return _allocator_for(dir).allocate(
+        ranges=ranges,
+        preferred=preferred,
+        exclude=exclude,
+        count=count,
+        block=block,
+        protocol=protocol,
+        host=host,
+        owner=owner,
+        ttl=ttl,
+        label=label,
+    )
+
+
+def leases(dir: Union[str, os.PathLike[str], None] = None) -> list[LeaseInfo]:
+    """Every entry of the registry in ``dir`` (default: the default directory), as
+    ``portlease list --json`` shows them."""
+    return _allocator_for(dir).leases()
+
+
+def default_dir() -> str:
+    """The registry directory used when none is given."""
+    return _native.default_dir()
+
+
+__all__: Sequence[str] = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_RANGE",
+    "Allocator",
+    "Lease",
+    "LeaseInfo",
+    "default_dir",
+    "lease",
+    "leases",
+]

@@ -1,0 +1,89 @@
+"""The exceptions of portlease: one class per error of the library, all under Error."""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class of every error portlease raises."""
+
+
+class LockTimeout(Error, TimeoutError):
+    """Another process held the registry lock for longer than the lock timeout.
+
+    Also a ``TimeoutError``, as the seed module's lock timeout was. ``dir`` is the
+    registry directory.
+    """
+
+    dir: str
+
+
+class Exhausted(Error, RuntimeError):
+    """No port (or block of ports) in the requested ranges is free.
+
+    Also a ``RuntimeError``, as the seed module's exhaustion was. ``ranges`` says which
+    ranges were searched.
+    """
+
+    ranges: str
+
+
+class InvalidRequest(Error, ValueError):
+    """The request cannot be satisfied as written (a bad port, range, count or TTL)."""
+
+
+class NoSuchProcess(Error, ProcessLookupError):
+    """The owner process named in the request does not run. ``pid`` is its pid."""
+
+    pid: int
+
+
+class OwnerLimit(Error):
+    """The owner already holds as many leases as the request allows. ``pid`` is its pid."""
+
+    pid: int
+
+
+class LeaseLost(Error):
+    """The lease is gone from the registry (it expired and was reclaimed, or another
+    process released it). ``port`` is the port."""
+
+    port: int
+
+
+class RegistryIOError(Error, OSError):
+    """Reading or writing a file of the registry failed. ``path`` names the file."""
+
+    path: str
+
+
+class UnsafeDirectory(Error, PermissionError):
+    """The registry directory or one of its files is not safe to use (owned by another
+    user, writable by others, a symbolic link). ``path`` names it."""
+
+    path: str
+
+
+class BindError(Error, OSError):
+    """Binding a socket to a leased port failed. ``address`` is the address."""
+
+    address: str
+
+
+# Shown as portlease.Exhausted etc., where users import them from.
+for _class in (Error, LockTimeout, Exhausted, InvalidRequest, NoSuchProcess, OwnerLimit, LeaseLost,
+               RegistryIOError, UnsafeDirectory, BindError):
+    _class.__module__ = "portlease"
+del _class
+
+__all__ = [
+    "BindError",
+    "Error",
+    "Exhausted",
+    "InvalidRequest",
+    "LeaseLost",
+    "LockTimeout",
+    "NoSuchProcess",
+    "OwnerLimit",
+    "RegistryIOError",
+    "UnsafeDirectory",
+]

@@ -1,0 +1,272 @@
+//! `NativeAllocator`: the library's `Allocator`, with every call made without the GIL.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use portlease::{Allocator, Lease, Owner, Protocol, Request};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::errors::IntoPy;
+use crate::lease::NativeLease;
+
+/// The registry in one directory (`portlease.Allocator` wraps it).
+#[pyclass(module = "portlease._native", frozen)]
+pub(crate) struct NativeAllocator {
+    allocator: Allocator,
+    /// The leases `allocate_kept` made, so that `release` ends them by their own token
+    /// (posted on the request board, served in one transaction with other processes'
+    /// requests) rather than by port. Shared with `with_lock_timeout`'s copies.
+    kept: Arc<Mutex<KeptLeases>>,
+}
+
+/// Leases left in the registry by `allocate_kept`, by port, and the process that made
+/// them: after a fork, the child finds its parent's here, and lets go of them.
+#[derive(Default)]
+struct KeptLeases {
+    maker: u32,
+    leases: HashMap<u16, Lease>,
+}
+
+impl KeptLeases {
+    /// The leases this process made (a forked child's set starts empty).
+    fn mine(&mut self) -> &mut HashMap<u16, Lease> {
+        let me = std::process::id();
+        if self.maker != me {
+            self.forget();
+            self.maker = me;
+        }
+        &mut self.leases
+    }
+
+    /// Lets go of every lease without ending it.
+    fn forget(&mut self) {
+        for (_, lease) in self.leases.drain() {
+            let _ = lease.keep();
+        }
+    }
+}
+
+impl Drop for KeptLeases {
+    fn drop(&mut self) {
+        // Kept leases end by their owner's exit, their TTL or a release: never here.
+        self.forget();
+    }
+}
+
+impl NativeAllocator {
+    fn with(allocator: Allocator) -> NativeAllocator {
+        NativeAllocator {
+            allocator,
+            kept: Arc::default(),
+        }
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, KeptLeases> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This process's lease on `port` made by `allocate_kept`, if any.
+    fn take_kept(&self, port: u16) -> Option<Lease> {
+        self.kept().mine().remove(&port)
+    }
+
+    fn remember(&self, lease: Lease) -> u16 {
+        let port = lease.port();
+        if let Some(older) = self.kept().mine().insert(port, lease) {
+            // An older lease on the same port had ended (it expired and was reclaimed).
+            let _ = older.keep();
+        }
+        port
+    }
+}
+
+/// A duration in seconds from Python: finite and not negative.
+fn seconds(value: f64, what: &str) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a finite number of seconds >= 0, not {value}"
+        ))
+    })
+}
+
+fn parse_host(host: Option<&str>) -> PyResult<Option<IpAddr>> {
+    host.map(|text| {
+        text.parse::<IpAddr>().map_err(|_| {
+            PyValueError::new_err(format!(
+                "host {text:?} is not an IP address: give one of this machine's addresses, e.g. 127.0.0.1"
+            ))
+        })
+    })
+    .transpose()
+}
+
+fn parse_protocol(protocol: &str) -> PyResult<Protocol> {
+    protocol.parse().map_err(|_| {
+        PyValueError::new_err(format!(
+            "unknown protocol {protocol:?}: use \"tcp\", \"udp\" or \"both\""
+        ))
+    })
+}
+
+#[pymethods]
+impl NativeAllocator {
+    /// An allocator on `dir` (created 0700 if missing), or on the default directory.
+    #[new]
+    #[pyo3(signature = (dir, lock_timeout))]
+    fn new(py: Python<'_>, dir: Option<String>, lock_timeout: f64) -> PyResult<Self> {
+        let timeout = seconds(lock_timeout, "lock_timeout")?;
+        let allocator = py
+            .detach(move || match dir {
+                Some(dir) => Allocator::with_dir(dir),
+                None => Allocator::new(),
+            })
+            .py_err()?;
+        Ok(NativeAllocator::with(allocator.lock_timeout(timeout)))
+    }
+
+    /// The registry directory.
+    #[getter]
+    fn dir(&self) -> String {
+        self.allocator.dir().to_string_lossy().into_owned()
+    }
+
+    /// The same registry with another lock timeout.
+    fn with_lock_timeout(&self, lock_timeout: f64) -> PyResult<Self> {
+        let timeout = seconds(lock_timeout, "lock_timeout")?;
+        Ok(NativeAllocator {
+            allocator: self.allocator.clone().lock_timeout(timeout),
+            // The leases this one made are released through the other as well.
+            kept: Arc::clone(&self.kept),
+        })
+    }
+
+    /// Leases ports; the arguments are checked and normalised by `portlease.Allocator`.
+    /// `owner` is "self", "pid" (then `owner_pid`) or "none"; `ttl_given` false keeps
+    /// the library's default TTL.
+    #[pyo3(signature = (ranges, preferred, exclude, count, block, protocol, host, owner, owner_pid, ttl_given, ttl, label, source))]
+    #[allow(clippy::too_many_arguments)]
+    fn allocate(
+        &self,
+        py: Python<'_>,
+        ranges: Vec<(u16, u16)>,
+        preferred: Option<u16>,
+        exclude: Vec<u16>,
+        count: usize,
+        block: bool,
+        protocol: &str,
+        host: Option<&str>,
+        owner: &str,
+        owner_pid: Option<u32>,
+        ttl_given: bool,
+        ttl: Option<f64>,
+        label: Option<String>,
+        source: String,
+    ) -> PyResult<NativeLease> {
+        let mut request = Request::new().count(count).block(block).source(source);
+        for (start, end) in ranges {
+            request = request.range(start..=end);
+        }
+        if let Some(port) = preferred {
+            request = request.prefer(port);
+        }
+        for port in exclude {
+            request = request.exclude(port);
+        }
+        request = request.protocol(parse_protocol(protocol)?);
+        if let Some(host) = parse_host(host)? {
+            request = request.host(host);
+        }
+        request = request.owner(match (owner, owner_pid) {
+            ("self", _) => Owner::CurrentProcess,
+            ("pid", Some(pid)) => Owner::Process(pid),
+            ("none", _) => Owner::Nobody,
+            _ => return Err(PyValueError::new_err(format!("unknown owner {owner:?}"))),
+        });
+        if ttl_given {
+            request = request.ttl(ttl.map(|t| seconds(t, "ttl")).transpose()?);
+        }
+        if let Some(label) = label {
+            request = request.label(label);
+        }
+        let allocator = self.allocator.clone();
+        let lease = py.detach(move || allocator.allocate(&request)).py_err()?;
+        Ok(NativeLease::new(lease))
+    }
+
+    /// The AIDB drop-in's allocation: one port, owned by this process for `ttl`
+    /// seconds, kept in the registry; returns the port.
+    #[pyo3(signature = (preferred, range_start, range_size, host, ttl))]
+    fn allocate_kept(
+        &self,
+        py: Python<'_>,
+        preferred: Option<u16>,
+        range_start: u16,
+        range_size: u32,
+        host: Option<&str>,
+        ttl: f64,
+    ) -> PyResult<u16> {
+        let last = u32::from(range_start) + range_size.saturating_sub(1);
+        let last = u16::try_from(last)
+            .ok()
+            .filter(|_| range_size > 0)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "range of {range_size} ports from {range_start} is empty or runs past 65535"
+                ))
+            })?;
+        let mut request = Request::new()
+            .range(range_start..=last)
+            .ttl(Some(seconds(ttl, "lease_timeout")?))
+            .source("aidb");
+        if let Some(port) = preferred {
+            request = request.prefer(port);
+        }
+        if let Some(host) = parse_host(host)? {
+            request = request.host(host);
+        }
+        let allocator = self.allocator.clone();
+        let lease = py.detach(move || allocator.allocate(&request)).py_err()?;
+        Ok(self.remember(lease))
+    }
+
+    /// Ends the lease on `port`, whoever holds it; returns whether there was one.
+    /// A lease `allocate_kept` made in this process is ended by its own token.
+    fn release(&self, py: Python<'_>, port: u16) -> PyResult<bool> {
+        let allocator = self.allocator.clone();
+        match self.take_kept(port) {
+            Some(lease) => py.detach(move || match lease.release() {
+                Ok(()) => Ok(true),
+                // It had expired and went to somebody else: theirs is left alone.
+                Err(portlease::Error::LeaseLost { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }),
+            None => py.detach(move || allocator.release(port)),
+        }
+        .py_err()
+    }
+
+    /// Restarts the lease on `port`'s time, with a new TTL or its own.
+    #[pyo3(signature = (port, ttl=None))]
+    fn renew(&self, py: Python<'_>, port: u16, ttl: Option<f64>) -> PyResult<()> {
+        let ttl = ttl.map(|t| seconds(t, "ttl")).transpose()?;
+        let allocator = self.allocator.clone();
+        py.detach(move || allocator.renew(port, ttl)).py_err()
+    }
+
+    /// Every entry of the registry, as the JSON of `portlease list --json`.
+    fn leases_json(&self, py: Python<'_>) -> PyResult<String> {
+        let allocator = self.allocator.clone();
+        let leases = py.detach(move || allocator.leases()).py_err()?;
+        serde_json::to_string(&leases).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Reclaims stale leases; returns them as JSON, as `portlease gc --json` does.
+    fn gc_json(&self, py: Python<'_>) -> PyResult<String> {
+        let allocator = self.allocator.clone();
+        let reclaimed = py.detach(move || allocator.gc()).py_err()?;
+        serde_json::to_string(&reclaimed).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The Python package's tests: a fresh virtual environment under target/, the tools from
+# PyPI (maturin, pytest, pytest-xdist, mypy, portpicker), the wheel built by maturin and
+# installed there, then pytest on python/tests. Extra arguments go to pytest; $PYTHON
+# names the interpreter (default python3).
+#
+# The tests run in a private network namespace when this user can make one (root), so
+# that other test runs on the machine cannot collide with them on ports.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+venv="$root/target/python-venv"
+wheels="$root/target/python-wheels"
+
+rm -rf "$venv" "$wheels"
+"${PYTHON:-python3}" -m venv "$venv" || {
+    echo "python/test.sh: cannot make a virtual environment with ${PYTHON:-python3}; install its venv module (Debian: apt-get install python3-venv)" >&2
+    exit 1
+}
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    maturin pytest pytest-xdist mypy portpicker
+"$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheels"/portlease-*.whl
+
+# Nothing a test does may touch the user's real registry.
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+export PORTLEASE_DIR="$scratch/default-registry"
+export PATH="$venv/bin:$PATH"
+
+# From elsewhere than python/, so that the installed package is tested, not the sources.
+cd "$scratch"
+run=(pytest -p no:cacheprovider --rootdir "$here" "$here/tests" "$@")
+if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
+    unshare -n -- sh -c 'ip link set lo up && exec "$@"' sh "${run[@]}"
+else
+    "${run[@]}"
+fi
