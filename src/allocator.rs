@@ -18,9 +18,10 @@ use crate::lock::{LockSite, deadline_after};
 use crate::probe::{ephemeral_port_range, is_port_free};
 use crate::process::{LivenessCache, ProcessId};
 
+use crate::pick::{Candidates, pick};
 use crate::record::{LeaseRecord, Record, port_of_key};
 use crate::registry::{Entry, Registry};
-use crate::request::{Candidates, Owner, Request, check_ttl};
+use crate::request::{Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
 
 /// How often allocation looks up the owner of every lease, not just of those it meets.
@@ -654,12 +655,8 @@ impl Transaction<'_> {
             }
             is_port_free(port, request.protocol, request.host)
         };
-        let picked = pick(
-            request,
-            candidates,
-            self.board.and_then(Board::cursor),
-            &mut usable,
-        );
+        let cursor = self.board.and_then(Board::cursor);
+        let picked = pick(&request.want(), candidates, cursor, &mut usable);
         drop(leased);
         for key in stale_met {
             if self.registry.entries.remove(&key).is_some() {
@@ -667,7 +664,10 @@ impl Transaction<'_> {
                 self.changed = true;
             }
         }
-        picked
+        picked?.map_err(|exhausted| Error::Exhausted {
+            wanted: exhausted.wanted,
+            ranges: request.describe_ranges(),
+        })
     }
 
     fn remove(&mut self, stale: &[LeaseInfo]) {
@@ -723,98 +723,6 @@ impl Transaction<'_> {
             )
             .count()
     }
-}
-
-/// Chooses the ports: the preferred one first, then next-fit through the candidates
-/// from just after `cursor`, wrapping around.
-fn pick(
-    request: &Request,
-    candidates: &Candidates,
-    cursor: Option<u16>,
-    usable: &mut impl FnMut(u16) -> Result<bool>,
-) -> Result<Vec<u16>> {
-    let count = request.count;
-    if let Some(preferred) = request.preferred.filter(|p| !request.excluded.contains(p)) {
-        if request.block {
-            let block = preferred
-                .checked_add(count as u16 - 1)
-                .map(|last| preferred..=last);
-            if let Some(block) = block
-                && block.clone().all(|p| !request.excluded.contains(&p))
-                && all_usable(block.clone(), usable)?
-            {
-                return Ok(block.collect());
-            }
-        } else if usable(preferred)? {
-            let mut ports = vec![preferred];
-            next_fit(candidates, cursor, |port| {
-                if ports.len() < count && port != preferred && usable(port)? {
-                    ports.push(port);
-                }
-                Ok(ports.len() == count)
-            })?;
-            if ports.len() == count {
-                return Ok(ports);
-            }
-        }
-    }
-    let mut ports = Vec::with_capacity(count);
-    if request.block {
-        next_fit(candidates, cursor, |start| {
-            if candidates.holds_block(start, count)
-                && all_usable(start..=start + (count as u16 - 1), usable)?
-            {
-                ports.extend(start..=start + (count as u16 - 1));
-                return Ok(true);
-            }
-            Ok(false)
-        })?;
-    } else {
-        next_fit(candidates, cursor, |port| {
-            if usable(port)? {
-                ports.push(port);
-            }
-            Ok(ports.len() == count)
-        })?;
-    }
-    if ports.len() == count {
-        return Ok(ports);
-    }
-    Err(Error::Exhausted {
-        wanted: match (count, request.block) {
-            (1, _) => "port".into(),
-            (n, true) => format!("block of {n} consecutive ports"),
-            (n, false) => format!("{n} ports"),
-        },
-        ranges: request.describe_ranges(),
-    })
-}
-
-/// Visits the candidates from the first one after `cursor`, wrapping around, until
-/// `visit` returns true.
-fn next_fit(
-    candidates: &Candidates,
-    cursor: Option<u16>,
-    mut visit: impl FnMut(u16) -> Result<bool>,
-) -> Result<()> {
-    for port in candidates.next_fit(cursor) {
-        if visit(port)? {
-            break;
-        }
-    }
-    Ok(())
-}
-
-fn all_usable(
-    ports: RangeInclusive<u16>,
-    usable: &mut impl FnMut(u16) -> Result<bool>,
-) -> Result<bool> {
-    for port in ports {
-        if !usable(port)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 pub(crate) fn unix_now() -> f64 {

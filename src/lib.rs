@@ -198,6 +198,7 @@ mod files;
 mod layout;
 mod lease;
 mod lock;
+mod pick;
 pub mod probe;
 mod process;
 mod record;
