@@ -1,7 +1,6 @@
 //! The lease lifecycle: every operation is one transaction under the registry lock
 //! that reads the registry once and writes it at most once.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,14 +14,12 @@ use crate::directory::{self, RegistryDir};
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::lock::{LockSite, deadline_after};
-use crate::probe::{ephemeral_port_range, is_port_free};
-use crate::process::{LivenessCache, ProcessId};
-
-use crate::pick::{Candidates, pick};
-use crate::record::{LeaseRecord, Record, port_of_key};
-use crate::registry::{Entry, Registry};
+use crate::probe::ephemeral_port_range;
+use crate::process::ProcessId;
+use crate::record::{LeaseRecord, Record};
 use crate::request::{Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
+use crate::transaction::Transaction;
 
 /// How often allocation looks up the owner of every lease, not just of those it meets.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,17 +55,6 @@ pub struct Allocator {
     board: Option<Arc<Board>>,
     /// When this allocator (or a clone) last looked up every lease's owner.
     last_sweep: Arc<Mutex<Option<Instant>>>,
-}
-
-/// One transaction's view of the registry.
-pub(crate) struct Transaction<'a> {
-    pub(crate) registry: Registry,
-    pub(crate) now: f64,
-    pub(crate) liveness: LivenessCache,
-    board: Option<&'a Board>,
-    dir: &'a RegistryDir,
-    /// Set by whatever changes the registry: only then is it written.
-    pub(crate) changed: bool,
 }
 
 impl Allocator {
@@ -210,7 +196,7 @@ impl Allocator {
         for &port in &ports {
             let record = LeaseRecord {
                 pid: owner.map_or(pid, |o| o.pid),
-                timestamp: txn.now,
+                timestamp: txn.now(),
                 owner,
                 ttl: request.ttl.map(|ttl| ttl.as_secs_f64()),
                 protocol: request.protocol,
@@ -218,14 +204,8 @@ impl Allocator {
                 source: Some(request.source.clone()),
                 token: Some(token.to_owned()),
             };
-            txn.registry
-                .entries
-                .insert(port.to_string(), Entry::new(record));
+            txn.insert_lease(port, record);
         }
-        if let (Some(&last), Some(board)) = (ports.last(), txn.board) {
-            board.set_cursor(last);
-        }
-        txn.changed = true;
         log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
         Ok(ports)
     }
@@ -254,10 +234,8 @@ impl Allocator {
                 .filter(|info| matches(info))
                 .collect::<Vec<_>>();
             for info in &released {
-                txn.registry.entries.remove(&info.key);
+                txn.remove_entry(&info.key);
             }
-            // Or-ed: a damaged registry must still be written back with its salvage.
-            txn.changed |= !released.is_empty();
             Ok(released)
         })
     }
@@ -307,23 +285,12 @@ impl Allocator {
     ) -> Result<()> {
         self.transact(|txn| {
             for &port in ports {
-                let key = port.to_string();
-                let Some(entry) = txn.registry.entries.get_mut(&key) else {
+                let Some(mut lease) = txn.live_lease(port, token) else {
                     return Err(Error::LeaseLost { port });
                 };
-                let mut lease = match entry.record() {
-                    Record::Lease(lease)
-                        if token.is_none_or(|t| lease.token.as_deref() == Some(t))
-                            && !lease.is_stale(txn.now, &mut txn.liveness) =>
-                    {
-                        lease.clone()
-                    }
-                    _ => return Err(Error::LeaseLost { port }),
-                };
-                change(&mut lease, txn.now);
-                entry.update(lease);
+                change(&mut lease, txn.now());
+                txn.update_lease(port, lease);
             }
-            txn.changed = true;
             Ok(())
         })
     }
@@ -350,11 +317,10 @@ impl Allocator {
         let mut lost = None;
         for &port in ports {
             let key = port.to_string();
-            match txn.registry.entries.get(&key).map(Entry::record) {
+            match txn.record(&key) {
                 None => {}
                 Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => {
-                    txn.registry.entries.remove(&key);
-                    txn.changed = true;
+                    txn.remove_entry(&key);
                 }
                 Some(_) => lost = lost.or(Some(port)),
             }
@@ -457,27 +423,14 @@ impl Allocator {
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let registry = Registry::load(&self.opened)?;
-        let writable = self.opened.writable();
-        let mut txn = Transaction {
-            // A salvaged registry is written back at once, its original kept aside
-            // (unless this allocator only reads).
-            changed: registry.was_damaged() && writable,
-            registry,
-            now: unix_now(),
-            liveness: LivenessCache::default(),
-            board: self.board.as_deref(),
-            dir: &self.opened,
-        };
+        let mut txn = Transaction::begin(&self.opened, self.board.as_deref())?;
         let result = work(&mut txn)?;
-        if txn.changed {
-            if !writable {
-                return Err(Error::ReadOnly {
-                    dir: self.dir.clone(),
-                });
-            }
-            txn.registry.save(txn.dir)?;
+        if txn.changed() && !self.opened.writable() {
+            return Err(Error::ReadOnly {
+                dir: self.dir.clone(),
+            });
         }
+        txn.commit()?;
         Ok(result)
     }
 
@@ -604,131 +557,6 @@ impl Ledger for Allocator {
             }
         })
     }
-}
-
-impl Transaction<'_> {
-    /// Every entry, described.
-    pub(crate) fn snapshot(&mut self) -> Vec<LeaseInfo> {
-        let mut infos: Vec<LeaseInfo> = self
-            .registry
-            .entries
-            .iter()
-            .map(|(key, entry)| {
-                LeaseInfo::describe(key, entry.record(), self.now, &mut self.liveness)
-            })
-            .collect();
-        infos.sort_by_key(|info| (info.port.is_none(), info.port, info.key.clone()));
-        infos
-    }
-
-    /// Removes every stale entry and returns what it removed.
-    pub(crate) fn reclaim_stale(&mut self) -> Vec<LeaseInfo> {
-        let stale: Vec<LeaseInfo> = self
-            .snapshot()
-            .into_iter()
-            .filter(|info| info.stale)
-            .collect();
-        self.remove(&stale);
-        stale
-    }
-
-    /// Chooses ports for `request` among `candidates`. A port whose every lease is
-    /// stale counts as free, and those leases are removed on the way.
-    fn pick_ports(&mut self, request: &Request, candidates: &Candidates) -> Result<Vec<u16>> {
-        let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
-        for (key, entry) in &self.registry.entries {
-            if let Some(port) = port_of_key(key) {
-                leased.entry(port).or_default().push((key, entry));
-            }
-        }
-        let (now, liveness) = (self.now, &mut self.liveness);
-        let mut stale_met = Vec::new();
-        let mut usable = |port: u16| -> Result<bool> {
-            if let Some(entries) = leased.get(&port) {
-                if entries
-                    .iter()
-                    .any(|(_, entry)| !entry.record().is_stale(now, liveness))
-                {
-                    return Ok(false);
-                }
-                stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
-            }
-            is_port_free(port, request.protocol, request.host)
-        };
-        let cursor = self.board.and_then(Board::cursor);
-        let picked = pick(&request.want(), candidates, cursor, &mut usable);
-        drop(leased);
-        for key in stale_met {
-            if self.registry.entries.remove(&key).is_some() {
-                log::info!("reclaimed the stale lease on {key}");
-                self.changed = true;
-            }
-        }
-        picked?.map_err(|exhausted| Error::Exhausted {
-            wanted: exhausted.wanted,
-            ranges: request.describe_ranges(),
-        })
-    }
-
-    fn remove(&mut self, stale: &[LeaseInfo]) {
-        for info in stale {
-            self.registry.entries.remove(&info.key);
-            log::info!(
-                "reclaimed the stale lease on {} (pid {:?})",
-                info.key,
-                info.pid
-            );
-        }
-        self.changed |= !stale.is_empty();
-    }
-
-    /// Ends the leases saved for allocations whose posters withdrew them.
-    fn end_withdrawn(&mut self, ops: &[Op]) {
-        for op in ops {
-            if let Op::Allocate { token, .. } = op {
-                self.end_token(token);
-            }
-        }
-    }
-
-    /// Removes every lease held under `token`.
-    fn end_token(&mut self, token: &str) {
-        let before = self.registry.entries.len();
-        self.registry.entries.retain(|_, entry| {
-            !matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token))
-        });
-        if self.registry.entries.len() != before {
-            log::debug!("ended the leases of a request given up on (token {token})");
-            self.changed = true;
-        }
-    }
-
-    /// The ports leased under `token`, ascending.
-    pub(crate) fn ports_of_token(&self, token: &str) -> Vec<u16> {
-        self.registry
-            .entries
-            .iter()
-            .filter(|(_, entry)| matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token)))
-            .filter_map(|(key, _)| port_of_key(key))
-            .collect()
-    }
-
-    /// How many live-or-not leases `owner` (this very process) holds.
-    fn leases_of(&self, owner: ProcessId) -> usize {
-        self.registry
-            .entries
-            .values()
-            .filter(
-                |entry| matches!(entry.record(), Record::Lease(lease) if lease.owner == Some(owner)),
-            )
-            .count()
-    }
-}
-
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A token unique to one allocation: pid, time and a counter.

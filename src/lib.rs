@@ -207,6 +207,7 @@ mod request;
 mod salvage;
 mod seed_api;
 mod snapshot;
+mod transaction;
 
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
 pub use directory::{DIR_ENV, default_dir, is_ram_backed};

@@ -14,11 +14,10 @@ use rustix::fs::renameat;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::allocator::unix_now;
 use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
 use crate::files::{create_for_writing, open_for_reading};
-use crate::record::{LeaseRecord, Record, SEED_LEASE_SECS};
+use crate::record::{LeaseRecord, Record, SEED_LEASE_SECS, unix_now};
 use crate::salvage;
 
 pub(crate) use crate::layout::{LOCK_FILE, REGISTRY_FILE};
