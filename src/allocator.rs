@@ -3,7 +3,7 @@
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,9 @@ pub struct Allocator {
     lock: Arc<LockSite>,
     /// The request board, mapped once and shared by clones; `None` where there is none.
     board: Option<Arc<Board>>,
+    /// The last port this allocator (or a clone) handed out: next-fit's cursor where
+    /// there is no board (the board keeps one for the whole host).
+    cursor: Arc<AtomicU32>,
     /// When this allocator (or a clone) last looked up every lease's owner.
     last_sweep: Arc<Mutex<Option<Instant>>>,
 }
@@ -106,6 +109,7 @@ impl Allocator {
             dir,
             opened,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            cursor: Arc::default(),
             last_sweep: Arc::default(),
         }
     }
@@ -126,8 +130,10 @@ impl Allocator {
 
     /// Leases ports as `request` asks: its preferred port if free, else the next free
     /// ports after the last one handed out (so a port released a moment ago is not
-    /// handed out again at once). A port is free when no live lease holds it and it
-    /// can be bound. Stale leases are reclaimed on the way.
+    /// handed out again at once): by any process on the host, through the request
+    /// board, or, where there is no board, by this allocator and its clones. A port
+    /// is free when no live lease holds it and it can be bound. Stale leases are
+    /// reclaimed on the way.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`], [`Error::NoSuchProcess`] for an owner that does not
@@ -423,7 +429,7 @@ impl Allocator {
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let mut txn = Transaction::begin(&self.opened, self.board.as_deref())?;
+        let mut txn = Transaction::begin(&self.opened, self.board.as_deref(), &self.cursor)?;
         let result = work(&mut txn)?;
         if txn.changed() && !self.opened.writable() {
             return Err(Error::ReadOnly {

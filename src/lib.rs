@@ -58,7 +58,10 @@
 //!   each party's death leaves are documented in `src/board/mod.rs`.
 //! - **Choosing.** The preferred port if free, else next-fit: the first free port after
 //!   the last one handed out, so a port released a moment ago does not go out again at
-//!   once. A port is free when no live lease holds it and it can be bound.
+//!   once. A port is free when no live lease holds it and it can be bound. The last
+//!   port handed out is kept on the request board, for the whole host; where there is
+//!   no board (a full filesystem, another platform), each allocator and its clones
+//!   keep their own.
 //! - **Reclaiming.** A lease is judged when the search meets its port (a lease found
 //!   stale there is reclaimed and its port used); every lease is judged in a full sweep
 //!   on an allocator's first allocation, at most a second after its last sweep, and

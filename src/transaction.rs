@@ -2,6 +2,7 @@
 //! through methods that mark it changed, and written back (once) only then.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::board::Board;
 use crate::board::wire::Op;
@@ -22,8 +23,11 @@ pub(crate) struct Transaction<'a> {
     registry: Registry,
     now: f64,
     liveness: LivenessCache,
-    /// Where the next-fit cursor is kept, when there is a board.
+    /// The request board, whose next-fit cursor is shared host-wide.
     board: Option<&'a Board>,
+    /// The allocator's own next-fit cursor (shared by its clones): the one used where
+    /// there is no board, so allocation stays next-fit without one.
+    cursor: &'a AtomicU32,
     dir: &'a RegistryDir,
     /// Set by whatever changes the registry: only then is it written.
     changed: bool,
@@ -33,7 +37,11 @@ impl<'a> Transaction<'a> {
     /// Reads the registry in `dir` as it is now (the lock being held). A damaged
     /// registry is marked to be written back at once with its salvage, its original
     /// kept aside, unless `dir` is only read.
-    pub(crate) fn begin(dir: &'a RegistryDir, board: Option<&'a Board>) -> Result<Transaction<'a>> {
+    pub(crate) fn begin(
+        dir: &'a RegistryDir,
+        board: Option<&'a Board>,
+        cursor: &'a AtomicU32,
+    ) -> Result<Transaction<'a>> {
         let registry = Registry::load(dir)?;
         Ok(Transaction {
             changed: registry.was_damaged() && dir.writable(),
@@ -41,6 +49,7 @@ impl<'a> Transaction<'a> {
             now: unix_now(),
             liveness: LivenessCache::default(),
             board,
+            cursor,
             dir,
         })
     }
@@ -147,6 +156,7 @@ impl<'a> Transaction<'a> {
                 leased.entry(port).or_default().push((key, entry));
             }
         }
+        let cursor = self.cursor();
         let (now, liveness) = (self.now, &mut self.liveness);
         let mut stale_met = Vec::new();
         let mut usable = |port: u16| -> Result<bool> {
@@ -161,7 +171,6 @@ impl<'a> Transaction<'a> {
             }
             is_port_free(port, request.protocol, request.host)
         };
-        let cursor = self.board.and_then(Board::cursor);
         let picked = pick(&request.want(), candidates, cursor, &mut usable);
         drop(leased);
         for key in stale_met {
@@ -174,11 +183,29 @@ impl<'a> Transaction<'a> {
             wanted: exhausted.wanted,
             ranges: request.describe_ranges(),
         })?;
-        // The next search starts after the last port handed out.
-        if let (Some(&last), Some(board)) = (ports.last(), self.board) {
-            board.set_cursor(last);
+        if let Some(&last) = ports.last() {
+            self.move_cursor(last);
         }
         Ok(ports)
+    }
+
+    /// The last port handed out, where the next search starts after: the board's
+    /// (host-wide) where there is a board that is still shared, else the allocator's.
+    fn cursor(&self) -> Option<u16> {
+        match self.board.filter(|board| !board.broken()) {
+            Some(board) => board.cursor(),
+            None => u16::try_from(self.cursor.load(Ordering::Relaxed))
+                .ok()
+                .filter(|&port| port != 0),
+        }
+    }
+
+    /// Moves both cursors, so that losing the board later keeps next-fit going.
+    fn move_cursor(&self, port: u16) {
+        if let Some(board) = self.board {
+            board.set_cursor(port);
+        }
+        self.cursor.store(u32::from(port), Ordering::Relaxed);
     }
 
     fn remove(&mut self, stale: &[LeaseInfo]) {
@@ -243,6 +270,8 @@ mod tests {
     use crate::layout::REGISTRY_FILE;
     use crate::request::Protocol;
 
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+
     /// A registry directory whose registry file holds `text`.
     fn registry_holding(text: &str) -> (tempfile::TempDir, RegistryDir) {
         let temp = tempfile::tempdir().expect("a temp dir");
@@ -269,7 +298,7 @@ mod tests {
         let now = unix_now();
         let (_temp, dir) =
             registry_holding(&format!(r#"{{"26300": {{"pid": 1, "timestamp": {now}}}}}"#));
-        let mut txn = Transaction::begin(&dir, None).expect("a transaction");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
         assert!(txn.record("26300").is_some());
         assert_eq!(txn.snapshot().len(), 1);
         assert!(txn.ports_of_token("t").is_empty());
@@ -281,10 +310,10 @@ mod tests {
         txn.insert_lease(26301, lease("t"));
         assert!(txn.changed());
         txn.commit().expect("written");
-        let mut txn = Transaction::begin(&dir, None).expect("a transaction");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
         assert!(txn.remove_entry("26300"));
         assert!(txn.changed());
-        let mut txn = Transaction::begin(&dir, None).expect("a transaction");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
         let renewed = txn.live_lease(26301, Some("t")).expect("the lease");
         assert!(txn.update_lease(26301, renewed));
         assert!(txn.changed());
@@ -296,7 +325,7 @@ mod tests {
         let (temp, dir) = registry_holding(&format!(
             r#"{{"26302": {{"pid": 1, "timestamp": {now}}}, "26303": garbage"#
         ));
-        let txn = Transaction::begin(&dir, None).expect("a transaction");
+        let txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
         assert!(txn.changed(), "the salvage is to be written");
         txn.commit().expect("written");
         let text = std::fs::read_to_string(temp.path().join(REGISTRY_FILE)).expect("read");
