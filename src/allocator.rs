@@ -12,7 +12,7 @@ use crate::board::Board;
 use crate::board::wire::{Op, Outcome};
 use crate::directory::{self, RegistryDir};
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseKeeper};
 use crate::lock::{LockSite, deadline_after};
 use crate::probe::ephemeral_port_range;
 use crate::process::ProcessId;
@@ -158,7 +158,9 @@ impl Allocator {
             token: token.clone(),
         };
         match submit(self, &op, me)? {
-            Outcome::Allocated(ports) => Ok(Lease::new(self.clone(), ports, token, request)),
+            Outcome::Allocated(ports) => {
+                Ok(Lease::new(Box::new(self.clone()), ports, token, request))
+            }
             other => Err(self.unexpected(&other)),
         }
     }
@@ -345,7 +347,7 @@ impl Allocator {
             // reads is whole, if perhaps a moment old.
             Err(Error::Io { path, source, .. })
                 if !self.opened.writable()
-                    && path.ends_with(crate::registry::LOCK_FILE)
+                    && path.ends_with(crate::layout::LOCK_FILE)
                     && matches!(
                         source.kind(),
                         std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -494,6 +496,35 @@ impl Allocator {
                 Ok(Outcome::Released { lost: None })
             }
         }
+    }
+}
+
+impl LeaseKeeper for Allocator {
+    #[cfg(feature = "tokio")]
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
+        Allocator::release_token(self, ports, token)
+    }
+
+    fn renew_matching(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        Allocator::renew_matching(self, ports, token, ttl)
+    }
+
+    fn update_leases(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        change: &dyn Fn(&mut LeaseRecord, f64),
+    ) -> Result<()> {
+        Allocator::update_leases(self, ports, token, change)
     }
 }
 

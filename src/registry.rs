@@ -20,8 +20,7 @@ use crate::files::{create_for_writing, open_for_reading};
 use crate::record::{LeaseRecord, Record, SEED_LEASE_SECS, unix_now};
 use crate::salvage;
 
-pub(crate) use crate::layout::{LOCK_FILE, REGISTRY_FILE};
-use crate::layout::{TEMP_FILE, corrupt_file};
+use crate::layout::{REGISTRY_FILE, TEMP_FILE, corrupt_file};
 
 /// A registry larger than this is not one (a real one holds at most 65535 entries of
 /// a few hundred bytes): it is refused rather than read into memory.
