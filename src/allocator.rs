@@ -1,10 +1,9 @@
 //! The lease lifecycle: every operation is one transaction under the registry lock
 //! that reads the registry once and writes it at most once.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,15 +12,14 @@ use crate::board::Board;
 use crate::board::wire::{Op, Outcome};
 use crate::directory::{self, RegistryDir};
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseKeeper};
 use crate::lock::{LockSite, deadline_after};
-use crate::probe::{ephemeral_port_range, is_port_free};
-use crate::process::{LivenessCache, ProcessId};
-
-use crate::record::{LeaseRecord, Record, port_of_key};
-use crate::registry::{Entry, Registry};
-use crate::request::{Candidates, Owner, Request, check_ttl};
+use crate::probe::ephemeral_port_range;
+use crate::process::ProcessId;
+use crate::record::{LeaseRecord, Record};
+use crate::request::{Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
+use crate::transaction::Transaction;
 
 /// How often allocation looks up the owner of every lease, not just of those it meets.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,19 +53,11 @@ pub struct Allocator {
     lock: Arc<LockSite>,
     /// The request board, mapped once and shared by clones; `None` where there is none.
     board: Option<Arc<Board>>,
+    /// The last port this allocator (or a clone) handed out: next-fit's cursor where
+    /// there is no board (the board keeps one for the whole host).
+    cursor: Arc<AtomicU32>,
     /// When this allocator (or a clone) last looked up every lease's owner.
     last_sweep: Arc<Mutex<Option<Instant>>>,
-}
-
-/// One transaction's view of the registry.
-pub(crate) struct Transaction<'a> {
-    pub(crate) registry: Registry,
-    pub(crate) now: f64,
-    pub(crate) liveness: LivenessCache,
-    board: Option<&'a Board>,
-    dir: &'a RegistryDir,
-    /// Set by whatever changes the registry: only then is it written.
-    pub(crate) changed: bool,
 }
 
 impl Allocator {
@@ -119,6 +109,7 @@ impl Allocator {
             dir,
             opened,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            cursor: Arc::default(),
             last_sweep: Arc::default(),
         }
     }
@@ -139,8 +130,10 @@ impl Allocator {
 
     /// Leases ports as `request` asks: its preferred port if free, else the next free
     /// ports after the last one handed out (so a port released a moment ago is not
-    /// handed out again at once). A port is free when no live lease holds it and it
-    /// can be bound. Stale leases are reclaimed on the way.
+    /// handed out again at once): by any process on the host, through the request
+    /// board, or, where there is no board, by this allocator and its clones. A port
+    /// is free when no live lease holds it and it can be bound. Stale leases are
+    /// reclaimed on the way.
     ///
     /// # Errors
     /// [`Error::InvalidRequest`], [`Error::NoSuchProcess`] for an owner that does not
@@ -165,7 +158,9 @@ impl Allocator {
             token: token.clone(),
         };
         match submit(self, &op, me)? {
-            Outcome::Allocated(ports) => Ok(Lease::new(self.clone(), ports, token, request)),
+            Outcome::Allocated(ports) => {
+                Ok(Lease::new(Box::new(self.clone()), ports, token, request))
+            }
             other => Err(self.unexpected(&other)),
         }
     }
@@ -209,7 +204,7 @@ impl Allocator {
         for &port in &ports {
             let record = LeaseRecord {
                 pid: owner.map_or(pid, |o| o.pid),
-                timestamp: txn.now,
+                timestamp: txn.now(),
                 owner,
                 ttl: request.ttl.map(|ttl| ttl.as_secs_f64()),
                 protocol: request.protocol,
@@ -217,14 +212,8 @@ impl Allocator {
                 source: Some(request.source.clone()),
                 token: Some(token.to_owned()),
             };
-            txn.registry
-                .entries
-                .insert(port.to_string(), Entry::new(record));
+            txn.insert_lease(port, record);
         }
-        if let (Some(&last), Some(board)) = (ports.last(), txn.board) {
-            board.set_cursor(last);
-        }
-        txn.changed = true;
         log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
         Ok(ports)
     }
@@ -253,10 +242,8 @@ impl Allocator {
                 .filter(|info| matches(info))
                 .collect::<Vec<_>>();
             for info in &released {
-                txn.registry.entries.remove(&info.key);
+                txn.remove_entry(&info.key);
             }
-            // Or-ed: a damaged registry must still be written back with its salvage.
-            txn.changed |= !released.is_empty();
             Ok(released)
         })
     }
@@ -306,23 +293,12 @@ impl Allocator {
     ) -> Result<()> {
         self.transact(|txn| {
             for &port in ports {
-                let key = port.to_string();
-                let Some(entry) = txn.registry.entries.get_mut(&key) else {
+                let Some(mut lease) = txn.live_lease(port, token) else {
                     return Err(Error::LeaseLost { port });
                 };
-                let mut lease = match entry.record() {
-                    Record::Lease(lease)
-                        if token.is_none_or(|t| lease.token.as_deref() == Some(t))
-                            && !lease.is_stale(txn.now, &mut txn.liveness) =>
-                    {
-                        lease.clone()
-                    }
-                    _ => return Err(Error::LeaseLost { port }),
-                };
-                change(&mut lease, txn.now);
-                entry.update(lease);
+                change(&mut lease, txn.now());
+                txn.update_lease(port, lease);
             }
-            txn.changed = true;
             Ok(())
         })
     }
@@ -349,11 +325,10 @@ impl Allocator {
         let mut lost = None;
         for &port in ports {
             let key = port.to_string();
-            match txn.registry.entries.get(&key).map(Entry::record) {
+            match txn.record(&key) {
                 None => {}
                 Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => {
-                    txn.registry.entries.remove(&key);
-                    txn.changed = true;
+                    txn.remove_entry(&key);
                 }
                 Some(_) => lost = lost.or(Some(port)),
             }
@@ -372,7 +347,7 @@ impl Allocator {
             // reads is whole, if perhaps a moment old.
             Err(Error::Io { path, source, .. })
                 if !self.opened.writable()
-                    && path.ends_with(crate::registry::LOCK_FILE)
+                    && path.ends_with(crate::layout::LOCK_FILE)
                     && matches!(
                         source.kind(),
                         std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
@@ -456,27 +431,14 @@ impl Allocator {
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let registry = Registry::load(&self.opened)?;
-        let writable = self.opened.writable();
-        let mut txn = Transaction {
-            // A salvaged registry is written back at once, its original kept aside
-            // (unless this allocator only reads).
-            changed: registry.was_damaged() && writable,
-            registry,
-            now: unix_now(),
-            liveness: LivenessCache::default(),
-            board: self.board.as_deref(),
-            dir: &self.opened,
-        };
+        let mut txn = Transaction::begin(&self.opened, self.board.as_deref(), &self.cursor)?;
         let result = work(&mut txn)?;
-        if txn.changed {
-            if !writable {
-                return Err(Error::ReadOnly {
-                    dir: self.dir.clone(),
-                });
-            }
-            txn.registry.save(txn.dir)?;
+        if txn.changed() && !self.opened.writable() {
+            return Err(Error::ReadOnly {
+                dir: self.dir.clone(),
+            });
         }
+        txn.commit()?;
         Ok(result)
     }
 
@@ -534,6 +496,35 @@ impl Allocator {
                 Ok(Outcome::Released { lost: None })
             }
         }
+    }
+}
+
+impl LeaseKeeper for Allocator {
+    #[cfg(feature = "tokio")]
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
+        Allocator::release_token(self, ports, token)
+    }
+
+    fn renew_matching(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        Allocator::renew_matching(self, ports, token, ttl)
+    }
+
+    fn update_leases(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        change: &dyn Fn(&mut LeaseRecord, f64),
+    ) -> Result<()> {
+        Allocator::update_leases(self, ports, token, change)
     }
 }
 
@@ -603,224 +594,6 @@ impl Ledger for Allocator {
             }
         })
     }
-}
-
-impl Transaction<'_> {
-    /// Every entry, described.
-    pub(crate) fn snapshot(&mut self) -> Vec<LeaseInfo> {
-        let mut infos: Vec<LeaseInfo> = self
-            .registry
-            .entries
-            .iter()
-            .map(|(key, entry)| {
-                LeaseInfo::describe(key, entry.record(), self.now, &mut self.liveness)
-            })
-            .collect();
-        infos.sort_by_key(|info| (info.port.is_none(), info.port, info.key.clone()));
-        infos
-    }
-
-    /// Removes every stale entry and returns what it removed.
-    pub(crate) fn reclaim_stale(&mut self) -> Vec<LeaseInfo> {
-        let stale: Vec<LeaseInfo> = self
-            .snapshot()
-            .into_iter()
-            .filter(|info| info.stale)
-            .collect();
-        self.remove(&stale);
-        stale
-    }
-
-    /// Chooses ports for `request` among `candidates`. A port whose every lease is
-    /// stale counts as free, and those leases are removed on the way.
-    fn pick_ports(&mut self, request: &Request, candidates: &Candidates) -> Result<Vec<u16>> {
-        let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
-        for (key, entry) in &self.registry.entries {
-            if let Some(port) = port_of_key(key) {
-                leased.entry(port).or_default().push((key, entry));
-            }
-        }
-        let (now, liveness) = (self.now, &mut self.liveness);
-        let mut stale_met = Vec::new();
-        let mut usable = |port: u16| -> Result<bool> {
-            if let Some(entries) = leased.get(&port) {
-                if entries
-                    .iter()
-                    .any(|(_, entry)| !entry.record().is_stale(now, liveness))
-                {
-                    return Ok(false);
-                }
-                stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
-            }
-            is_port_free(port, request.protocol, request.host)
-        };
-        let picked = pick(
-            request,
-            candidates,
-            self.board.and_then(Board::cursor),
-            &mut usable,
-        );
-        drop(leased);
-        for key in stale_met {
-            if self.registry.entries.remove(&key).is_some() {
-                log::info!("reclaimed the stale lease on {key}");
-                self.changed = true;
-            }
-        }
-        picked
-    }
-
-    fn remove(&mut self, stale: &[LeaseInfo]) {
-        for info in stale {
-            self.registry.entries.remove(&info.key);
-            log::info!(
-                "reclaimed the stale lease on {} (pid {:?})",
-                info.key,
-                info.pid
-            );
-        }
-        self.changed |= !stale.is_empty();
-    }
-
-    /// Ends the leases saved for allocations whose posters withdrew them.
-    fn end_withdrawn(&mut self, ops: &[Op]) {
-        for op in ops {
-            if let Op::Allocate { token, .. } = op {
-                self.end_token(token);
-            }
-        }
-    }
-
-    /// Removes every lease held under `token`.
-    fn end_token(&mut self, token: &str) {
-        let before = self.registry.entries.len();
-        self.registry.entries.retain(|_, entry| {
-            !matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token))
-        });
-        if self.registry.entries.len() != before {
-            log::debug!("ended the leases of a request given up on (token {token})");
-            self.changed = true;
-        }
-    }
-
-    /// The ports leased under `token`, ascending.
-    pub(crate) fn ports_of_token(&self, token: &str) -> Vec<u16> {
-        self.registry
-            .entries
-            .iter()
-            .filter(|(_, entry)| matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token)))
-            .filter_map(|(key, _)| port_of_key(key))
-            .collect()
-    }
-
-    /// How many live-or-not leases `owner` (this very process) holds.
-    fn leases_of(&self, owner: ProcessId) -> usize {
-        self.registry
-            .entries
-            .values()
-            .filter(
-                |entry| matches!(entry.record(), Record::Lease(lease) if lease.owner == Some(owner)),
-            )
-            .count()
-    }
-}
-
-/// Chooses the ports: the preferred one first, then next-fit through the candidates
-/// from just after `cursor`, wrapping around.
-fn pick(
-    request: &Request,
-    candidates: &Candidates,
-    cursor: Option<u16>,
-    usable: &mut impl FnMut(u16) -> Result<bool>,
-) -> Result<Vec<u16>> {
-    let count = request.count;
-    if let Some(preferred) = request.preferred.filter(|p| !request.excluded.contains(p)) {
-        if request.block {
-            let block = preferred
-                .checked_add(count as u16 - 1)
-                .map(|last| preferred..=last);
-            if let Some(block) = block
-                && block.clone().all(|p| !request.excluded.contains(&p))
-                && all_usable(block.clone(), usable)?
-            {
-                return Ok(block.collect());
-            }
-        } else if usable(preferred)? {
-            let mut ports = vec![preferred];
-            next_fit(candidates, cursor, |port| {
-                if ports.len() < count && port != preferred && usable(port)? {
-                    ports.push(port);
-                }
-                Ok(ports.len() == count)
-            })?;
-            if ports.len() == count {
-                return Ok(ports);
-            }
-        }
-    }
-    let mut ports = Vec::with_capacity(count);
-    if request.block {
-        next_fit(candidates, cursor, |start| {
-            if candidates.holds_block(start, count)
-                && all_usable(start..=start + (count as u16 - 1), usable)?
-            {
-                ports.extend(start..=start + (count as u16 - 1));
-                return Ok(true);
-            }
-            Ok(false)
-        })?;
-    } else {
-        next_fit(candidates, cursor, |port| {
-            if usable(port)? {
-                ports.push(port);
-            }
-            Ok(ports.len() == count)
-        })?;
-    }
-    if ports.len() == count {
-        return Ok(ports);
-    }
-    Err(Error::Exhausted {
-        wanted: match (count, request.block) {
-            (1, _) => "port".into(),
-            (n, true) => format!("block of {n} consecutive ports"),
-            (n, false) => format!("{n} ports"),
-        },
-        ranges: request.describe_ranges(),
-    })
-}
-
-/// Visits the candidates from the first one after `cursor`, wrapping around, until
-/// `visit` returns true.
-fn next_fit(
-    candidates: &Candidates,
-    cursor: Option<u16>,
-    mut visit: impl FnMut(u16) -> Result<bool>,
-) -> Result<()> {
-    for port in candidates.next_fit(cursor) {
-        if visit(port)? {
-            break;
-        }
-    }
-    Ok(())
-}
-
-fn all_usable(
-    ports: RangeInclusive<u16>,
-    usable: &mut impl FnMut(u16) -> Result<bool>,
-) -> Result<bool> {
-    for port in ports {
-        if !usable(port)? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A token unique to one allocation: pid, time and a counter.

@@ -158,18 +158,29 @@ fn not_a_directory(dir: &Path, e: std::io::Error) -> Error {
 
 /// Whether `dir` is on a RAM-backed filesystem (tmpfs or ramfs); `None` if unknown.
 pub fn is_ram_backed(dir: &Path) -> Option<bool> {
-    use std::os::unix::ffi::OsStrExt;
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: `path` is NUL-terminated and `stat` is a valid buffer for statfs to fill.
-    if unsafe { libc::statfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statfs returned 0, so it filled `stat`.
-    // f_type's width differs between platforms, hence the cast.
+    let stat = rustix::fs::statfs(dir).ok()?;
+    // f_type's width and sign differ between platforms, hence the cast.
     #[allow(clippy::unnecessary_cast)]
-    let kind = unsafe { stat.assume_init() }.f_type as i64;
+    let kind = stat.f_type as i64;
     Some(kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_backed_filesystems_are_told_from_others() {
+        assert_eq!(is_ram_backed(Path::new("/proc")), Some(false));
+        assert_eq!(is_ram_backed(Path::new("/no/such/directory")), None);
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        if mounts
+            .lines()
+            .any(|line| line.starts_with("tmpfs /dev/shm tmpfs "))
+        {
+            assert_eq!(is_ram_backed(Path::new("/dev/shm")), Some(true));
+        }
+    }
 }

@@ -1,14 +1,50 @@
 //! `Lease`: the guard a caller holds while it uses its ports.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::panic::{RefUnwindSafe, UnwindSafe};
+#[cfg(feature = "tokio")]
+use std::path::Path;
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::allocator::Allocator;
 use crate::error::{Error, Result};
 use crate::process::ProcessId;
+use crate::record::LeaseRecord;
 use crate::request::Request;
+
+/// What a lease needs of the allocator that made it: to end, renew and hand over its
+/// own entries in the registry. The allocator is the one implementation; a `Lease`
+/// holds it through this trait so that this module does not depend on the allocator
+/// above it. The supertraits keep `Lease` `Send`, `Sync` and unwind-safe, as it was.
+pub(crate) trait LeaseKeeper: fmt::Debug + Send + Sync + UnwindSafe + RefUnwindSafe {
+    /// The registry directory, for messages.
+    #[cfg(feature = "tokio")]
+    fn dir(&self) -> &Path;
+
+    /// Ends the leases on `ports` held under `token`; a port leased to another lease
+    /// meanwhile is left alone and reported as [`Error::LeaseLost`].
+    fn release_token(&self, ports: &[u16], token: &str) -> Result<()>;
+
+    /// Renews the live leases on `ports` held under `token`, with `ttl` as their new
+    /// lifetime, or the one they had.
+    fn renew_matching(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        ttl: Option<Duration>,
+    ) -> Result<()>;
+
+    /// Changes the live leases on `ports` held under `token` with `change`, in one
+    /// transaction; fails with [`Error::LeaseLost`] if any is gone.
+    fn update_leases(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        change: &dyn Fn(&mut LeaseRecord, f64),
+    ) -> Result<()>;
+}
 
 /// Ports leased to the caller; the lease ends when the guard is dropped.
 ///
@@ -21,7 +57,7 @@ use crate::request::Request;
 /// Releasing is a registry transaction, so dropping a `Lease` (like
 /// [`release`](Lease::release), [`renew`](Lease::renew) and the `into_*` methods) waits
 /// on the calling thread for the registry lock: microseconds as a rule, but up to the
-/// allocator's [lock timeout](Allocator::lock_timeout) (30 s by default) while another
+/// allocator's [lock timeout](crate::Allocator::lock_timeout) (30 s by default) while another
 /// process holds the lock. In an async runtime that stalls a worker thread and every
 /// task on it. To release without blocking the caller, hand the lease to a thread
 /// that may block: a `Lease` is [`Send`], so it can move to a thread of its own or a
@@ -41,7 +77,7 @@ use crate::request::Request;
 #[derive(Debug)]
 #[must_use = "dropping a Lease releases its ports at once"]
 pub struct Lease {
-    allocator: Allocator,
+    allocator: Box<dyn LeaseKeeper>,
     ports: Vec<u16>,
     token: String,
     host: Option<IpAddr>,
@@ -51,7 +87,7 @@ pub struct Lease {
 
 impl Lease {
     pub(crate) fn new(
-        allocator: Allocator,
+        allocator: Box<dyn LeaseKeeper>,
         ports: Vec<u16>,
         token: String,
         request: &Request,
@@ -87,7 +123,7 @@ impl Lease {
     }
 
     /// Leaves the lease in the registry after the guard is gone; it ends when its
-    /// owner exits or its TTL passes, or by [`Allocator::release`]. Returns the ports.
+    /// owner exits or its TTL passes, or by [`Allocator::release`](crate::Allocator::release). Returns the ports.
     pub fn keep(mut self) -> Vec<u16> {
         self.held = false;
         std::mem::take(&mut self.ports)
@@ -111,7 +147,7 @@ impl Lease {
     pub fn transfer_to(&self, pid: u32) -> Result<()> {
         let owner = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
         self.allocator
-            .update_leases(&self.ports, Some(&self.token), |lease, _| {
+            .update_leases(&self.ports, Some(&self.token), &|lease, _| {
                 lease.pid = owner.pid;
                 lease.owner = Some(owner);
             })
@@ -206,7 +242,7 @@ impl Lease {
     /// registered with the current Tokio runtime.
     ///
     /// Ending the lease is a registry transaction on the calling thread, as
-    /// [`Allocator::allocate`] before it was: both wait for the registry lock (see
+    /// [`Allocator::allocate`](crate::Allocator::allocate) before it was: both wait for the registry lock (see
     /// [Dropping blocks](Lease#dropping-blocks)); where that may stall a runtime, run
     /// them with `tokio::task::spawn_blocking`.
     ///

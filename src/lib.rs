@@ -58,7 +58,10 @@
 //!   each party's death leaves are documented in `src/board/mod.rs`.
 //! - **Choosing.** The preferred port if free, else next-fit: the first free port after
 //!   the last one handed out, so a port released a moment ago does not go out again at
-//!   once. A port is free when no live lease holds it and it can be bound.
+//!   once. A port is free when no live lease holds it and it can be bound. The last
+//!   port handed out is kept on the request board, for the whole host; where there is
+//!   no board (a full filesystem, another platform), each allocator and its clones
+//!   keep their own.
 //! - **Reclaiming.** A lease is judged when the search meets its port (a lease found
 //!   stale there is reclaimed and its port used); every lease is judged in a full sweep
 //!   on an allocator's first allocation, at most a second after its last sweep, and
@@ -157,19 +160,27 @@
 //!   Tokio runtime), and `Lease::release_async` (the release on Tokio's blocking pool).
 //!
 //! # Source map
-//! One concern per file, as it stands today:
+//! One concern per file; `allocator` on top, every module importing only modules
+//! below it (no cycles):
 //!
-//! - `allocator`: the lease lifecycle, one transaction per operation (`Transaction`);
-//!   choosing ports (preferred, next-fit, blocks) is still a part of it.
+//! - `allocator`: the public operations, each one transaction under the lock, and the
+//!   serving of posted requests (the `Ledger` that `batch` drives).
+//! - `transaction`: one transaction's view of the registry; its fields are private,
+//!   every change goes through a method that marks it changed. It asks `pick` for
+//!   ports, with the next-fit cursor (the board's, host-wide, or the allocator's own
+//!   where there is no board) and a closure that says whether a port is free.
+//! - `pick`: choosing ports (preferred, next-fit, blocks, exclusions) as pure
+//!   functions over the candidates, a cursor and that closure; no I/O.
 //! - `batch`: the serving loop (a request waits to be served, or its poster serves
-//!   them all), free functions over the allocator's `Ledger`. `board/`: the shared
-//!   memory requests are posted in: `map` the mapping, `slot` the slot protocol as a
-//!   state machine, `wire` requests and outcomes as bytes.
+//!   them all), free functions over the `Ledger` trait. `board/`: the shared memory
+//!   requests are posted in: `map` the mapping, `slot` the slot protocol as a state
+//!   machine, `wire` requests and outcomes as bytes.
 //! - `lock`: the `flock` with a deadline and one reusable waiting thread.
 //!   `registry`: the file, loaded with salvage and saved atomically; `salvage`:
 //!   reading what is left of a damaged one. `record`: what an entry says, and whether
 //!   it is stale.
-//! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`: the public types.
+//! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`: the public types. A
+//!   [`Lease`] holds its allocator through the `LeaseKeeper` trait defined beside it.
 //! - `probe`: bind checks. `process` (with `process/linux.rs`): owner identity (pid,
 //!   start time, pid namespace) and liveness. `directory`: where the registry lives,
 //!   and whether it is safe (opened once, without following links). `files`: opening
@@ -177,8 +188,9 @@
 //! - `layout`: the names of the files in a registry directory. `error`: the one
 //!   [`Error`] enum.
 //!
-//! The direction: `allocator` on top, importing only downwards; choosing ports as pure
-//! functions of their own. Today `allocator` and `lease` still import one another.
+//! System calls go through `rustix`; the one `libc` use left is the board's `SIGBUS`
+//! handler (`sigaction` and the `mmap` that replaces a faulting mapping), for which
+//! no safe wrapper exists.
 //!
 //! This crate is the library alone: it depends on no argument parser. The `portlease`
 //! command is the `portlease-cli` package in `cli/` of the same workspace, a thin
@@ -198,6 +210,7 @@ mod files;
 mod layout;
 mod lease;
 mod lock;
+mod pick;
 pub mod probe;
 mod process;
 mod record;
@@ -206,6 +219,7 @@ mod request;
 mod salvage;
 mod seed_api;
 mod snapshot;
+mod transaction;
 
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
 pub use directory::{DIR_ENV, default_dir, is_ram_backed};

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
 use crate::files::{open_lasting, stat_at};
-use crate::registry::LOCK_FILE;
+use crate::layout::LOCK_FILE;
 
 /// One registry's lock file, kept open across transactions.
 #[derive(Debug)]

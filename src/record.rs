@@ -173,6 +173,13 @@ impl LeaseRecord {
     }
 }
 
+/// Now, in seconds since the epoch, as timestamps are written (0 before 1970).
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The port a registry key names, if it names one.
 pub(crate) fn port_of_key(key: &str) -> Option<u16> {
     key.trim().parse::<u16>().ok().filter(|&port| port != 0)

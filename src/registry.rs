@@ -14,15 +14,13 @@ use rustix::fs::renameat;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::allocator::unix_now;
 use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
 use crate::files::{create_for_writing, open_for_reading};
-use crate::record::{LeaseRecord, Record, SEED_LEASE_SECS};
+use crate::record::{LeaseRecord, Record, SEED_LEASE_SECS, unix_now};
 use crate::salvage;
 
-pub(crate) use crate::layout::{LOCK_FILE, REGISTRY_FILE};
-use crate::layout::{TEMP_FILE, corrupt_file};
+use crate::layout::{REGISTRY_FILE, TEMP_FILE, corrupt_file};
 
 /// A registry larger than this is not one (a real one holds at most 65535 entries of
 /// a few hundred bytes): it is refused rather than read into memory.

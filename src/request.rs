@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::pick::{Candidates, Want};
 
 /// The range searched when a request names none: the seed's default, 10000-10999.
 pub const DEFAULT_RANGE: RangeInclusive<u16> = 10000..=10999;
@@ -271,99 +272,25 @@ impl Request {
         Ok(())
     }
 
-    /// Every port the ranges offer, minus exclusions: sorted, without duplicates, as
-    /// runs of consecutive ports (so no list of ports is built per request).
+    /// Every port the ranges offer, minus exclusions.
     pub(crate) fn candidates(&self) -> Candidates {
-        let mut ranges: Vec<(u16, u16)> = self
-            .ranges()
-            .iter()
-            .filter(|range| range.start() <= range.end())
-            .map(|range| (*range.start(), *range.end()))
-            .collect();
-        ranges.sort_unstable();
-        let mut merged: Vec<(u16, u16)> = Vec::with_capacity(ranges.len());
-        for (start, end) in ranges {
-            match merged.last_mut() {
-                Some((_, last)) if u32::from(start) <= u32::from(*last) + 1 => {
-                    *last = (*last).max(end);
-                }
-                _ => merged.push((start, end)),
-            }
+        Candidates::new(self.ranges(), &self.excluded)
+    }
+
+    /// What the request wants of its candidates, for [`pick`](crate::pick::pick).
+    pub(crate) fn want(&self) -> Want<'_> {
+        Want {
+            preferred: self.preferred,
+            count: self.count,
+            block: self.block,
+            excluded: &self.excluded,
         }
-        let mut runs = Vec::with_capacity(merged.len() + self.excluded.len());
-        for (start, end) in merged {
-            let mut from = start;
-            let mut open = true;
-            for &port in self.excluded.range(start..=end) {
-                if port > from {
-                    runs.push((from, port - 1));
-                }
-                match port.checked_add(1) {
-                    Some(next) => from = next,
-                    None => open = false,
-                }
-            }
-            if open && from <= end {
-                runs.push((from, end));
-            }
-        }
-        Candidates { runs }
     }
 
     /// The ranges as people write them: "10000-10999, 20000-20099".
     pub fn describe_ranges(&self) -> String {
         let ranges: Vec<String> = self.ranges().iter().map(describe_range).collect();
         ranges.join(", ")
-    }
-}
-
-/// The ports a request may get: sorted, disjoint runs of consecutive ports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Candidates {
-    runs: Vec<(u16, u16)>,
-}
-
-impl Candidates {
-    /// How many ports.
-    pub(crate) fn len(&self) -> usize {
-        self.runs
-            .iter()
-            .map(|&(start, end)| usize::from(end - start) + 1)
-            .sum()
-    }
-
-    /// Every port in next-fit order: ascending from the first one after `cursor`,
-    /// then wrapping around to the first.
-    pub(crate) fn next_fit(&self, cursor: Option<u16>) -> impl Iterator<Item = u16> + '_ {
-        let after = cursor.map_or(0, |c| u32::from(c) + 1);
-        let clip = move |&(start, end): &(u16, u16), low: u32, high: u32| {
-            let from = u32::from(start).max(low);
-            let to = u32::from(end).min(high);
-            // Empty when from > to; both fit in u16 when it is not.
-            (from..=to).map(|port| port as u16)
-        };
-        let tail = self
-            .runs
-            .iter()
-            .flat_map(move |run| clip(run, after, u32::MAX));
-        let head = self
-            .runs
-            .iter()
-            .flat_map(move |run| clip(run, 0, after.saturating_sub(1)));
-        let head = head.take(if after == 0 { 0 } else { usize::MAX });
-        tail.chain(head)
-    }
-
-    /// Whether the `count` ports from `start` on are all candidates.
-    pub(crate) fn holds_block(&self, start: u16, count: usize) -> bool {
-        let last = u32::from(start) + count as u32 - 1;
-        let index = self
-            .runs
-            .partition_point(|&(run_start, _)| run_start <= start);
-        index > 0 && {
-            let (_, end) = self.runs[index - 1];
-            u32::from(end) >= last
-        }
     }
 }
 
@@ -413,47 +340,5 @@ mod tests {
             .contains("block of 4")
         );
         assert!(invalid(Request::new().owner(Owner::Nobody).ttl(None)).contains("TTL"));
-    }
-
-    fn ports(request: &Request, cursor: Option<u16>) -> Vec<u16> {
-        request.candidates().next_fit(cursor).collect()
-    }
-
-    #[test]
-    fn candidates_skip_exclusions_and_duplicates() {
-        let request = Request::new().range(5..=7).range(6..=8).exclude(7);
-        assert_eq!(ports(&request, None), [5, 6, 8]);
-        assert_eq!(request.candidates().len(), 3);
-        assert_eq!(Request::new().candidates().len(), 1000);
-        let edges = Request::new()
-            .range(1..=3)
-            .range(65534..=65535)
-            .exclude(1)
-            .exclude(65535);
-        assert_eq!(ports(&edges, None), [2, 3, 65534]);
-        let apart = Request::new().range(10..=12).range(20..=21).range(13..=13);
-        assert_eq!(ports(&apart, None), [10, 11, 12, 13, 20, 21]);
-    }
-
-    #[test]
-    fn next_fit_starts_after_the_cursor_and_wraps() {
-        let request = Request::new().range(10..=14).exclude(12);
-        assert_eq!(ports(&request, Some(11)), [13, 14, 10, 11]);
-        assert_eq!(ports(&request, Some(14)), [10, 11, 13, 14]);
-        assert_eq!(ports(&request, Some(3)), [10, 11, 13, 14]);
-        assert_eq!(
-            ports(&Request::new().range(65534..=65535), Some(65535)),
-            [65534, 65535]
-        );
-    }
-
-    #[test]
-    fn blocks_must_lie_in_one_run() {
-        let candidates = Request::new().range(10..=14).exclude(12).candidates();
-        assert!(candidates.holds_block(10, 2));
-        assert!(!candidates.holds_block(10, 3));
-        assert!(candidates.holds_block(13, 2));
-        assert!(!candidates.holds_block(14, 2));
-        assert!(!candidates.holds_block(9, 1));
     }
 }

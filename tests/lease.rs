@@ -26,3 +26,13 @@ fn a_lease_moves_to_another_thread_and_is_released_there() {
         .expect("the release");
     assert!(leased(&allocator).is_empty());
 }
+
+#[test]
+fn leases_and_allocators_stay_send_sync_and_unwind_safe() {
+    // Compile-time: a `Lease` holds its allocator through a trait object, whose
+    // supertraits must keep these auto traits of the public types.
+    use std::panic::{RefUnwindSafe, UnwindSafe};
+    fn auto_traits<T: Send + Sync + Unpin + UnwindSafe + RefUnwindSafe>() {}
+    auto_traits::<Lease>();
+    auto_traits::<portlease::Allocator>();
+}

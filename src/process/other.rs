@@ -2,10 +2,12 @@
 //! keeps a lease alive until its TTL passes.
 
 pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
-    let pid = libc::pid_t::try_from(pid).ok()?;
-    // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
-    let exists = unsafe { libc::kill(pid, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    use rustix::io::Errno;
+    use rustix::process::{Pid, test_kill_process};
+    let pid = Pid::from_raw(i32::try_from(pid).ok()?)?;
+    // Signal 0 only asks whether the process exists; EPERM says it does, as another
+    // user's.
+    let exists = matches!(test_kill_process(pid), Ok(()) | Err(Errno::PERM));
     exists.then_some(None)
 }
 

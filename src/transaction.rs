@@ -1,0 +1,335 @@
+//! One transaction's view of the registry: read once under the lock, changed only
+//! through methods that mark it changed, and written back (once) only then.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::board::Board;
+use crate::board::wire::Op;
+use crate::directory::RegistryDir;
+use crate::error::{Error, Result};
+use crate::pick::{Candidates, pick};
+use crate::probe::is_port_free;
+use crate::process::{LivenessCache, ProcessId};
+use crate::record::{LeaseRecord, Record, port_of_key, unix_now};
+use crate::registry::{Entry, Registry};
+use crate::request::Request;
+use crate::snapshot::LeaseInfo;
+
+/// One transaction's view of the registry. Its fields are its own: whatever changes
+/// the registry goes through a method that marks it changed, so nothing changed is
+/// left unwritten (a salvaged registry included).
+pub(crate) struct Transaction<'a> {
+    registry: Registry,
+    now: f64,
+    liveness: LivenessCache,
+    /// The request board, whose next-fit cursor is shared host-wide.
+    board: Option<&'a Board>,
+    /// The allocator's own next-fit cursor (shared by its clones): the one used where
+    /// there is no board, so allocation stays next-fit without one.
+    cursor: &'a AtomicU32,
+    dir: &'a RegistryDir,
+    /// Set by whatever changes the registry: only then is it written.
+    changed: bool,
+}
+
+impl<'a> Transaction<'a> {
+    /// Reads the registry in `dir` as it is now (the lock being held). A damaged
+    /// registry is marked to be written back at once with its salvage, its original
+    /// kept aside, unless `dir` is only read.
+    pub(crate) fn begin(
+        dir: &'a RegistryDir,
+        board: Option<&'a Board>,
+        cursor: &'a AtomicU32,
+    ) -> Result<Transaction<'a>> {
+        let registry = Registry::load(dir)?;
+        Ok(Transaction {
+            changed: registry.was_damaged() && dir.writable(),
+            registry,
+            now: unix_now(),
+            liveness: LivenessCache::default(),
+            board,
+            cursor,
+            dir,
+        })
+    }
+
+    /// Whether anything changed the registry: then [`commit`](Transaction::commit)
+    /// writes it.
+    pub(crate) fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// Writes the registry if it changed.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        if self.changed {
+            self.registry.save(self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// The time the transaction judges leases by (seconds since the epoch).
+    pub(crate) fn now(&self) -> f64 {
+        self.now
+    }
+
+    /// What the entry under `key` says.
+    pub(crate) fn record(&self, key: &str) -> Option<&Record> {
+        self.registry.entries.get(key).map(Entry::record)
+    }
+
+    /// Leases `port` as `lease` says, replacing whatever entry it had.
+    pub(crate) fn insert_lease(&mut self, port: u16, lease: LeaseRecord) {
+        self.registry
+            .entries
+            .insert(port.to_string(), Entry::new(lease));
+        self.changed = true;
+    }
+
+    /// Removes the entry under `key`; returns whether there was one.
+    pub(crate) fn remove_entry(&mut self, key: &str) -> bool {
+        let removed = self.registry.entries.remove(key).is_some();
+        self.changed |= removed;
+        removed
+    }
+
+    /// The live portlease lease on `port` (held under `token`, when given), to change
+    /// and hand to [`update_lease`](Transaction::update_lease).
+    pub(crate) fn live_lease(&mut self, port: u16, token: Option<&str>) -> Option<LeaseRecord> {
+        match self.registry.entries.get(&port.to_string())?.record() {
+            Record::Lease(lease)
+                if token.is_none_or(|t| lease.token.as_deref() == Some(t))
+                    && !lease.is_stale(self.now, &mut self.liveness) =>
+            {
+                Some(lease.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Rewrites the lease on `port` with `lease`, keeping the fields portlease does
+    /// not know; returns whether the port had an entry.
+    pub(crate) fn update_lease(&mut self, port: u16, lease: LeaseRecord) -> bool {
+        let Some(entry) = self.registry.entries.get_mut(&port.to_string()) else {
+            return false;
+        };
+        entry.update(lease);
+        self.changed = true;
+        true
+    }
+
+    /// Every entry, described.
+    pub(crate) fn snapshot(&mut self) -> Vec<LeaseInfo> {
+        let mut infos: Vec<LeaseInfo> = self
+            .registry
+            .entries
+            .iter()
+            .map(|(key, entry)| {
+                LeaseInfo::describe(key, entry.record(), self.now, &mut self.liveness)
+            })
+            .collect();
+        infos.sort_by_key(|info| (info.port.is_none(), info.port, info.key.clone()));
+        infos
+    }
+
+    /// Removes every stale entry and returns what it removed.
+    pub(crate) fn reclaim_stale(&mut self) -> Vec<LeaseInfo> {
+        let stale: Vec<LeaseInfo> = self
+            .snapshot()
+            .into_iter()
+            .filter(|info| info.stale)
+            .collect();
+        self.remove(&stale);
+        stale
+    }
+
+    /// Chooses ports for `request` among `candidates`. A port whose every lease is
+    /// stale counts as free, and those leases are removed on the way.
+    pub(crate) fn pick_ports(
+        &mut self,
+        request: &Request,
+        candidates: &Candidates,
+    ) -> Result<Vec<u16>> {
+        let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
+        for (key, entry) in &self.registry.entries {
+            if let Some(port) = port_of_key(key) {
+                leased.entry(port).or_default().push((key, entry));
+            }
+        }
+        let cursor = self.cursor();
+        let (now, liveness) = (self.now, &mut self.liveness);
+        let mut stale_met = Vec::new();
+        let mut usable = |port: u16| -> Result<bool> {
+            if let Some(entries) = leased.get(&port) {
+                if entries
+                    .iter()
+                    .any(|(_, entry)| !entry.record().is_stale(now, liveness))
+                {
+                    return Ok(false);
+                }
+                stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
+            }
+            is_port_free(port, request.protocol, request.host)
+        };
+        let picked = pick(&request.want(), candidates, cursor, &mut usable);
+        drop(leased);
+        for key in stale_met {
+            if self.registry.entries.remove(&key).is_some() {
+                log::info!("reclaimed the stale lease on {key}");
+                self.changed = true;
+            }
+        }
+        let ports = picked?.map_err(|exhausted| Error::Exhausted {
+            wanted: exhausted.wanted,
+            ranges: request.describe_ranges(),
+        })?;
+        if let Some(&last) = ports.last() {
+            self.move_cursor(last);
+        }
+        Ok(ports)
+    }
+
+    /// The last port handed out, where the next search starts after: the board's
+    /// (host-wide) where there is a board that is still shared, else the allocator's.
+    fn cursor(&self) -> Option<u16> {
+        match self.board.filter(|board| !board.broken()) {
+            Some(board) => board.cursor(),
+            None => u16::try_from(self.cursor.load(Ordering::Relaxed))
+                .ok()
+                .filter(|&port| port != 0),
+        }
+    }
+
+    /// Moves both cursors, so that losing the board later keeps next-fit going.
+    fn move_cursor(&self, port: u16) {
+        if let Some(board) = self.board {
+            board.set_cursor(port);
+        }
+        self.cursor.store(u32::from(port), Ordering::Relaxed);
+    }
+
+    fn remove(&mut self, stale: &[LeaseInfo]) {
+        for info in stale {
+            self.registry.entries.remove(&info.key);
+            log::info!(
+                "reclaimed the stale lease on {} (pid {:?})",
+                info.key,
+                info.pid
+            );
+        }
+        self.changed |= !stale.is_empty();
+    }
+
+    /// Ends the leases saved for allocations whose posters withdrew them.
+    pub(crate) fn end_withdrawn(&mut self, ops: &[Op]) {
+        for op in ops {
+            if let Op::Allocate { token, .. } = op {
+                self.end_token(token);
+            }
+        }
+    }
+
+    /// Removes every lease held under `token`.
+    pub(crate) fn end_token(&mut self, token: &str) {
+        let before = self.registry.entries.len();
+        self.registry.entries.retain(|_, entry| {
+            !matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token))
+        });
+        if self.registry.entries.len() != before {
+            log::debug!("ended the leases of a request given up on (token {token})");
+            self.changed = true;
+        }
+    }
+
+    /// The ports leased under `token`, ascending.
+    pub(crate) fn ports_of_token(&self, token: &str) -> Vec<u16> {
+        self.registry
+            .entries
+            .iter()
+            .filter(|(_, entry)| matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token)))
+            .filter_map(|(key, _)| port_of_key(key))
+            .collect()
+    }
+
+    /// How many live-or-not leases `owner` (this very process) holds.
+    pub(crate) fn leases_of(&self, owner: ProcessId) -> usize {
+        self.registry
+            .entries
+            .values()
+            .filter(
+                |entry| matches!(entry.record(), Record::Lease(lease) if lease.owner == Some(owner)),
+            )
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::layout::REGISTRY_FILE;
+    use crate::request::Protocol;
+
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+
+    /// A registry directory whose registry file holds `text`.
+    fn registry_holding(text: &str) -> (tempfile::TempDir, RegistryDir) {
+        let temp = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(temp.path().join(REGISTRY_FILE), text).expect("the registry written");
+        let dir = RegistryDir::prepare(temp.path()).expect("the registry dir");
+        (temp, dir)
+    }
+
+    fn lease(token: &str) -> LeaseRecord {
+        LeaseRecord {
+            pid: std::process::id(),
+            timestamp: unix_now(),
+            owner: None,
+            ttl: Some(60.0),
+            protocol: Protocol::Tcp,
+            label: None,
+            source: None,
+            token: Some(token.into()),
+        }
+    }
+
+    #[test]
+    fn reading_changes_nothing_and_every_change_marks_the_transaction() {
+        let now = unix_now();
+        let (_temp, dir) =
+            registry_holding(&format!(r#"{{"26300": {{"pid": 1, "timestamp": {now}}}}}"#));
+        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        assert!(txn.record("26300").is_some());
+        assert_eq!(txn.snapshot().len(), 1);
+        assert!(txn.ports_of_token("t").is_empty());
+        assert!(txn.live_lease(26300, None).is_none(), "a seed entry");
+        assert!(!txn.remove_entry("26301"));
+        assert!(!txn.update_lease(26301, lease("t")));
+        assert!(!txn.changed(), "reading and missing changed nothing");
+
+        txn.insert_lease(26301, lease("t"));
+        assert!(txn.changed());
+        txn.commit().expect("written");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        assert!(txn.remove_entry("26300"));
+        assert!(txn.changed());
+        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        let renewed = txn.live_lease(26301, Some("t")).expect("the lease");
+        assert!(txn.update_lease(26301, renewed));
+        assert!(txn.changed());
+    }
+
+    #[test]
+    fn a_damaged_registry_is_written_back_with_its_salvage() {
+        let now = unix_now();
+        let (temp, dir) = registry_holding(&format!(
+            r#"{{"26302": {{"pid": 1, "timestamp": {now}}}, "26303": garbage"#
+        ));
+        let txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        assert!(txn.changed(), "the salvage is to be written");
+        txn.commit().expect("written");
+        let text = std::fs::read_to_string(temp.path().join(REGISTRY_FILE)).expect("read");
+        let written: serde_json::Value = serde_json::from_str(&text).expect("valid JSON now");
+        assert!(written.get("26302").is_some(), "{text}");
+    }
+}
