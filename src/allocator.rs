@@ -174,16 +174,18 @@ impl Allocator {
             }
         };
         for &port in &ports {
-            let record = LeaseRecord {
+            let mut record = LeaseRecord {
                 pid: owner.map_or(pid, |o| o.pid),
+                since: txn.now,
                 timestamp: txn.now,
                 owner,
-                ttl: request.ttl.map(|ttl| ttl.as_secs_f64()),
+                ttl: request.effective_ttl().map(|ttl| ttl.as_secs_f64()),
                 protocol: request.protocol,
                 label: request.label.clone(),
                 source: Some(request.source.clone()),
                 token: Some(token.to_owned()),
             };
+            record.restamp(txn.now);
             txn.registry
                 .entries
                 .insert(port.to_string(), Entry::new(record));
@@ -192,7 +194,12 @@ impl Allocator {
             board.set_cursor(last);
         }
         txn.changed = true;
-        log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
+        log::debug!(
+            "leased {} to {} in {}",
+            list_ports(&ports),
+            owner.map_or("no process".to_owned(), |o| format!("pid {}", o.pid)),
+            self.dir.display()
+        );
         Ok(ports)
     }
 
@@ -213,12 +220,37 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release_where(&self, matches: impl Fn(&LeaseInfo) -> bool) -> Result<Vec<LeaseInfo>> {
+        self.release_where_permitted(matches, |_| true)
+    }
+
+    /// Ends every lease for which `matches` is true, unless one of them is held by a
+    /// live process (a portlease lease's owner, or a seed entry's pid while it runs)
+    /// that `may_end` does not accept: then nothing ends, and the error
+    /// ([`Error::HeldByProcess`]) names that process. Returns what it ended.
+    ///
+    /// # Errors
+    /// [`Error::HeldByProcess`], [`Error::LockTimeout`], or an I/O error naming the file.
+    pub fn release_where_permitted(
+        &self,
+        matches: impl Fn(&LeaseInfo) -> bool,
+        may_end: impl Fn(u32) -> bool,
+    ) -> Result<Vec<LeaseInfo>> {
         self.transact(|txn| {
             let released = txn
                 .snapshot()
                 .into_iter()
                 .filter(|info| matches(info))
                 .collect::<Vec<_>>();
+            for info in &released {
+                if let Some(pid) = txn.live_holder(&info.key)
+                    && !may_end(pid)
+                {
+                    return Err(Error::HeldByProcess {
+                        key: info.key.clone(),
+                        pid,
+                    });
+                }
+            }
             for info in &released {
                 txn.registry.entries.remove(&info.key);
             }
@@ -227,13 +259,69 @@ impl Allocator {
         })
     }
 
+    /// Ends the lease allocated under `token` (every port it holds) and nothing else;
+    /// returns its ports, ascending. A lease already ended returns none, so a release
+    /// retried after a lost answer cannot end a lease made since on the same port.
+    ///
+    /// # Errors
+    /// [`Error::LockTimeout`] or an I/O error naming the file.
+    pub fn release_by_token(&self, token: &str) -> Result<Vec<u16>> {
+        self.transact(|txn| {
+            let keys: Vec<String> = txn
+                .registry
+                .entries
+                .iter()
+                .filter(|(_, entry)| matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token)))
+                .map(|(key, _)| key.clone())
+                .collect();
+            for key in &keys {
+                txn.registry.entries.remove(key);
+            }
+            txn.changed = !keys.is_empty();
+            let mut ports: Vec<u16> = keys.iter().filter_map(|key| port_of_key(key)).collect();
+            ports.sort_unstable();
+            Ok(ports)
+        })
+    }
+
+    /// Hands the leases on `ports` to the running process `pid`, recorded by pid and
+    /// start time as [`Lease::transfer_to`] does: from now on each lasts as long as that
+    /// process runs, with no TTL. A lease held by another live process is handed on
+    /// only if `may_take` accepts that process. All of them, or, on error, none.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchProcess`], [`Error::NotLeased`], [`Error::NotPortlease`],
+    /// [`Error::LeaseLost`] for a lease that has ended, [`Error::HeldByProcess`]; lock
+    /// and I/O errors.
+    pub fn hand_over(&self, ports: &[u16], pid: u32, may_take: impl Fn(u32) -> bool) -> Result<()> {
+        let to = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
+        self.transact(|txn| {
+            for &port in ports {
+                let key = port.to_string();
+                if let Some(holder) = txn.live_holder(&key)
+                    && holder != pid
+                    && !may_take(holder)
+                {
+                    return Err(Error::HeldByProcess { key, pid: holder });
+                }
+            }
+            Allocator::change_leases(txn, ports, None, |lease, now| {
+                lease.pid = to.pid;
+                lease.owner = Some(to);
+                lease.ttl = None;
+                lease.since = now;
+            })
+        })
+    }
+
     /// Renews the lease on `port`: its time starts again from now, with `ttl` as its
     /// new lifetime, or the lifetime it had (`None`). Refreshes the `timestamp` the
     /// seed judges leases by, too.
     ///
     /// # Errors
-    /// [`Error::LeaseLost`] when the port holds no live portlease lease,
-    /// [`Error::InvalidRequest`] for a TTL of 0.
+    /// [`Error::NotLeased`] when the port holds no lease, [`Error::NotPortlease`] when
+    /// it holds one portlease did not make (the seed's), [`Error::LeaseLost`] when its
+    /// lease has ended, [`Error::InvalidRequest`] for a TTL of 0.
     pub fn renew(&self, port: u16, ttl: Option<Duration>) -> Result<()> {
         self.renew_matching(&[port], None, ttl)
     }
@@ -255,7 +343,7 @@ impl Allocator {
     ) -> Result<()> {
         check_ttl(ttl)?;
         self.update_leases(ports, token, |lease, now| {
-            lease.timestamp = now;
+            lease.since = now;
             if let Some(ttl) = ttl {
                 lease.ttl = Some(ttl.as_secs_f64());
             }
@@ -270,27 +358,52 @@ impl Allocator {
         token: Option<&str>,
         change: impl Fn(&mut LeaseRecord, f64),
     ) -> Result<()> {
-        self.transact(|txn| {
-            for &port in ports {
-                let key = port.to_string();
-                let Some(entry) = txn.registry.entries.get_mut(&key) else {
-                    return Err(Error::LeaseLost { port });
-                };
-                let mut lease = match entry.record() {
-                    Record::Lease(lease)
-                        if token.is_none_or(|t| lease.token.as_deref() == Some(t))
-                            && !lease.is_stale(txn.now, &mut txn.liveness) =>
-                    {
-                        lease.clone()
-                    }
-                    _ => return Err(Error::LeaseLost { port }),
-                };
-                change(&mut lease, txn.now);
-                entry.update(lease);
-            }
-            txn.changed = true;
-            Ok(())
-        })
+        self.transact(|txn| Allocator::change_leases(txn, ports, token, change))
+    }
+
+    /// The body of [`update_leases`](Allocator::update_leases). Without a token, the
+    /// error says what the port holds instead of a live lease.
+    fn change_leases(
+        txn: &mut Transaction<'_>,
+        ports: &[u16],
+        token: Option<&str>,
+        change: impl Fn(&mut LeaseRecord, f64),
+    ) -> Result<()> {
+        for &port in ports {
+            let key = port.to_string();
+            let Some(entry) = txn.registry.entries.get_mut(&key) else {
+                return Err(match token {
+                    Some(_) => Error::LeaseLost { port },
+                    None => Error::NotLeased { port },
+                });
+            };
+            let mut lease = match entry.record() {
+                Record::Lease(lease)
+                    if token.is_none_or(|t| lease.token.as_deref() == Some(t))
+                        && !lease.is_stale(txn.now, &mut txn.liveness) =>
+                {
+                    lease.clone()
+                }
+                Record::Seed { pid, .. } if token.is_none() => {
+                    return Err(Error::NotPortlease {
+                        port,
+                        what: format!("a lease of the seed (pid {pid}), which only the seed ends"),
+                    });
+                }
+                Record::Unknown if token.is_none() => {
+                    return Err(Error::NotPortlease {
+                        port,
+                        what: "an entry portlease does not understand".into(),
+                    });
+                }
+                _ => return Err(Error::LeaseLost { port }),
+            };
+            change(&mut lease, txn.now);
+            lease.restamp(txn.now);
+            entry.update(lease);
+        }
+        txn.changed = true;
+        Ok(())
     }
 
     /// Ends the leases on `ports` held under `token`; a port leased to another lease
@@ -442,15 +555,50 @@ impl Transaction<'_> {
         infos
     }
 
-    /// Removes every stale entry and returns what it removed.
+    /// Removes every stale entry and returns what it removed; moves on the seed's
+    /// `timestamp` of the live leases that need it.
     pub(crate) fn reclaim_stale(&mut self) -> Vec<LeaseInfo> {
-        let stale: Vec<LeaseInfo> = self
-            .snapshot()
-            .into_iter()
-            .filter(|info| info.stale)
-            .collect();
+        let (stale, live): (Vec<LeaseInfo>, Vec<LeaseInfo>) =
+            self.snapshot().into_iter().partition(|info| info.stale);
         self.remove(&stale);
+        self.restamp(live.into_iter().map(|info| info.key));
         stale
+    }
+
+    /// Moves the seed's `timestamp` ahead on these live leases where it is due, so the
+    /// seed never reclaims a lease whose owner runs.
+    fn restamp(&mut self, keys: impl IntoIterator<Item = String>) {
+        let now = self.now;
+        for key in keys {
+            let Some(entry) = self.registry.entries.get_mut(&key) else {
+                continue;
+            };
+            if let Record::Lease(lease) = entry.record()
+                && lease.needs_restamp(now)
+            {
+                let mut lease = lease.clone();
+                lease.restamp(now);
+                entry.update(lease);
+                self.changed = true;
+            }
+        }
+    }
+
+    /// The live process holding the entry under `key`: a live lease's owner, or a seed
+    /// entry's pid while a process with that pid runs (the seed records no start
+    /// time). `None` for a lease owned by no process, an ended one, or no entry.
+    pub(crate) fn live_holder(&mut self, key: &str) -> Option<u32> {
+        let record = self.registry.entries.get(key)?.record();
+        if record.is_stale(self.now, &mut self.liveness) {
+            return None;
+        }
+        match record {
+            Record::Lease(lease) => lease.owner.map(|owner| owner.pid),
+            Record::Seed { pid, .. } => u32::try_from(*pid)
+                .ok()
+                .filter(|&pid| ProcessId::of_running(pid).is_some()),
+            Record::Unknown => None,
+        }
     }
 
     /// Chooses ports for `request` among `candidates`. A port whose every lease is
@@ -464,12 +612,16 @@ impl Transaction<'_> {
         }
         let (now, liveness) = (self.now, &mut self.liveness);
         let mut stale_met = Vec::new();
+        let mut live_met = Vec::new();
         let mut usable = |port: u16| -> Result<bool> {
             if let Some(entries) = leased.get(&port) {
-                if entries
+                let live: Vec<&str> = entries
                     .iter()
-                    .any(|(_, entry)| !entry.record().is_stale(now, liveness))
-                {
+                    .filter(|(_, entry)| !entry.record().is_stale(now, liveness))
+                    .map(|(key, _)| *key)
+                    .collect();
+                if !live.is_empty() {
+                    live_met.extend(live.into_iter().map(str::to_owned));
                     return Ok(false);
                 }
                 stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
@@ -483,6 +635,7 @@ impl Transaction<'_> {
             &mut usable,
         );
         drop(leased);
+        self.restamp(live_met);
         for key in stale_met {
             if self.registry.entries.remove(&key).is_some() {
                 log::info!("reclaimed the stale lease on {key}");
@@ -495,11 +648,10 @@ impl Transaction<'_> {
     fn remove(&mut self, stale: &[LeaseInfo]) {
         for info in stale {
             self.registry.entries.remove(&info.key);
-            log::info!(
-                "reclaimed the stale lease on {} (pid {:?})",
-                info.key,
-                info.pid
-            );
+            match info.pid {
+                Some(pid) => log::info!("reclaimed the stale lease on {} (pid {pid})", info.key),
+                None => log::info!("reclaimed the stale lease on {}", info.key),
+            }
         }
         self.changed |= !stale.is_empty();
     }
@@ -619,6 +771,12 @@ fn all_usable(
         }
     }
     Ok(true)
+}
+
+/// Ports as people write them: "30001, 30002".
+fn list_ports(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    ports.join(", ")
 }
 
 pub(crate) fn unix_now() -> f64 {

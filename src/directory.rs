@@ -42,17 +42,12 @@ pub fn default_dir() -> PathBuf {
 pub(crate) fn prepare(dir: &Path) -> Result<()> {
     match DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         Ok(()) => {}
-        Err(e) if dir.exists() && !dir.is_dir() => {
-            return Err(not_a_directory(dir, e));
-        }
+        Err(_) if dir.exists() && !dir.is_dir() => return Err(not_a_directory(dir)),
         Err(e) => return Err(Error::io("cannot create the registry directory", dir, e)),
     }
     let meta = std::fs::metadata(dir).map_err(|e| Error::io("cannot inspect", dir, e))?;
     if !meta.is_dir() {
-        return Err(not_a_directory(
-            dir,
-            std::io::ErrorKind::NotADirectory.into(),
-        ));
+        return Err(not_a_directory(dir));
     }
     // SAFETY: geteuid cannot fail and touches no memory.
     let me = unsafe { libc::geteuid() };
@@ -80,12 +75,13 @@ pub(crate) fn prepare(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn not_a_directory(dir: &Path, e: std::io::Error) -> Error {
-    Error::io(
-        "the registry directory is not a directory (name a directory, not a file)",
-        dir,
-        e,
-    )
+fn not_a_directory(dir: &Path) -> Error {
+    Error::Unsafe {
+        path: dir.to_path_buf(),
+        reason: "it is a file, not a directory; name a directory for the registry \
+                 (--dir or PORTLEASE_DIR), or leave both unset for the default"
+            .into(),
+    }
 }
 
 /// Whether `dir` is on a RAM-backed filesystem (tmpfs or ramfs); `None` if unknown.
