@@ -19,7 +19,9 @@ use super::args::{LeaseOptions, UsageError};
 /// The ports are owned by the command's process, so they stay leased even if
 /// portlease itself is killed. They are passed in the environment ($PORT, or the
 /// names given with --env, one per port; $PORTLEASE_PORTS holds them all, space-
-/// separated) and replace {PORT}, {PORT0}, {PORT1}, ... in the arguments. SIGINT,
+/// separated) and replace {PORT}, {PORT0}, {PORT1}, ... in the arguments (with no
+/// --count or --env, as many ports are leased as the highest {PORTi} asks for; one
+/// past the count is an error). SIGINT,
 /// SIGTERM and SIGHUP are forwarded to the command; portlease exits with its exit
 /// code, 128 + N when signal N ended it, 127 when it cannot be found.
 ///
