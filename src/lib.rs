@@ -78,8 +78,8 @@
 //! - a lease that lasts while its owner process runs: a day ahead
 //!   ([`OWNER_HORIZON_SECS`]), moved ahead again, at most hourly, by every transaction
 //!   that meets the lease alive (an allocation that meets its port, a sweep, a `gc`).
-//!   Once the owner is gone, the first transaction that meets the lease removes it,
-//!   and seed processes may take the port from then on.
+//!   Once the owner is gone, the first allocation or `gc` that meets the lease removes
+//!   it (listing only shows it), and seed processes may take the port from then on.
 //!
 //! # Guarantees
 //! - No two live leases, from any number of processes and threads, share a port.

@@ -17,8 +17,8 @@
 //! - a lease that lives as long as its owner process: a day ahead
 //!   ([`OWNER_HORIZON_SECS`]), moved ahead again by any transaction that meets the lease
 //!   alive once it is an hour old ([`REFRESH_AFTER_SECS`]). When the owner is gone, the
-//!   first transaction that meets the lease removes it, and the seed may take the port
-//!   from then on.
+//!   first allocation or `gc` that meets the lease removes it, and the seed may take
+//!   the port from then on.
 
 use serde_json::{Value, json};
 
