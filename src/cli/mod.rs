@@ -50,6 +50,7 @@ code (128 + N when a signal N ended it, 127 when it could not be found).
 
 Examples:
   PORT=$(portlease alloc)                 a port leased for 300 s
+  portlease hand \"$PORT\" --to $!          ... then to the server just started
   portlease exec -- python3 -m http.server {PORT}
   portlease list";
 

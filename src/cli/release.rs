@@ -12,9 +12,9 @@ use super::output::{note, print};
 ///
 /// A lease held by a running process is ended only when that process is this
 /// command's own kin: its shell (the parent) or something that shell started. Another
-/// shell's running job keeps its lease unless --force is given; the command then fails
-/// (exit code 6), naming the holder, and ends nothing. A lease owned by no process can
-/// be ended by anyone. Releasing a port that is not leased is not an error (it says so
+/// shell's running job keeps its lease: without --force the command fails (exit code
+/// 6), naming the holder, and ends nothing. A lease owned by no process can be ended
+/// by anyone. Releasing a port that is not leased is not an error (it says so
 /// on stderr).
 ///
 /// --token ends exactly the lease `alloc --json` printed the token of, and nothing
