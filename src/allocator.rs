@@ -202,19 +202,26 @@ impl Allocator {
             }
         };
         for &port in &ports {
-            let record = LeaseRecord {
+            let mut record = LeaseRecord {
                 pid: owner.map_or(pid, |o| o.pid),
+                since: txn.now(),
                 timestamp: txn.now(),
                 owner,
-                ttl: request.ttl.map(|ttl| ttl.as_secs_f64()),
+                ttl: request.effective_ttl().map(|ttl| ttl.as_secs_f64()),
                 protocol: request.protocol,
                 label: request.label.clone(),
                 source: Some(request.source.clone()),
                 token: Some(token.to_owned()),
             };
+            record.restamp(txn.now());
             txn.insert_lease(port, record);
         }
-        log::debug!("leased {ports:?} to {owner:?} in {}", self.dir.display());
+        log::debug!(
+            "leased {} to {} in {}",
+            list_ports(&ports),
+            owner.map_or("no process".to_owned(), |o| format!("pid {}", o.pid)),
+            self.dir.display()
+        );
         Ok(ports)
     }
 
@@ -235,6 +242,21 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release_where(&self, matches: impl Fn(&LeaseInfo) -> bool) -> Result<Vec<LeaseInfo>> {
+        self.release_where_permitted(matches, |_| true)
+    }
+
+    /// Ends every lease for which `matches` is true, unless one of them is held by a
+    /// live process (a portlease lease's owner, or a seed entry's pid while it runs)
+    /// that `may_end` does not accept: then nothing ends, and the error
+    /// ([`Error::HeldByProcess`]) names that process. Returns what it ended.
+    ///
+    /// # Errors
+    /// [`Error::HeldByProcess`], [`Error::LockTimeout`], or an I/O error naming the file.
+    pub fn release_where_permitted(
+        &self,
+        matches: impl Fn(&LeaseInfo) -> bool,
+        may_end: impl Fn(u32) -> bool,
+    ) -> Result<Vec<LeaseInfo>> {
         self.transact(|txn| {
             let released = txn
                 .snapshot()
@@ -242,9 +264,64 @@ impl Allocator {
                 .filter(|info| matches(info))
                 .collect::<Vec<_>>();
             for info in &released {
+                if let Some(pid) = txn.live_holder(&info.key)
+                    && !may_end(pid)
+                {
+                    return Err(Error::HeldByProcess {
+                        key: info.key.clone(),
+                        pid,
+                    });
+                }
+            }
+            for info in &released {
                 txn.remove_entry(&info.key);
             }
             Ok(released)
+        })
+    }
+
+    /// Ends the lease allocated under `token` (every port it holds) and nothing else;
+    /// returns its ports, ascending. A lease already ended returns none, so a release
+    /// retried after a lost answer cannot end a lease made since on the same port.
+    ///
+    /// # Errors
+    /// [`Error::LockTimeout`] or an I/O error naming the file.
+    pub fn release_by_token(&self, token: &str) -> Result<Vec<u16>> {
+        self.transact(|txn| {
+            let mut ports = txn.ports_of_token(token);
+            txn.end_token(token);
+            ports.sort_unstable();
+            Ok(ports)
+        })
+    }
+
+    /// Hands the leases on `ports` to the running process `pid`, recorded by pid and
+    /// start time as [`Lease::transfer_to`] does: from now on each lasts as long as that
+    /// process runs, with no TTL. A lease held by another live process is handed on
+    /// only if `may_take` accepts that process. All of them, or, on error, none.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchProcess`], [`Error::NotLeased`], [`Error::NotPortlease`],
+    /// [`Error::LeaseLost`] for a lease that has ended, [`Error::HeldByProcess`]; lock
+    /// and I/O errors.
+    pub fn hand_over(&self, ports: &[u16], pid: u32, may_take: impl Fn(u32) -> bool) -> Result<()> {
+        let to = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
+        self.transact(|txn| {
+            for &port in ports {
+                let key = port.to_string();
+                if let Some(holder) = txn.live_holder(&key)
+                    && holder != pid
+                    && !may_take(holder)
+                {
+                    return Err(Error::HeldByProcess { key, pid: holder });
+                }
+            }
+            Allocator::change_leases(txn, ports, None, |lease, now| {
+                lease.pid = to.pid;
+                lease.owner = Some(to);
+                lease.ttl = None;
+                lease.since = now;
+            })
         })
     }
 
@@ -253,8 +330,9 @@ impl Allocator {
     /// seed judges leases by, too.
     ///
     /// # Errors
-    /// [`Error::LeaseLost`] when the port holds no live portlease lease,
-    /// [`Error::InvalidRequest`] for a TTL of 0.
+    /// [`Error::NotLeased`] when the port holds no lease, [`Error::NotPortlease`] when
+    /// it holds one portlease did not make (the seed's), [`Error::LeaseLost`] when its
+    /// lease has ended, [`Error::InvalidRequest`] for a TTL of 0.
     pub fn renew(&self, port: u16, ttl: Option<Duration>) -> Result<()> {
         self.renew_matching(&[port], None, ttl)
     }
@@ -276,7 +354,7 @@ impl Allocator {
     ) -> Result<()> {
         check_ttl(ttl)?;
         self.update_leases(ports, token, |lease, now| {
-            lease.timestamp = now;
+            lease.since = now;
             if let Some(ttl) = ttl {
                 lease.ttl = Some(ttl.as_secs_f64());
             }
@@ -291,16 +369,37 @@ impl Allocator {
         token: Option<&str>,
         change: impl Fn(&mut LeaseRecord, f64),
     ) -> Result<()> {
-        self.transact(|txn| {
-            for &port in ports {
-                let Some(mut lease) = txn.live_lease(port, token) else {
-                    return Err(Error::LeaseLost { port });
-                };
-                change(&mut lease, txn.now());
-                txn.update_lease(port, lease);
-            }
-            Ok(())
-        })
+        self.transact(|txn| Allocator::change_leases(txn, ports, token, change))
+    }
+
+    /// The body of [`update_leases`](Allocator::update_leases). Without a token, the
+    /// error says what the port holds instead of a live lease.
+    fn change_leases(
+        txn: &mut Transaction<'_>,
+        ports: &[u16],
+        token: Option<&str>,
+        change: impl Fn(&mut LeaseRecord, f64),
+    ) -> Result<()> {
+        for &port in ports {
+            let Some(mut lease) = txn.live_lease(port, token) else {
+                return Err(match (token, txn.record(&port.to_string())) {
+                    (None, None) => Error::NotLeased { port },
+                    (None, Some(Record::Seed { pid, .. })) => Error::NotPortlease {
+                        port,
+                        what: format!("a lease of the seed (pid {pid}), which only the seed ends"),
+                    },
+                    (None, Some(Record::Unknown)) => Error::NotPortlease {
+                        port,
+                        what: "an entry portlease does not understand".into(),
+                    },
+                    _ => Error::LeaseLost { port },
+                });
+            };
+            change(&mut lease, txn.now());
+            lease.restamp(txn.now());
+            txn.update_lease(port, lease);
+        }
+        Ok(())
     }
 
     /// Ends the leases on `ports` held under `token`; a port leased to another lease
@@ -594,6 +693,12 @@ impl Ledger for Allocator {
             }
         })
     }
+}
+
+/// Ports as people write them: "30001, 30002".
+fn list_ports(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    ports.join(", ")
 }
 
 /// A token unique to one allocation: pid, time and a counter.

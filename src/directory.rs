@@ -119,7 +119,7 @@ impl RegistryDir {
             Err(Errno::NOENT) if !writable => Err(Error::NoRegistry {
                 dir: dir.to_path_buf(),
             }),
-            Err(Errno::NOTDIR) => Err(not_a_directory(dir, Errno::NOTDIR.into())),
+            Err(Errno::NOTDIR) => Err(not_a_directory(dir)),
             Err(e) => Err(Error::io(
                 "cannot open the registry directory",
                 dir,
@@ -148,12 +148,13 @@ fn getuid_effective() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-fn not_a_directory(dir: &Path, e: std::io::Error) -> Error {
-    Error::io(
-        "the registry directory is not a directory (name a directory, not a file)",
-        dir,
-        e,
-    )
+fn not_a_directory(dir: &Path) -> Error {
+    Error::Unsafe {
+        path: dir.to_path_buf(),
+        reason: "it is a file, not a directory; name a directory for the registry \
+                 (--dir or PORTLEASE_DIR), or leave both unset for the default"
+            .into(),
+    }
 }
 
 /// Whether `dir` is on a RAM-backed filesystem (tmpfs or ramfs); `None` if unknown.

@@ -67,6 +67,41 @@ pub enum Error {
         port: u16,
     },
 
+    /// The port holds no lease at all (never leased, or released already).
+    #[error(
+        "port {port} is not leased (never leased, or released already): there is no lease \
+         to change; lease it first"
+    )]
+    NotLeased {
+        /// The port.
+        port: u16,
+    },
+
+    /// The port's entry is not a portlease lease (the seed's, or one not understood),
+    /// which portlease neither renews nor hands on.
+    #[error(
+        "port {port} holds {what}, not a portlease lease: portlease cannot renew or hand it on"
+    )]
+    NotPortlease {
+        /// The port.
+        port: u16,
+        /// What the entry is, e.g. "a lease of the seed (pid 42), ...".
+        what: String,
+    },
+
+    /// The lease is held by a live process that the caller may not end or hand on
+    /// (see [`Allocator::release_where_permitted`](crate::Allocator::release_where_permitted)).
+    #[error(
+        "the lease on {key} is held by running process {pid}: end it from that process, \
+         or force it"
+    )]
+    HeldByProcess {
+        /// The registry key (the port).
+        key: String,
+        /// The live process that holds it.
+        pid: u32,
+    },
+
     /// Reading or writing a file of the registry failed.
     #[error("{action} {}: {source}", path.display())]
     Io {

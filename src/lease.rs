@@ -111,6 +111,12 @@ impl Lease {
         &self.ports
     }
 
+    /// The token that names this lease in the registry: [`Allocator::release_by_token`]
+    /// ends exactly this lease, and nothing else, however often it is retried.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// Ends the lease now.
     ///
     /// # Errors

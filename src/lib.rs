@@ -74,8 +74,20 @@
 //! The file format is the one of the Python module portlease grew from (the "seed"),
 //! so its processes and portlease can share one directory: keys are decimal ports,
 //! values objects with at least `pid` and `timestamp`. portlease adds its own fields
-//! inside each entry (`owner`, `start_time`, `ttl`, `proto`, `label`, `source`,
-//! `token`) and keeps whatever else it finds.
+//! inside each entry (`leased_at`, `owner`, `start_time`, `ttl`, `proto`, `label`,
+//! `source`, `token`) and keeps whatever else it finds.
+//!
+//! The seed reclaims an entry 300 s after its `timestamp`, whatever else it says. So
+//! portlease writes `timestamp` as the moment the seed should start counting, and
+//! judges its own leases by its own fields (`leased_at` is when a lease was made or
+//! last renewed):
+//! - a lease with a TTL: `leased_at + ttl - 300`, so the seed reclaims it exactly when
+//!   it ends;
+//! - a lease that lasts while its owner process runs: a day ahead
+//!   ([`OWNER_HORIZON_SECS`]), moved ahead again, at most hourly, by every transaction
+//!   that meets the lease alive (an allocation that meets its port, a sweep, a `gc`).
+//!   Once the owner is gone, the first allocation or `gc` that meets the lease removes
+//!   it (listing only shows it), and seed processes may take the port from then on.
 //!
 //! # Guarantees
 //! - No two live leases, from any number of processes and threads, share a port.
@@ -119,9 +131,10 @@
 //!   [`Lease::into_listener`] when the server runs in your process.
 //! - Ports in the kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`)
 //!   can be taken by any outgoing connection; portlease warns when a range overlaps it.
-//! - The seed judges every entry by its `timestamp` alone (stale after 300 s). A lease
-//!   meant to last longer must be renewed within 300 s if seed processes share the
-//!   directory, or they will reclaim it.
+//! - The default lease ([`Request::new`]) is owned by the calling process and has no
+//!   TTL: it lasts until dropped or released, or the process ends. A lease owned by a
+//!   process whose owner died stays in the file until a portlease transaction meets
+//!   it; seed processes leave its port alone until then (for up to a day).
 //! - `Owner::Nobody` leases (the default of `portlease alloc`) end only by TTL or
 //!   release.
 //! - With a `host`, the check binds that address alone, as the seed did: a server on
@@ -200,6 +213,8 @@
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Examples, the README's among them, must compile without a warning.
+#![doc(test(attr(deny(warnings))))]
 
 mod allocator;
 mod batch;
@@ -227,7 +242,12 @@ pub use error::{Error, Result};
 pub use layout::{BOARD_FILE, LOCK_FILE, REGISTRY_FILE};
 pub use lease::Lease;
 pub use process::ProcessId;
-pub use record::SEED_LEASE_SECS;
+pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS};
 pub use request::{DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, Request};
 pub use seed_api::{allocate_port, release_port};
 pub use snapshot::{EntryKind, LeaseInfo};
+
+/// The README's Rust example, compiled (and its warnings denied) as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -7,6 +7,18 @@
 //! - anything else (a key that is not a port, a value that is not an object, an
 //!   object missing its fields). Those are kept as they are, and their ports are never
 //!   handed out: portlease cannot tell whether they are still in use.
+//!
+//! # The `timestamp` portlease writes
+//! The seed reclaims an entry once `now - timestamp > 300`, whatever else it says. So
+//! in its own leases portlease writes `timestamp` as the moment the seed should start
+//! counting, and keeps the truth in its own fields (`leased_at`, `ttl`, `owner`):
+//! - a lease with a TTL: its end minus 300 s, so the seed reclaims it exactly when it
+//!   ends;
+//! - a lease that lives as long as its owner process: a day ahead
+//!   ([`OWNER_HORIZON_SECS`]), moved ahead again by any transaction that meets the lease
+//!   alive once it is an hour old ([`REFRESH_AFTER_SECS`]). When the owner is gone, the
+//!   first allocation or `gc` that meets the lease removes it, and the seed may take
+//!   the port from then on.
 
 use serde_json::{Value, json};
 
@@ -15,6 +27,16 @@ use crate::request::Protocol;
 
 /// How long the seed honours an entry after its timestamp.
 pub const SEED_LEASE_SECS: f64 = 300.0;
+
+/// How far ahead of now a lease owned by a process (with no TTL) sets the `timestamp`
+/// the seed judges it by: the seed leaves it alone for this long even if no portlease
+/// process runs meanwhile.
+pub const OWNER_HORIZON_SECS: f64 = 86_400.0;
+
+/// A live process-owned lease met by a transaction gets a new `timestamp` once its
+/// current one is this much older than a fresh one would be: so a busy registry is
+/// rewritten for this at most once an hour per lease.
+pub const REFRESH_AFTER_SECS: f64 = 3_600.0;
 
 /// One entry, as far as portlease understands it.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +54,10 @@ pub(crate) enum Record {
 pub(crate) struct LeaseRecord {
     /// The owner pid; for an owner-less lease, the pid that allocated it.
     pub(crate) pid: u32,
-    /// Unix seconds of the allocation or last renewal.
+    /// Unix seconds of the allocation or last renewal (`leased_at` in the file).
+    pub(crate) since: f64,
+    /// The `timestamp` written for the seed: when it should start counting its 300 s
+    /// (see the module docs). portlease itself never judges by it.
     pub(crate) timestamp: f64,
     /// The owner process, or `None` for a lease that lives by its TTL alone.
     pub(crate) owner: Option<ProcessId>,
@@ -53,6 +78,7 @@ pub(crate) struct LeaseRecord {
 struct Fields<'a> {
     pid: Option<i64>,
     timestamp: Option<f64>,
+    leased_at: Option<f64>,
     #[serde(borrow)]
     owner: Option<&'a str>,
     start_time: Option<u64>,
@@ -124,6 +150,8 @@ impl LeaseRecord {
         };
         Some(LeaseRecord {
             pid,
+            // Entries from before `leased_at` was written stamped the allocation.
+            since: fields.leased_at.unwrap_or(timestamp),
             timestamp,
             owner,
             ttl,
@@ -139,6 +167,7 @@ impl LeaseRecord {
         let mut entry = json!({
             "pid": self.pid,
             "timestamp": self.timestamp,
+            "leased_at": self.since,
             "owner": if self.owner.is_some() { "process" } else { "none" },
             "ttl": self.ttl,
             "proto": self.protocol.as_str(),
@@ -165,7 +194,29 @@ impl LeaseRecord {
     }
 
     fn has_expired(&self, now: f64) -> bool {
-        self.ttl.is_some_and(|ttl| now - self.timestamp > ttl)
+        self.ttl.is_some_and(|ttl| now - self.since > ttl)
+    }
+
+    /// The `timestamp` to write at `now` so that the seed reclaims the lease only once
+    /// it has ended: its end minus 300 s, or for a lease that lasts while its owner
+    /// lives, a day ahead.
+    pub(crate) fn seed_timestamp(&self, now: f64) -> f64 {
+        match self.ttl {
+            Some(ttl) => self.since + ttl - SEED_LEASE_SECS,
+            None => now + OWNER_HORIZON_SECS,
+        }
+    }
+
+    /// Sets the `timestamp` written for the seed, as of `now`.
+    pub(crate) fn restamp(&mut self, now: f64) {
+        self.timestamp = self.seed_timestamp(now);
+    }
+
+    /// Whether a transaction meeting this lease alive at `now` should move its
+    /// `timestamp` ahead: a lease with no TTL whose stamp has aged an hour or more
+    /// (or that is stamped in the seed's old way, at its allocation).
+    pub(crate) fn needs_restamp(&self, now: f64) -> bool {
+        self.ttl.is_none() && self.seed_timestamp(now) - self.timestamp >= REFRESH_AFTER_SECS
     }
 
     pub(crate) fn is_stale(&self, now: f64, liveness: &mut LivenessCache) -> bool {
@@ -193,7 +244,8 @@ mod tests {
     fn a_lease_reads_back_as_written() {
         let lease = LeaseRecord {
             pid: 42,
-            timestamp: 1000.5,
+            since: 1000.5,
+            timestamp: 900.5,
             owner: Some(ProcessId {
                 pid: 42,
                 start_time: Some(7),
@@ -209,6 +261,54 @@ mod tests {
             Record::parse(&lease.to_value().to_string()),
             Record::Lease(lease)
         );
+    }
+
+    fn lease(ttl: Option<f64>, owner: bool) -> LeaseRecord {
+        LeaseRecord {
+            pid: 42,
+            since: 1000.0,
+            timestamp: 1000.0,
+            owner: owner.then_some(ProcessId {
+                pid: 42,
+                start_time: None,
+                pid_ns: None,
+            }),
+            ttl,
+            protocol: Protocol::Tcp,
+            label: None,
+            source: None,
+            token: None,
+        }
+    }
+
+    #[test]
+    fn a_ttl_lease_tells_the_seed_to_count_from_its_end_minus_300_seconds() {
+        let mut ttl_lease = lease(Some(900.0), false);
+        ttl_lease.restamp(1000.0);
+        assert_eq!(ttl_lease.timestamp, 1000.0 + 900.0 - SEED_LEASE_SECS);
+        assert!(!ttl_lease.needs_restamp(1e9), "a TTL lease keeps its stamp");
+    }
+
+    #[test]
+    fn an_owned_lease_is_stamped_a_day_ahead_and_moved_on_hourly() {
+        let mut owned = lease(None, true);
+        assert!(
+            owned.needs_restamp(1000.0),
+            "stamped the seed's way, at allocation"
+        );
+        owned.restamp(1000.0);
+        assert_eq!(owned.timestamp, 1000.0 + OWNER_HORIZON_SECS);
+        assert!(!owned.needs_restamp(1000.0 + REFRESH_AFTER_SECS - 1.0));
+        assert!(owned.needs_restamp(1000.0 + REFRESH_AFTER_SECS));
+    }
+
+    #[test]
+    fn entries_without_leased_at_count_from_their_timestamp() {
+        let old = json!({"pid": 1, "timestamp": 500.0, "owner": "none", "ttl": 10.0});
+        let Record::Lease(lease) = Record::parse(&old.to_string()) else {
+            panic!("a portlease lease");
+        };
+        assert_eq!(lease.since, 500.0);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::pick::{Candidates, Want};
 
 /// The range searched when a request names none: the seed's default, 10000-10999.
 pub const DEFAULT_RANGE: RangeInclusive<u16> = 10000..=10999;
-/// How long a lease lives unless the request says otherwise: the seed's 300 s.
+/// How long a lease owned by no process ([`Owner::Nobody`]) lives unless the request
+/// says otherwise: the seed's 300 s. A lease owned by a process has no TTL unless
+/// given one: it lives as long as its owner.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
 /// Which protocols a port must be free for (and is leased for).
@@ -75,8 +77,8 @@ pub enum Owner {
     CurrentProcess,
     /// Another running process, e.g. a child that will bind the port.
     Process(u32),
-    /// No process: the lease lives by its TTL alone (for callers that exit before the
-    /// port is used). Needs a TTL.
+    /// No process: the lease lives by its TTL alone ([`DEFAULT_TTL`] unless told), for
+    /// callers that exit before the port is used.
     Nobody,
 }
 
@@ -111,6 +113,8 @@ pub struct Request {
     pub(crate) host: Option<IpAddr>,
     pub(crate) owner: Owner,
     pub(crate) ttl: Option<Duration>,
+    /// Whether `ttl` was set; if not, see [`Request::effective_ttl`].
+    pub(crate) ttl_set: bool,
     pub(crate) label: Option<String>,
     pub(crate) source: String,
     pub(crate) max_per_owner: Option<usize>,
@@ -127,7 +131,8 @@ impl Default for Request {
             protocol: Protocol::Tcp,
             host: None,
             owner: Owner::CurrentProcess,
-            ttl: Some(DEFAULT_TTL),
+            ttl: None,
+            ttl_set: false,
             label: None,
             source: "library".into(),
             max_per_owner: None,
@@ -136,7 +141,8 @@ impl Default for Request {
 }
 
 impl Request {
-    /// One TCP port from 10000-10999, owned by the calling process, for 300 s.
+    /// One TCP port from 10000-10999, owned by the calling process: the lease lasts
+    /// while that process runs (or until released), with no TTL.
     pub fn new() -> Request {
         Request::default()
     }
@@ -192,10 +198,12 @@ impl Request {
         self
     }
 
-    /// How long the lease lives unless renewed (default 300 s); `None` for as long as
-    /// its owner process lives.
+    /// How long the lease lives unless renewed; `None` for as long as its owner
+    /// process lives. Default: `None` for a lease owned by a process, [`DEFAULT_TTL`]
+    /// for one owned by nobody.
     pub fn ttl(mut self, ttl: Option<Duration>) -> Request {
         self.ttl = ttl;
+        self.ttl_set = true;
         self
     }
 
@@ -226,6 +234,16 @@ impl Request {
         }
     }
 
+    /// The TTL the lease gets: the one set with [`ttl`](Request::ttl), else none for a
+    /// lease owned by a process and [`DEFAULT_TTL`] for one owned by nobody.
+    pub fn effective_ttl(&self) -> Option<Duration> {
+        match (self.ttl_set, self.owner) {
+            (true, _) => self.ttl,
+            (false, Owner::Nobody) => Some(DEFAULT_TTL),
+            (false, _) => None,
+        }
+    }
+
     /// Checks the request on its own, before any lock is taken.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.count == 0 {
@@ -248,8 +266,8 @@ impl Request {
                 )));
             }
         }
-        check_ttl(self.ttl)?;
-        if self.ttl.is_none() && self.owner == Owner::Nobody {
+        check_ttl(self.effective_ttl())?;
+        if self.effective_ttl().is_none() && self.owner == Owner::Nobody {
             return Err(Error::invalid(
                 "a lease with no owner process needs a TTL, or it would never end",
             ));
@@ -340,5 +358,20 @@ mod tests {
             .contains("block of 4")
         );
         assert!(invalid(Request::new().owner(Owner::Nobody).ttl(None)).contains("TTL"));
+    }
+
+    #[test]
+    fn the_default_lease_lasts_while_its_owner_runs() {
+        assert_eq!(Request::new().effective_ttl(), None);
+        assert_eq!(
+            Request::new().owner(Owner::Process(1)).effective_ttl(),
+            None
+        );
+        assert_eq!(
+            Request::new().owner(Owner::Nobody).effective_ttl(),
+            Some(DEFAULT_TTL)
+        );
+        let short = Some(Duration::from_secs(5));
+        assert_eq!(Request::new().ttl(short).effective_ttl(), short);
     }
 }

@@ -37,7 +37,10 @@ pub fn allocate_port(
                 "range of {range_size} ports from {range_start} is empty or runs past 65535"
             ))
         })?;
-    let mut request = Request::new().range(range_start..=last);
+    // The seed's leases last 300 s; this one does too, as its callers expect.
+    let mut request = Request::new()
+        .range(range_start..=last)
+        .ttl(Some(crate::request::DEFAULT_TTL));
     if let Some(port) = preferred {
         request = request.prefer(port);
     }

@@ -32,7 +32,9 @@ pub struct LeaseInfo {
     pub port: Option<u16>,
     /// Who wrote the entry.
     pub kind: EntryKind,
-    /// The recorded pid: the owner's, or for a lease with no owner, the allocator's.
+    /// The pid of the process that holds the lease: a portlease lease's owner, a seed
+    /// entry's pid; `None` for a lease owned by no process (the pid of the command
+    /// that made it, long gone, would mislead).
     pub pid: Option<i64>,
     /// Whether the lease ends with a process (`false`: it lives by its TTL alone).
     pub owned_by_process: bool,
@@ -79,14 +81,12 @@ impl LeaseInfo {
         match record {
             Record::Lease(lease) => {
                 info.kind = EntryKind::Portlease;
-                info.pid = Some(lease.pid.into());
+                info.pid = lease.owner.map(|owner| owner.pid.into());
                 info.owned_by_process = lease.owner.is_some();
                 info.owner_alive = lease.owner.map(|owner| liveness.is_alive(owner));
-                info.age_secs = Some(now - lease.timestamp);
+                info.age_secs = Some(now - lease.since);
                 info.ttl_secs = lease.ttl;
-                info.ttl_left_secs = lease
-                    .ttl
-                    .map(|ttl| (ttl - (now - lease.timestamp)).max(0.0));
+                info.ttl_left_secs = lease.ttl.map(|ttl| (ttl - (now - lease.since)).max(0.0));
                 info.protocol = Some(lease.protocol);
                 info.label = lease.label.clone();
                 info.source = lease.source.clone();

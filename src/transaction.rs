@@ -132,15 +132,50 @@ impl<'a> Transaction<'a> {
         infos
     }
 
-    /// Removes every stale entry and returns what it removed.
+    /// Removes every stale entry and returns what it removed; moves on the seed's
+    /// `timestamp` of the live leases that need it.
     pub(crate) fn reclaim_stale(&mut self) -> Vec<LeaseInfo> {
-        let stale: Vec<LeaseInfo> = self
-            .snapshot()
-            .into_iter()
-            .filter(|info| info.stale)
-            .collect();
+        let (stale, live): (Vec<LeaseInfo>, Vec<LeaseInfo>) =
+            self.snapshot().into_iter().partition(|info| info.stale);
         self.remove(&stale);
+        self.restamp(live.into_iter().map(|info| info.key));
         stale
+    }
+
+    /// Moves the seed's `timestamp` ahead on these live leases where it is due, so the
+    /// seed never reclaims a lease whose owner runs.
+    fn restamp(&mut self, keys: impl IntoIterator<Item = String>) {
+        let now = self.now;
+        for key in keys {
+            let Some(entry) = self.registry.entries.get_mut(&key) else {
+                continue;
+            };
+            if let Record::Lease(lease) = entry.record()
+                && lease.needs_restamp(now)
+            {
+                let mut lease = lease.clone();
+                lease.restamp(now);
+                entry.update(lease);
+                self.changed = true;
+            }
+        }
+    }
+
+    /// The live process holding the entry under `key`: a live lease's owner, or a seed
+    /// entry's pid while a process with that pid runs (the seed records no start
+    /// time). `None` for a lease owned by no process, an ended one, or no entry.
+    pub(crate) fn live_holder(&mut self, key: &str) -> Option<u32> {
+        let record = self.registry.entries.get(key)?.record();
+        if record.is_stale(self.now, &mut self.liveness) {
+            return None;
+        }
+        match record {
+            Record::Lease(lease) => lease.owner.map(|owner| owner.pid),
+            Record::Seed { pid, .. } => u32::try_from(*pid)
+                .ok()
+                .filter(|&pid| ProcessId::of_running(pid).is_some()),
+            Record::Unknown => None,
+        }
     }
 
     /// Chooses ports for `request` among `candidates`. A port whose every lease is
@@ -159,12 +194,16 @@ impl<'a> Transaction<'a> {
         let cursor = self.cursor();
         let (now, liveness) = (self.now, &mut self.liveness);
         let mut stale_met = Vec::new();
+        let mut live_met = Vec::new();
         let mut usable = |port: u16| -> Result<bool> {
             if let Some(entries) = leased.get(&port) {
-                if entries
+                let live: Vec<&str> = entries
                     .iter()
-                    .any(|(_, entry)| !entry.record().is_stale(now, liveness))
-                {
+                    .filter(|(_, entry)| !entry.record().is_stale(now, liveness))
+                    .map(|(key, _)| *key)
+                    .collect();
+                if !live.is_empty() {
+                    live_met.extend(live.into_iter().map(str::to_owned));
                     return Ok(false);
                 }
                 stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
@@ -173,6 +212,7 @@ impl<'a> Transaction<'a> {
         };
         let picked = pick(&request.want(), candidates, cursor, &mut usable);
         drop(leased);
+        self.restamp(live_met);
         for key in stale_met {
             if self.registry.entries.remove(&key).is_some() {
                 log::info!("reclaimed the stale lease on {key}");
@@ -211,11 +251,10 @@ impl<'a> Transaction<'a> {
     fn remove(&mut self, stale: &[LeaseInfo]) {
         for info in stale {
             self.registry.entries.remove(&info.key);
-            log::info!(
-                "reclaimed the stale lease on {} (pid {:?})",
-                info.key,
-                info.pid
-            );
+            match info.pid {
+                Some(pid) => log::info!("reclaimed the stale lease on {} (pid {pid})", info.key),
+                None => log::info!("reclaimed the stale lease on {}", info.key),
+            }
         }
         self.changed |= !stale.is_empty();
     }
@@ -236,7 +275,7 @@ impl<'a> Transaction<'a> {
             !matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token))
         });
         if self.registry.entries.len() != before {
-            log::debug!("ended the leases of a request given up on (token {token})");
+            log::debug!("ended the leases under token {token}");
             self.changed = true;
         }
     }
@@ -283,6 +322,7 @@ mod tests {
     fn lease(token: &str) -> LeaseRecord {
         LeaseRecord {
             pid: std::process::id(),
+            since: unix_now(),
             timestamp: unix_now(),
             owner: None,
             ttl: Some(60.0),

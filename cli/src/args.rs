@@ -41,11 +41,34 @@ pub(crate) fn parse_range(text: &str) -> Result<RangeInclusive<u16>, String> {
 
 /// A positive number of seconds (fractions allowed), or 0.
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    let secs = text.trim().parse::<f64>().ok();
+    if secs.is_some_and(|secs| secs < 0.0) {
+        return Err(format!(
+            "{text} seconds is negative: write 0 or more, e.g. 30 or 0.5"
+        ));
+    }
+    secs.and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("{text:?} is not a number of seconds: write e.g. 30 or 0.5"))
+}
+
+/// An IP address, or `localhost` (127.0.0.1, which is checked together with ::1).
+pub(crate) fn parse_host(text: &str) -> Result<IpAddr, String> {
+    if text.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is not an IP address: write one (e.g. 127.0.0.1 or ::1) or localhost")
+    })
+}
+
+/// The variable that sets the default ranges of `alloc` and `exec`.
+pub(crate) const RANGE_ENV: &str = "PORTLEASE_RANGE";
+
+/// Ranges as `$PORTLEASE_RANGE` writes them: `START-END[,START-END]...`.
+fn parse_ranges(text: &str) -> Result<Vec<RangeInclusive<u16>>, String> {
+    text.split(',')
+        .map(|part| parse_range(part.trim()))
+        .collect()
 }
 
 /// A TTL: seconds above 0, or `none` for the owner's lifetime.
@@ -74,7 +97,7 @@ pub(crate) struct LeaseOptions {
     /// Lease the ports as one block of consecutive ports
     #[arg(long)]
     pub(crate) block: bool,
-    /// An inclusive range to search (repeatable) [default: 10000-10999]
+    /// An inclusive range to search (repeatable) [default: $PORTLEASE_RANGE, e.g. 20000-20999,30000-30099, else 10000-10999]
     #[arg(long = "range", short = 'r', value_name = "START-END", value_parser = parse_range, allow_hyphen_values = true)]
     pub(crate) ranges: Vec<RangeInclusive<u16>>,
     /// Try this port first
@@ -87,7 +110,7 @@ pub(crate) struct LeaseOptions {
     #[arg(long, value_name = "tcp|udp|both", default_value = "tcp", value_parser = parse_protocol)]
     pub(crate) proto: Protocol,
     /// Check the ports on this address only (plus ::1 for 127.0.0.1) [default: every address]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_host)]
     pub(crate) host: Option<IpAddr>,
     /// How long the lease lives, in seconds, or `none` for as long as its owner lives
     #[arg(long, value_name = "SECS|none", value_parser = parse_ttl, allow_hyphen_values = true)]
@@ -103,13 +126,16 @@ fn parse_protocol(text: &str) -> Result<Protocol, String> {
 
 impl LeaseOptions {
     /// The request these options describe, for `owner` with `default_ttl` unless
-    /// `--ttl` says otherwise.
+    /// `--ttl` says otherwise; with no `--range`, the ranges of `$PORTLEASE_RANGE`.
+    ///
+    /// # Errors
+    /// A `$PORTLEASE_RANGE` that is not a list of ranges.
     pub(crate) fn request(
         &self,
         owner: Owner,
         default_ttl: Option<Duration>,
         source: &str,
-    ) -> Request {
+    ) -> Result<Request, UsageError> {
         let mut request = Request::new()
             .count(self.count.unwrap_or(1))
             .block(self.block)
@@ -117,8 +143,8 @@ impl LeaseOptions {
             .owner(owner)
             .ttl(self.ttl.map_or(default_ttl, |ttl| ttl.0))
             .source(source);
-        for range in &self.ranges {
-            request = request.range(range.clone());
+        for range in self.ranges()? {
+            request = request.range(range);
         }
         for &port in &self.exclude {
             request = request.exclude(port);
@@ -132,7 +158,26 @@ impl LeaseOptions {
         if let Some(label) = &self.label {
             request = request.label(label.clone());
         }
-        request
+        Ok(request)
+    }
+
+    /// The `--range`s given, else those of `$PORTLEASE_RANGE`, else none (the
+    /// library's default).
+    fn ranges(&self) -> Result<Vec<RangeInclusive<u16>>, UsageError> {
+        if !self.ranges.is_empty() {
+            return Ok(self.ranges.clone());
+        }
+        match std::env::var(RANGE_ENV) {
+            Ok(text) if !text.trim().is_empty() => parse_ranges(&text).map_err(|e| {
+                UsageError(format!(
+                    "${RANGE_ENV}: {e}; separate several ranges with commas"
+                ))
+            }),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(Vec::new()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(UsageError(format!(
+                "${RANGE_ENV} is not text: write START-END[,START-END]..."
+            ))),
+        }
     }
 }
 
@@ -150,6 +195,24 @@ mod tests {
         for bad in ["5-3", "10000-", "-5", "70000-80000", "1-2-3", "x"] {
             assert!(parse_range(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_ranges("1-2, 5-9"), Ok(vec![1..=2, 5..=9]));
+        assert!(parse_ranges("1-2,").is_err());
+    }
+
+    #[test]
+    fn hosts_are_addresses_or_localhost() {
+        assert_eq!(
+            parse_host("localhost"),
+            Ok("127.0.0.1".parse().expect("an address"))
+        );
+        assert_eq!(parse_host("::1"), Ok("::1".parse().expect("an address")));
+        assert!(parse_host("example.invalid").is_err());
+    }
+
+    #[test]
+    fn negative_seconds_say_so() {
+        let message = parse_seconds("-1").expect_err("refused");
+        assert!(message.contains("negative"), "{message}");
     }
 
     #[test]

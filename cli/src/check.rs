@@ -6,6 +6,7 @@ use portlease::{LeaseInfo, Protocol};
 use serde::Serialize;
 
 use super::args::parse_port;
+use super::output::print;
 use super::{Global, exit};
 
 /// For each port: free to bind, leased (to whom), or bound by a process (which pid
@@ -57,13 +58,15 @@ pub(crate) fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
             sockets,
         });
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&states)?);
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&states)?)
     } else {
-        for state in &states {
-            println!("{}", describe(state));
-        }
-    }
+        states
+            .iter()
+            .map(|state| format!("{}\n", describe(state)))
+            .collect()
+    };
+    print(&text)?;
     Ok(if states.iter().all(|s| s.free) {
         0
     } else {
@@ -89,6 +92,14 @@ fn describe(state: &PortState) -> String {
         parts.push(format!("leased to {owner}{label}"));
     }
     for socket in &state.sockets {
+        if socket.state == "TIME_WAIT" {
+            // No process owns it: the kernel keeps a closed connection's port a while.
+            parts.push(format!(
+                "{} TIME_WAIT {}: a closed connection the kernel holds for up to 60 s",
+                socket.protocol, socket.address
+            ));
+            continue;
+        }
         let holder = match (socket.pid, &socket.command) {
             (Some(pid), Some(command)) => format!("pid {pid} ({command})"),
             (Some(pid), None) => format!("pid {pid}"),

@@ -19,11 +19,12 @@ use super::args::{LeaseOptions, UsageError};
 /// The ports are owned by the command's process, so they stay leased even if
 /// portlease itself is killed. They are passed in the environment ($PORT, or the
 /// names given with --env, one per port; $PORTLEASE_PORTS holds them all, space-
-/// separated) and replace {PORT}, {PORT0}, {PORT1}, ... in the arguments. SIGINT,
-/// SIGTERM and SIGHUP are forwarded to the command; before it runs (say, while
-/// portlease waits for the lock) they end portlease with 128 + N. portlease exits
-/// with the command's exit code, 128 + N when signal N ended it, 127 when it cannot
-/// be found.
+/// separated) and replace {PORT}, {PORT0}, {PORT1}, ... in the arguments (with no
+/// --count or --env, as many ports are leased as the highest {PORTi} asks for; one
+/// past the count is an error). SIGINT, SIGTERM and SIGHUP are forwarded to the
+/// command; before it runs (say, while portlease waits for the lock) they end
+/// portlease with 128 + N. portlease exits with the command's exit code, 128 + N when
+/// signal N ended it, 127 when it cannot be found.
 ///
 /// Example: portlease exec -- python3 -m http.server {PORT}
 #[derive(clap::Args, Debug)]
@@ -46,7 +47,7 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
 
     let request = args
         .lease
-        .request(Owner::CurrentProcess, None, "exec")
+        .request(Owner::CurrentProcess, None, "exec")?
         .count(count);
     let lease = global.allocator()?.allocate(&request)?;
     let ports = lease.ports().to_vec();
@@ -105,8 +106,41 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
         .unwrap_or(1))
 }
 
-/// How many ports: --count, else one per --env name, else 1.
+/// How many ports: --count, else one per --env name, else as many as the highest
+/// `{PORTi}` in the command names, else 1. A `{PORTi}` past them is an error, not
+/// left in the command as it is.
 fn port_count(args: &ExecArgs) -> anyhow::Result<usize> {
+    let named = args
+        .command
+        .iter()
+        .filter_map(|arg| arg.to_str())
+        .filter_map(highest_placeholder)
+        .max()
+        .map(|i| i + 1);
+    let count = counted_ports(args)?;
+    match (count, named) {
+        (Some(count), Some(named)) if named > count => Err(UsageError(format!(
+            "{{PORT{}}} names port {named}, but only {count} will be leased: raise --count \
+             (or give one --env name per port)",
+            named - 1
+        ))
+        .into()),
+        (Some(count), _) => Ok(count),
+        (None, named) => Ok(named.unwrap_or(1)),
+    }
+}
+
+/// The highest `i` of the `{PORTi}` placeholders in `arg`.
+fn highest_placeholder(arg: &str) -> Option<usize> {
+    arg.split("{PORT")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .filter_map(|(digits, _)| digits.parse::<usize>().ok())
+        .max()
+}
+
+/// How many ports --count or the --env names ask for, if they do.
+fn counted_ports(args: &ExecArgs) -> anyhow::Result<Option<usize>> {
     for name in &args.env {
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(UsageError(format!(
@@ -120,9 +154,9 @@ fn port_count(args: &ExecArgs) -> anyhow::Result<usize> {
             "--count {count} but {names} --env names: give one name per port"
         ))
         .into()),
-        (Some(count), _) => Ok(count),
-        (None, 0) => Ok(1),
-        (None, names) => Ok(names),
+        (Some(count), _) => Ok(Some(count)),
+        (None, 0) => Ok(None),
+        (None, names) => Ok(Some(names)),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `portlease gc`: reclaim stale leases.
 
 use super::Global;
-use super::list::print_table;
+use super::list::table;
+use super::output::{note, print};
 
 /// Reclaim every stale lease (owner gone, or TTL passed) and print what was reclaimed.
 ///
@@ -16,11 +17,11 @@ pub(crate) struct GcArgs {
 pub(crate) fn run(global: &Global, args: &GcArgs) -> anyhow::Result<i32> {
     let reclaimed = global.allocator()?.gc()?;
     if args.json {
-        println!("{}", serde_json::to_string(&reclaimed)?);
+        print(&format!("{}\n", serde_json::to_string(&reclaimed)?))?;
     } else if reclaimed.is_empty() {
-        eprintln!("portlease: nothing to reclaim");
+        note("nothing to reclaim");
     } else {
-        print_table(&reclaimed);
+        print(&table(&reclaimed))?;
     }
     Ok(0)
 }

@@ -1,5 +1,7 @@
 //! `portlease info`: where the registry is and how the host is set up.
 
+use std::fmt::Write;
+
 use serde::Serialize;
 
 use super::Global;
@@ -39,21 +41,30 @@ pub(crate) fn run(global: &Global, args: &InfoArgs) -> anyhow::Result<i32> {
         stale: leases.iter().filter(|l| l.stale).count(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        super::output::print(&format!("{}\n", serde_json::to_string_pretty(&info)?))?;
         return Ok(0);
     }
+    let mut text = String::new();
     let yes_no = |b: Option<bool>| match b {
         Some(true) => "yes",
         Some(false) => "no (each write waits for the disk; a tmpfs dir is faster)",
         None => "unknown",
     };
-    println!("registry directory: {}", info.dir.display());
-    println!("RAM-backed:         {}", yes_no(info.ram_backed));
+    writeln!(text, "registry directory: {}", info.dir.display())?;
+    writeln!(text, "RAM-backed:         {}", yes_no(info.ram_backed))?;
     match info.ephemeral_range {
-        Some([start, end]) => println!("ephemeral range:    {start}-{end} (avoid it for leases)"),
-        None => println!("ephemeral range:    unknown"),
+        Some([start, end]) => writeln!(
+            text,
+            "ephemeral range:    {start}-{end} (avoid it for leases)"
+        )?,
+        None => writeln!(text, "ephemeral range:    unknown")?,
     }
-    println!("lock timeout:       {}s", info.lock_timeout_secs);
-    println!("leases:             {} ({} stale)", info.leases, info.stale);
+    writeln!(text, "lock timeout:       {}s", info.lock_timeout_secs)?;
+    writeln!(
+        text,
+        "leases:             {} ({} stale)",
+        info.leases, info.stale
+    )?;
+    super::output::print(&text)?;
     Ok(0)
 }

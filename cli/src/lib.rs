@@ -12,11 +12,16 @@
 mod alloc;
 mod args;
 mod check;
+mod completions;
 mod exec;
 mod gc;
+mod hand;
 mod info;
+mod kin;
 mod list;
 mod logger;
+mod man;
+mod output;
 mod release;
 mod renew;
 mod serve;
@@ -25,7 +30,7 @@ mod sockets;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use portlease::{Allocator, Error};
 
 /// Exit codes, documented in `--help` and the README.
@@ -40,15 +45,21 @@ pub(crate) mod exit {
     pub const LOCK_TIMEOUT: i32 = 4;
     /// `check`: some port is not free.
     pub const NOT_FREE: i32 = 5;
+    /// `release`, `hand`: a lease is held by a running process outside this shell.
+    pub const HELD: i32 = 6;
+    /// stdout's reader went away (128 + SIGPIPE, as a shell reports `ls | head`).
+    pub const STDOUT_CLOSED: i32 = 141;
 }
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 failure, 2 bad arguments or request, 3 no free port in the \
-ranges, 4 lock timeout, 5 `check` found a port not free; `exec` exits with its command's \
+ranges, 4 lock timeout, 5 `check` found a port not free, 6 `release` or `hand` refused a \
+lease held by a running process outside this shell (see --force); `exec` exits with its command's \
 code (128 + N when a signal N ended it, 127 when it could not be found).
 
 Examples:
   PORT=$(portlease alloc)                 a port leased for 300 s
+  portlease hand \"$PORT\" --to $!          ... then to the server just started
   portlease exec -- python3 -m http.server {PORT}
   portlease list";
 
@@ -69,7 +80,7 @@ pub(crate) struct Global {
     #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV)]
     dir: Option<PathBuf>,
     /// Seconds to wait for the registry lock
-    #[arg(long, global = true, value_name = "SECS", default_value = "30", value_parser = args::parse_seconds)]
+    #[arg(long, global = true, value_name = "SECS", default_value = "30", value_parser = args::parse_seconds, allow_hyphen_values = true)]
     lock_timeout: Duration,
     /// Say more (-v: what is done, -vv: debugging)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -106,6 +117,9 @@ enum Command {
     Exec(exec::ExecArgs),
     Info(info::InfoArgs),
     Serve(serve::ServeArgs),
+    Hand(hand::HandArgs),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 /// Runs the command line on this process's arguments; returns the exit code.
@@ -140,11 +154,15 @@ where
         Command::Exec(args) => exec::run(&cli.global, args),
         Command::Info(args) => info::run(&cli.global, args),
         Command::Serve(args) => serve::run(&cli.global, args),
+        Command::Hand(args) => hand::run(&cli.global, args),
+        Command::Completions(args) => completions::run(Cli::command(), args),
+        Command::Man(args) => man::run(Cli::command(), args),
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.is::<output::StdoutClosed>() => exit::STDOUT_CLOSED,
         Err(e) => {
-            eprintln!("portlease: error: {e}");
+            output::note(format_args!("error: {e}"));
             exit_code(&e)
         }
     }
@@ -155,6 +173,8 @@ fn exit_code(error: &anyhow::Error) -> i32 {
         Some(Error::InvalidRequest(_) | Error::NoSuchProcess { .. }) => exit::USAGE,
         Some(Error::Exhausted { .. }) => exit::EXHAUSTED,
         Some(Error::LockTimeout { .. }) => exit::LOCK_TIMEOUT,
+        Some(Error::HeldByProcess { .. }) => exit::HELD,
+        _ if error.is::<kin::Refused>() => exit::HELD,
         _ if error.is::<args::UsageError>() => exit::USAGE,
         _ => exit::FAILURE,
     }
@@ -185,6 +205,21 @@ fn report_usage_error(error: clap::Error) -> i32 {
         .unwrap_or(message);
     let message = message.strip_prefix("error: ").unwrap_or(message);
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("portlease: error: {message} (see `portlease --help`)");
+    let help = match subcommand_named() {
+        Some(name) => format!("portlease {name} --help"),
+        None => "portlease --help".into(),
+    };
+    output::note(format_args!("error: {message} (see `{help}`)"));
     exit::USAGE
+}
+
+/// The subcommand the command line names (its first word that is one), for pointing
+/// at the right help.
+fn subcommand_named() -> Option<String> {
+    let command = Cli::command();
+    std::env::args_os()
+        .skip(1)
+        .filter_map(|arg| arg.into_string().ok())
+        .take_while(|arg| arg != "--")
+        .find(|arg| command.find_subcommand(arg).is_some())
 }

@@ -3,6 +3,7 @@
 use portlease::LeaseInfo;
 
 use super::Global;
+use super::output::{note, print};
 
 /// Show every lease: port, protocol, pid, whether the owner is alive, age, TTL left,
 /// label and source; stale leases are marked.
@@ -24,17 +25,17 @@ pub(crate) struct ListArgs {
 pub(crate) fn run(global: &Global, args: &ListArgs) -> anyhow::Result<i32> {
     let leases = global.reader()?.leases()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&leases)?);
+        print(&format!("{}\n", serde_json::to_string_pretty(&leases)?))?;
     } else if leases.is_empty() {
-        eprintln!("portlease: no leases");
+        note("no leases");
     } else {
-        print_table(&leases);
+        print(&table(&leases))?;
     }
     Ok(0)
 }
 
-/// Prints leases as aligned columns, for people.
-pub(crate) fn print_table(leases: &[LeaseInfo]) {
+/// Leases as aligned columns, for people.
+pub(crate) fn table(leases: &[LeaseInfo]) -> String {
     let header = [
         "PORT", "PROTO", "PID", "OWNER", "AGE", "TTL LEFT", "SOURCE", "STATE", "LABEL",
     ];
@@ -51,12 +52,13 @@ pub(crate) fn print_table(leases: &[LeaseInfo]) {
             .zip(widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        format!("{}\n", padded.join("  ").trim_end())
     };
-    line(&header.map(String::from));
+    let mut text = line(&header.map(String::from));
     for row in &rows {
-        line(row);
+        text.push_str(&line(row));
     }
+    text
 }
 
 fn row(info: &LeaseInfo) -> [String; 9] {

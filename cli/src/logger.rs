@@ -1,6 +1,8 @@
 //! Log lines on stderr as `portlease: LEVEL: message`: warnings by default, more
 //! with `-v`.
 
+use std::io::Write;
+
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 struct StderrLogger;
@@ -19,7 +21,8 @@ impl Log for StderrLogger {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
-            eprintln!("portlease: {level}: {}", record.args());
+            // A closed stderr is no reason to panic.
+            let _ = writeln!(std::io::stderr(), "portlease: {level}: {}", record.args());
         }
     }
 

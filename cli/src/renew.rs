@@ -28,8 +28,11 @@ pub(crate) fn run(global: &Global, args: &RenewArgs) -> anyhow::Result<i32> {
         None => None,
     };
     global.allocator()?.renew_all(&args.ports, ttl)?;
-    for port in &args.ports {
-        println!("renewed {port}");
-    }
+    let lines: String = args
+        .ports
+        .iter()
+        .map(|port| format!("renewed {port}\n"))
+        .collect();
+    super::output::print(&lines)?;
     Ok(0)
 }

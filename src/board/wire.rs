@@ -124,6 +124,7 @@ struct WireRequest {
     host: Option<IpAddr>,
     owner: WireOwner,
     ttl_nanos: Option<u128>,
+    ttl_set: bool,
     label: Option<String>,
     source: String,
     max_per_owner: Option<usize>,
@@ -156,6 +157,7 @@ impl From<&Request> for WireRequest {
                 Owner::Nobody => WireOwner::Nobody,
             },
             ttl_nanos: request.ttl.map(|ttl| ttl.as_nanos()),
+            ttl_set: request.ttl_set,
             label: request.label.clone(),
             source: request.source.clone(),
             max_per_owner: request.max_per_owner,
@@ -188,6 +190,7 @@ impl WireRequest {
                 WireOwner::Nobody => Owner::Nobody,
             },
             ttl,
+            ttl_set: self.ttl_set,
             label: self.label,
             source: self.source,
             max_per_owner: self.max_per_owner,
@@ -305,6 +308,17 @@ pub(crate) enum WireError {
     ReadOnly {
         dir: PathBuf,
     },
+    NotLeased {
+        port: u16,
+    },
+    NotPortlease {
+        port: u16,
+        what: String,
+    },
+    HeldByProcess {
+        key: String,
+        pid: u32,
+    },
 }
 
 impl From<&Error> for WireError {
@@ -346,6 +360,15 @@ impl From<&Error> for WireError {
             },
             Error::NoRegistry { dir } => WireError::NoRegistry { dir: dir.clone() },
             Error::ReadOnly { dir } => WireError::ReadOnly { dir: dir.clone() },
+            Error::NotLeased { port } => WireError::NotLeased { port: *port },
+            Error::NotPortlease { port, what } => WireError::NotPortlease {
+                port: *port,
+                what: what.clone(),
+            },
+            Error::HeldByProcess { key, pid } => WireError::HeldByProcess {
+                key: key.clone(),
+                pid: *pid,
+            },
         }
     }
 }
@@ -385,6 +408,9 @@ impl WireError {
             },
             WireError::NoRegistry { dir } => Error::NoRegistry { dir },
             WireError::ReadOnly { dir } => Error::ReadOnly { dir },
+            WireError::NotLeased { port } => Error::NotLeased { port },
+            WireError::NotPortlease { port, what } => Error::NotPortlease { port, what },
+            WireError::HeldByProcess { key, pid } => Error::HeldByProcess { key, pid },
         }
     }
 
@@ -425,9 +451,12 @@ impl WireError {
                 cut(reason);
             }
             WireError::Bind { message, .. } => cut(message),
+            WireError::NotPortlease { what, .. } => cut(what),
+            WireError::HeldByProcess { key, .. } => cut(key),
             WireError::NoSuchProcess { .. }
             | WireError::OwnerLimit { .. }
-            | WireError::LeaseLost { .. } => {}
+            | WireError::LeaseLost { .. }
+            | WireError::NotLeased { .. } => {}
         }
     }
 }

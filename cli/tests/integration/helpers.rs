@@ -315,3 +315,55 @@ pub fn portlease_in(dir: &Path, args: &[&str]) -> Command {
         .args(args);
     command
 }
+
+/// Whether something a test needs from outside the project (a Python package, the
+/// seed's copy) is there. Under CI (`CI=true`) a missing one fails the test, saying
+/// what to install; elsewhere the test is skipped, with the reason printed.
+pub fn required(available: bool, what: &str, install: &str) -> bool {
+    if available {
+        return true;
+    }
+    let under_ci = std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1");
+    assert!(
+        !under_ci,
+        "{what} is missing, and CI=true needs it: {install}"
+    );
+    eprintln!("skipped: {what} is missing ({install}); under CI=true this test fails");
+    false
+}
+
+/// The Python interpreter the tests run: `$PORTLEASE_TEST_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("PORTLEASE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The seed's runnable copy: `$PORTLEASE_TEST_SEED_DIR/port_allocator.py`, else
+/// `../shared/seed/port_allocator.py` beside the project. Under CI a missing copy
+/// fails the test that needs it; elsewhere it is skipped.
+pub fn seed_module() -> Option<PathBuf> {
+    let dir = std::env::var_os("PORTLEASE_TEST_SEED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed"),
+        PathBuf::from,
+    );
+    let path = dir.join("port_allocator.py");
+    required(
+        path.exists(),
+        &format!("the seed's copy {}", path.display()),
+        "put the seed module port_allocator.py in ../shared/seed beside the project, or name \
+         its directory in PORTLEASE_TEST_SEED_DIR",
+    )
+    .then_some(path)
+}
+
+/// Runs `script` in the shell with the binary as `$PL` and the registry in `dir`.
+pub fn shell(dir: &Path, script: &str) -> Outcome {
+    let output = Command::new("sh")
+        .args(["-c", script])
+        .env("PL", binary())
+        .env("PORTLEASE_DIR", dir)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh runs");
+    Outcome(output)
+}

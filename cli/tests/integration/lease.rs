@@ -123,7 +123,7 @@ fn renewing_restarts_the_clock_and_a_lost_lease_is_reported() {
     );
     assert!(matches!(
         allocator.renew(first_ports(23, 2).end().to_owned(), None),
-        Err(Error::LeaseLost { .. })
+        Err(Error::NotLeased { .. })
     ));
 }
 

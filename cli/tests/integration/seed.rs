@@ -1,14 +1,14 @@
 //! Living with the seed: its entries are honoured as it honours them, and its own
 //! processes and portlease's share one registry without ever sharing a port.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use portlease::{EntryKind, Error, Request};
 use serde_json::json;
 
 use crate::helpers::{
-    assert_no_overlaps, collect_holds, first_ports, registry, registry_json, unix_now, worker,
+    Run, assert_no_overlaps, collect_holds, first_ports, python, registry, registry_json,
+    seed_module, unix_now, worker,
 };
 
 #[test]
@@ -42,13 +42,6 @@ fn a_seed_entry_is_honoured_for_300_seconds_then_reclaimed() {
     assert_eq!(lease.port(), port);
 }
 
-/// The seed's runnable copy, beside the project as `../shared/seed`.
-fn seed_module() -> Option<PathBuf> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed/port_allocator.py");
-    path.exists().then_some(path)
-}
-
 const SEED_WORKER: &str = r#"
 import os, sys, time, pathlib
 sys.path.insert(0, sys.argv[1])
@@ -67,7 +60,6 @@ for _ in range(cycles):
 #[test]
 fn the_seed_and_portlease_never_hold_one_port_at_once() {
     let Some(seed) = seed_module() else {
-        eprintln!("skipped: ../shared/seed/port_allocator.py is absent, so the seed cannot run");
         return;
     };
     let (dir, _allocator) = registry();
@@ -76,7 +68,7 @@ fn the_seed_and_portlease_never_hold_one_port_at_once() {
     let seed_dir = seed.parent().expect("the seed's directory").to_owned();
     let mut children = Vec::new();
     for _ in 0..3 {
-        let python = Command::new("python3")
+        let python = Command::new(python())
             .args(["-c", SEED_WORKER])
             .arg(&seed_dir)
             .arg(dir.path())
@@ -103,4 +95,188 @@ fn the_seed_and_portlease_never_hold_one_port_at_once() {
         registry_json(dir.path()).is_empty(),
         "every lease was released"
     );
+}
+
+/// The seed's `allocate`, of one port, with its clock `ahead` seconds in the future:
+/// prints the port it took, or "refused".
+const SEED_AHEAD: &str = r#"
+import sys, time, pathlib
+sys.path.insert(0, sys.argv[1])
+import port_allocator as seed
+real, ahead = time.time, float(sys.argv[4])
+time.time = lambda: real() + ahead
+a = seed.CrossProcessPortAllocator(registry_dir=pathlib.Path(sys.argv[2]))
+port = int(sys.argv[3])
+try:
+    print(a.allocate(range_start=port, range_size=1))
+except RuntimeError:
+    print("refused")
+"#;
+
+/// Runs the seed on `port` with its clock `ahead` seconds on; true if it took it.
+fn seed_takes(seed: &std::path::Path, dir: &std::path::Path, port: u16, ahead: f64) -> bool {
+    let output = Command::new(python())
+        .args(["-c", SEED_AHEAD])
+        .arg(seed.parent().expect("the seed's directory"))
+        .arg(dir)
+        .args([port.to_string(), ahead.to_string()])
+        .output()
+        .expect("python3 runs");
+    let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        output.status.success(),
+        "the seed failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match answer.as_str() {
+        "refused" => false,
+        taken if taken == port.to_string() => true,
+        other => panic!("the seed answered {other:?}"),
+    }
+}
+
+/// Twelve hours: far past the seed's 300 s, as when no portlease process runs for hours.
+const HOURS_LATER: f64 = 12.0 * 3600.0;
+
+#[test]
+fn the_seed_leaves_a_live_process_lease_alone_for_hours() {
+    let Some(seed) = seed_module() else {
+        return;
+    };
+    let (dir, _allocator) = registry();
+    let port = *first_ports(101, 1).start();
+    let mut owner = Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep runs");
+    let range = format!("{port}-{port}");
+    let pid = owner.id().to_string();
+    Run::new(dir.path())
+        .args(["alloc", "--range", &range, "--owner-pid", &pid])
+        .run()
+        .success();
+    let taken = seed_takes(&seed, dir.path(), port, HOURS_LATER);
+    let _ = owner.kill();
+    let _ = owner.wait();
+    assert!(!taken, "the seed took a port whose owner runs");
+    assert_eq!(
+        registry_json(dir.path())[&port.to_string()]["owner"],
+        "process",
+        "the lease is still there"
+    );
+}
+
+#[test]
+fn the_seed_takes_a_dead_owners_port_once_portlease_has_met_the_lease() {
+    let Some(seed) = seed_module() else {
+        return;
+    };
+    let (dir, _allocator) = registry();
+    let port = *first_ports(102, 1).start();
+    let mut owner = Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep runs");
+    let pid = owner.id().to_string();
+    Run::new(dir.path())
+        .args([
+            "alloc",
+            "--range",
+            &format!("{port}-{port}"),
+            "--owner-pid",
+            &pid,
+        ])
+        .run()
+        .success();
+    owner.kill().expect("kill");
+    owner.wait().expect("reaped");
+    // Any portlease user's allocation sweeps the registry and meets the dead lease.
+    let other = port + 1;
+    Run::new(dir.path())
+        .args(["alloc", "--range", &format!("{other}-{other}")])
+        .run()
+        .success();
+    assert!(
+        seed_takes(&seed, dir.path(), port, HOURS_LATER),
+        "the seed may take a port whose owner is gone"
+    );
+}
+
+#[test]
+fn the_seed_honours_a_ttl_lease_until_its_end_and_no_longer() {
+    let Some(seed) = seed_module() else {
+        return;
+    };
+    let (dir, _allocator) = registry();
+    let port = *first_ports(103, 1).start();
+    Run::new(dir.path())
+        .args([
+            "alloc",
+            "--range",
+            &format!("{port}-{port}"),
+            "--ttl",
+            "900",
+        ])
+        .run()
+        .success();
+    // 20 s either side of the end: far more than the test's own steps take.
+    assert!(
+        !seed_takes(&seed, dir.path(), port, 880.0),
+        "the seed took a TTL lease before its end"
+    );
+    assert!(
+        seed_takes(&seed, dir.path(), port, 920.0),
+        "the seed keeps out of a TTL lease after its end"
+    );
+}
+
+#[test]
+fn a_missing_seed_copy_fails_under_ci_and_is_skipped_with_the_reason_elsewhere() {
+    let test = "seed::the_seed_honours_a_ttl_lease_until_its_end_and_no_longer";
+    let run = |ci: &str| {
+        Command::new(std::env::current_exe().expect("the test binary"))
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env("CI", ci)
+            .env("PORTLEASE_TEST_SEED_DIR", "/nonexistent/seed")
+            .output()
+            .expect("the test binary runs")
+    };
+    let under_ci = run("true");
+    let said = String::from_utf8_lossy(&under_ci.stdout).into_owned()
+        + &String::from_utf8_lossy(&under_ci.stderr);
+    assert!(!under_ci.status.success(), "passed under CI: {said}");
+    assert!(
+        said.contains("port_allocator.py in ../shared/seed"),
+        "{said}"
+    );
+    let elsewhere = run("");
+    let said = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(elsewhere.status.success(), "{said}");
+    assert!(said.contains("skipped: the seed's copy"), "{said}");
+}
+
+#[test]
+fn a_live_lease_stamped_the_old_way_is_moved_ahead_when_met() {
+    let (dir, allocator) = registry();
+    let ports = first_ports(101, 3);
+    let port = *ports.end();
+    let start_time = portlease::ProcessId::current()
+        .start_time
+        .expect("this process's start time");
+    // As portlease wrote it before: stamped at allocation, which the seed reclaims
+    // 300 s later.
+    let now = unix_now();
+    let entry = json!({ port.to_string(): {
+        "pid": std::process::id(), "timestamp": now, "owner": "process",
+        "start_time": start_time, "ttl": null, "proto": "tcp"
+    }});
+    std::fs::write(dir.path().join("port_registry.json"), entry.to_string()).expect("write");
+    let other = allocator
+        .allocate(&Request::new().range(port - 1..=port))
+        .expect("another port");
+    assert_eq!(other.port(), port - 1);
+    let stamp = registry_json(dir.path())[&port.to_string()]["timestamp"]
+        .as_f64()
+        .expect("a timestamp");
+    assert!(stamp > now + 12.0 * 3600.0, "moved a day ahead: {stamp}");
 }

@@ -115,14 +115,14 @@ sys.stdin.readline()
 "#;
 
 fn portpicker_available() -> bool {
-    let found = Command::new("python3")
+    let found = Command::new(crate::helpers::python())
         .args(["-c", "import portpicker"])
         .status();
-    if !matches!(found, Ok(status) if status.success()) {
-        eprintln!("skipped: the portpicker Python package is not installed (.ci/run installs it)");
-        return false;
-    }
-    true
+    crate::helpers::required(
+        matches!(found, Ok(status) if status.success()),
+        "the portpicker Python package",
+        "pip install portpicker (.ci/run installs it)",
+    )
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
 
     let mut pickers: Vec<Child> = (0..6)
         .map(|_| {
-            Command::new("python3")
+            Command::new(crate::helpers::python())
                 .args(["-c", PICKER])
                 .env("PORTSERVER_ADDRESS", &address)
                 .stdin(Stdio::piped())

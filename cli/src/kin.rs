@@ -1,0 +1,108 @@
+//! Whose lease a command may end or hand on without `--force`: its own, its shell's,
+//! and those of whatever that shell started, but not another shell's running job.
+
+use std::io::Read;
+
+/// How many parents to climb before giving up (a pid chain this deep is a loop).
+const MAX_DEPTH: usize = 4096;
+
+/// Whether `pid` is this command, its parent (the shell it runs in), or a
+/// descendant of that parent. When the parent is init (pid 1), only this command
+/// counts: every process descends from init.
+pub(crate) fn is_kin(pid: u32) -> bool {
+    let me = std::process::id();
+    if pid == me {
+        return true;
+    }
+    let Some(shell) = rustix::process::getppid().map(|p| p.as_raw_pid().unsigned_abs()) else {
+        return false;
+    };
+    if shell <= 1 {
+        return false;
+    }
+    let mut current = pid;
+    for _ in 0..MAX_DEPTH {
+        if current == shell {
+            return true;
+        }
+        match parent_of(current) {
+            Some(parent) if parent > 1 => current = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The parent pid of `pid`, from field 4 of `/proc/PID/stat` (after the command
+/// name, which may itself hold spaces and parentheses).
+fn parent_of(pid: u32) -> Option<u32> {
+    let mut buf = [0u8; 1024];
+    let len = std::fs::File::open(format!("/proc/{pid}/stat"))
+        .and_then(|mut file| file.read(&mut buf))
+        .ok()?;
+    let stat = &buf[..len];
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// A lease the command may not touch without `--force`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "port {key} is held by pid {pid}{command}, a running process outside this shell: \
+     {verb} it from there, or add --force"
+)]
+pub(crate) struct Refused {
+    key: String,
+    pid: u32,
+    /// " (its command line)", where it can be read.
+    command: String,
+    /// "release" or "hand on".
+    verb: &'static str,
+}
+
+/// Turns the library's refusal into the command's, naming the holder's command line;
+/// any other error is passed on.
+pub(crate) fn explain(error: portlease::Error, verb: &'static str) -> anyhow::Error {
+    match error {
+        portlease::Error::HeldByProcess { key, pid } => Refused {
+            key,
+            pid,
+            command: command_line(pid).map_or_else(String::new, |c| format!(" ({c})")),
+            verb,
+        }
+        .into(),
+        other => other.into(),
+    }
+}
+
+/// The command line of `pid`, shortened, where it can be read.
+fn command_line(pid: u32) -> Option<String> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .filter(|word| !word.is_empty())
+        .map(|word| String::from_utf8_lossy(word).into_owned())
+        .collect();
+    let line = words.join(" ");
+    let line: String = line.chars().take(80).collect();
+    (!line.is_empty()).then_some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_command_and_its_children_are_kin_and_init_is_not() {
+        assert!(is_kin(std::process::id()));
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep runs");
+        assert!(is_kin(child.id()), "a child descends from our parent");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!is_kin(1));
+    }
+}

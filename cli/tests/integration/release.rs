@@ -1,0 +1,204 @@
+//! Releases that name their lease: another shell's running job keeps its lease unless
+//! forced, a token ends exactly one lease however often it is retried, and leases can
+//! be handed on to a process started after them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use portlease::LeaseInfo;
+
+use crate::helpers::{
+    Run, assert_no_overlaps, binary, collect_holds, first_ports, registry, registry_json, shell,
+    worker,
+};
+
+/// `portlease exec` holding `port` for `sleep 600`, started outside any test shell;
+/// returns once the command runs (and so holds the lease).
+fn job_on(dir: &std::path::Path, port: u16) -> Child {
+    let mut job = Command::new(binary())
+        .env("PORTLEASE_DIR", dir)
+        .args(["exec", "--range", &format!("{port}-{port}"), "--"])
+        .args(["sh", "-c", "echo running; exec sleep 600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("portlease exec runs");
+    let stdout = job.stdout.take().expect("the job's stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("a line from the job");
+    assert_eq!(line.trim(), "running");
+    job
+}
+
+fn stop(mut job: Child) {
+    let _ = job.kill();
+    let _ = job.wait();
+}
+
+fn list(dir: &std::path::Path) -> Vec<LeaseInfo> {
+    Run::new(dir).args(["list", "--json"]).run().json()
+}
+
+#[test]
+fn another_shell_cannot_release_a_running_jobs_lease_without_force() {
+    let (dir, _allocator) = registry();
+    let port = *first_ports(104, 1).start();
+    let job = job_on(dir.path(), port);
+
+    let refused = shell(dir.path(), &format!("\"$PL\" release {port}"));
+    let stderr = refused.fails(6, "--force");
+    assert!(
+        stderr.contains(&format!("port {port} is held by pid")),
+        "{stderr}"
+    );
+    assert!(refused.stdout().is_empty(), "{}", refused.stdout());
+    assert_eq!(list(dir.path()).len(), 1, "the job keeps its lease");
+
+    let forced = shell(dir.path(), &format!("\"$PL\" release --force {port}"));
+    assert_eq!(forced.success().trim(), format!("released {port}"));
+    assert!(list(dir.path()).is_empty());
+    stop(job);
+}
+
+#[test]
+fn a_shell_may_release_the_lease_of_a_job_it_started() {
+    let (dir, _allocator) = registry();
+    let port = *first_ports(104, 2).end();
+    let script = format!(
+        "\"$PL\" exec --range {port}-{port} -- sleep 600 & job=$!
+         while \"$PL\" check {port} >/dev/null; do sleep 0.02; done
+         \"$PL\" release {port}; code=$?
+         kill $job; wait $job
+         exit $code"
+    );
+    let released = shell(dir.path(), &script);
+    assert_eq!(released.success().trim(), format!("released {port}"));
+}
+
+#[test]
+fn a_retried_token_release_ends_nothing_else() {
+    let (dir, _allocator) = registry();
+    let port = *first_ports(105, 1).start();
+    let range = format!("{port}-{port}");
+    let alloc = || -> serde_json::Value {
+        Run::new(dir.path())
+            .args(["alloc", "--json", "--range", &range])
+            .run()
+            .json()
+    };
+    let first = alloc();
+    let token = first["token"]
+        .as_str()
+        .expect("alloc --json prints a token");
+    let release = || {
+        Run::new(dir.path())
+            .args(["release", "--token", token])
+            .run()
+    };
+    assert_eq!(release().success().trim(), format!("released {port}"));
+
+    let second = alloc();
+    assert_eq!(second["ports"][0], port, "the port goes out again");
+    assert_ne!(second["token"], first["token"]);
+    let retried = release();
+    assert_eq!(retried.success(), "", "the retry released nothing");
+    assert!(
+        retried.stderr().contains("no lease with token"),
+        "{}",
+        retried.stderr()
+    );
+    assert_eq!(
+        registry_json(dir.path())[&port.to_string()]["token"],
+        second["token"],
+        "the second lease is untouched"
+    );
+}
+
+#[test]
+fn processes_releasing_by_token_twice_never_share_a_port() {
+    let (dir, _allocator) = registry();
+    let range = first_ports(105, 50 + 8);
+    let (start, end) = (*range.start() + 50, *range.end());
+    let args = [start.to_string(), end.to_string(), "60".into()];
+    let workers: Vec<Child> = (0..6)
+        .map(|_| {
+            worker("token_retry", dir.path(), &args)
+                .spawn()
+                .expect("a worker")
+        })
+        .collect();
+    let holds = collect_holds(workers);
+    assert_eq!(holds.len(), 6 * 60);
+    assert_no_overlaps(&holds);
+    assert!(registry_json(dir.path()).is_empty());
+}
+
+#[test]
+fn hand_gives_a_lease_to_a_running_process_until_it_ends() {
+    let (dir, _allocator) = registry();
+    let port = *first_ports(107, 1).start();
+    let alloc = Run::new(dir.path())
+        .args(["alloc", "--range", &format!("{port}-{port}")])
+        .run();
+    assert_eq!(alloc.success().trim(), port.to_string());
+    let mut server = Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep runs");
+    let pid = server.id();
+
+    let handed = Run::new(dir.path())
+        .args(["hand", &port.to_string(), "--to", &pid.to_string()])
+        .run();
+    assert_eq!(
+        handed.success().trim(),
+        format!("handed {port} to pid {pid}")
+    );
+    let leases = list(dir.path());
+    assert_eq!(leases[0].pid, Some(pid.into()));
+    assert!(leases[0].owned_by_process);
+    assert_eq!(leases[0].ttl_secs, None, "it lasts while the server runs");
+
+    server.kill().expect("kill");
+    server.wait().expect("reaped");
+    let leases = list(dir.path());
+    assert!(leases[0].stale, "the lease ended with its process");
+}
+
+#[test]
+fn hand_refuses_bad_targets_and_other_shells_leases() {
+    let (dir, _allocator) = registry();
+    let ports = first_ports(107, 3);
+    let (held, free) = (*ports.start() + 1, *ports.end());
+    Run::new(dir.path())
+        .args(["hand", &free.to_string(), "--to", "1"])
+        .run()
+        .fails(1, &format!("port {free} is not leased"));
+    Run::new(dir.path())
+        .args(["alloc", "--range", &format!("{free}-{free}")])
+        .run()
+        .success();
+    Run::new(dir.path())
+        .args(["hand", &free.to_string(), "--to", "999999999"])
+        .run()
+        .fails(2, "no process with pid 999999999");
+
+    let job = job_on(dir.path(), held);
+    let mine = Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .expect("sleep runs");
+    let refused = shell(
+        dir.path(),
+        &format!("\"$PL\" hand {held} {free} --to {}", mine.id()),
+    );
+    refused.fails(6, "hand on it from there, or add --force");
+    assert_eq!(
+        registry_json(dir.path())[&free.to_string()]["owner"],
+        "none",
+        "all of them or none"
+    );
+    stop(job);
+    stop(mine);
+}
