@@ -1,7 +1,6 @@
 //! The lease lifecycle: every operation is one transaction under the registry lock
 //! that reads the registry once and writes it at most once.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +64,8 @@ pub(crate) struct Transaction<'a> {
     dir: &'a Path,
     /// Set by whatever changes the registry: only then is it written.
     pub(crate) changed: bool,
+    /// Keys that are not a port in plain decimal, with their port: found once.
+    odd_keys: Option<Vec<(u16, String)>>,
 }
 
 impl Allocator {
@@ -440,6 +441,7 @@ impl Allocator {
             liveness: LivenessCache::default(),
             board: self.board.as_deref(),
             dir: &self.dir,
+            odd_keys: None,
         };
         let result = work(&mut txn)?;
         if txn.changed {
@@ -504,24 +506,37 @@ impl Transaction<'_> {
     /// Chooses ports for `request` among `candidates`. A port whose every lease is
     /// stale counts as free, and those leases are removed on the way.
     fn pick_ports(&mut self, request: &Request, candidates: &[u16]) -> Result<Vec<u16>> {
-        let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
-        for (key, entry) in &self.registry.entries {
-            if let Some(port) = port_of_key(key) {
-                leased.entry(port).or_default().push((key, entry));
-            }
-        }
+        // Entries are found by their key, the port in decimal; the few keys written
+        // otherwise (" 8080", "08080") are listed once per transaction.
+        let odd_keys: &Vec<(u16, String)> = self.odd_keys.get_or_insert_with(|| {
+            self.registry
+                .entries
+                .keys()
+                .filter_map(|key| port_of_key(key).map(|port| (port, key.clone())))
+                .filter(|(port, key)| port.to_string() != *key)
+                .collect()
+        });
+        let entries = &self.registry.entries;
         let (now, liveness) = (self.now, &mut self.liveness);
         let mut stale_met = Vec::new();
         let mut usable = |port: u16| -> Result<bool> {
-            if let Some(entries) = leased.get(&port) {
-                if entries
+            let canonical = port.to_string();
+            let keys = std::iter::once(&canonical).chain(
+                odd_keys
                     .iter()
-                    .any(|(_, entry)| !entry.record().is_stale(now, liveness))
-                {
-                    return Ok(false);
-                }
-                stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
+                    .filter(|(p, _)| *p == port)
+                    .map(|(_, key)| key),
+            );
+            let met: Vec<(&String, &Entry)> = keys
+                .filter_map(|key| entries.get_key_value(key.as_str()))
+                .collect();
+            if met
+                .iter()
+                .any(|(_, entry)| !entry.record().is_stale(now, liveness))
+            {
+                return Ok(false);
             }
+            stale_met.extend(met.iter().map(|(key, _)| key.to_string()));
             is_port_free(port, request.protocol, request.host)
         };
         let picked = pick(
@@ -530,7 +545,6 @@ impl Transaction<'_> {
             self.board.and_then(Board::cursor),
             &mut usable,
         );
-        drop(leased);
         for key in stale_met {
             if self.registry.entries.remove(&key).is_some() {
                 log::info!("reclaimed the stale lease on {key}");

@@ -29,6 +29,15 @@ const PAUSE_ENDS_REQUEST: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The most connections accepted in one turn of the loop, so reading keeps up.
 const ACCEPT_PER_TURN: usize = 64;
+/// While requests stream in (a transaction ended a moment ago), a complete request
+/// waits this long for others to share its transaction: a transaction's cost grows
+/// with the registry, not with the requests it serves.
+const GATHER: Duration = Duration::from_micros(GATHER_MICROS);
+const GATHER_MICROS: u64 = 500;
+/// What "a moment ago" is, for `GATHER`.
+const STREAMING: Duration = Duration::from_millis(5);
+/// The most requests one transaction serves.
+const MAX_BATCH: usize = 64;
 
 /// The signals the loop heeds, and a socket that wakes it from `poll` when one comes.
 pub(super) struct Signals {
@@ -164,6 +173,7 @@ pub(super) fn serve(
 ) -> anyhow::Result<usize> {
     let mut connections: Vec<Connection> = Vec::new();
     let mut accepting = AcceptState::default();
+    let mut batch = Batch::default();
     loop {
         if signals.dump.swap(false, Ordering::SeqCst) {
             let held = granter.leases_held();
@@ -179,6 +189,9 @@ pub(super) fn serve(
         let mut deadline = accepting.paused_until.filter(|_| !listening);
         for connection in &connections {
             let at = connection.deadline(limits.request_timeout);
+            deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        }
+        if let Some(at) = batch.serve_at {
             deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
         let readable = wait(signals, socket, listening, &connections, deadline, now)?;
@@ -200,7 +213,37 @@ pub(super) fn serve(
                 connection.read();
             }
         }
-        serve_complete(&mut connections, &mut granter, limits);
+        serve_complete(&mut connections, &mut granter, limits, &mut batch);
+    }
+}
+
+/// When the requests complete now are served.
+#[derive(Default)]
+struct Batch {
+    /// When the last transaction ended.
+    last_served: Option<Instant>,
+    /// When the requests waiting now are served, at the latest.
+    serve_at: Option<Instant>,
+}
+
+impl Batch {
+    /// Whether to serve `ready` complete requests now, or let them wait for others.
+    fn serve_now(&mut self, ready: usize, now: Instant) -> bool {
+        if ready == 0 {
+            self.serve_at = None;
+            return false;
+        }
+        let streaming = self
+            .last_served
+            .is_some_and(|at| now.saturating_duration_since(at) < STREAMING);
+        let serve_at = *self
+            .serve_at
+            .get_or_insert(if streaming { now + GATHER } else { now });
+        if now >= serve_at || ready >= MAX_BATCH {
+            self.serve_at = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -322,8 +365,28 @@ fn accept(
 
 /// Serves every complete request in one transaction, refuses the bad or late ones,
 /// and keeps the connections still being written.
-fn serve_complete(connections: &mut Vec<Connection>, granter: &mut Granter, limits: &Limits) {
+fn serve_complete(
+    connections: &mut Vec<Connection>,
+    granter: &mut Granter,
+    limits: &Limits,
+    batch: &mut Batch,
+) {
     let now = Instant::now();
+    let ready = connections
+        .iter()
+        .filter(|c| matches!(c.next(now, limits.request_timeout), Next::Serve))
+        .count();
+    if !batch.serve_now(ready, now) {
+        // Still refuse the bad and the late at once.
+        connections.retain(|c| match c.next(now, limits.request_timeout) {
+            Next::Refuse(reason) => {
+                granter.refuse(c.peer, &reason, Refusal::BadRequest);
+                false
+            }
+            _ => true,
+        });
+        return;
+    }
     let mut asked = Vec::new();
     let mut answering = Vec::new();
     let mut waiting = Vec::with_capacity(connections.len());
@@ -345,6 +408,7 @@ fn serve_complete(connections: &mut Vec<Connection>, granter: &mut Granter, limi
         return;
     }
     let answers = granter.serve(&asked);
+    batch.last_served = Some(Instant::now());
     for ((mut stream, answer), asker) in answering.into_iter().zip(answers).zip(&asked) {
         if let Some(port) = answer
             && let Err(e) = stream.write_all(format!("{port}\n").as_bytes())
