@@ -134,6 +134,10 @@ fn connect(address: &str) -> UnixStream {
 /// Sends `request` as a client would; returns the whole answer.
 fn ask(address: &str, request: &[u8]) -> String {
     let mut stream = connect(address);
+    // A bound on a server that never answers (a failure, not a hang), not a speed check.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("a read timeout");
     stream.write_all(request).expect("send");
     let mut answer = Vec::new();
     // A refusal may close the connection with a reset; that is an empty answer too.
@@ -717,6 +721,8 @@ fn sigterm_finishes_the_transaction_in_progress() {
     let client = std::thread::spawn(move || ask_for(&client_address, std::process::id()));
     server.log_with("serving 1 request");
     server.signal(libc::SIGTERM);
+    // Time for a server that stops at once to be gone before its transaction can end.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     drop(lock);
     let answer = client.join().expect("the client");
     let port = port_of(&answer, &server);
