@@ -38,11 +38,14 @@ portpicker.get_port_from_port_server = counting
 sys.stdout.write("ready\n"); sys.stdout.flush()
 sys.stdin.readline()
 latencies = []
+cpu = os.times()
 for _ in range(requests):
     t = time.perf_counter_ns()
     portpicker.pick_unused_port()
     latencies.append(time.perf_counter_ns() - t)
-print(json.dumps({"latencies_ns": latencies, "fallbacks": fallbacks, "end": time.monotonic_ns()}))
+done = os.times()
+cpu_s = done.user - cpu.user + done.system - cpu.system
+print(json.dumps({"latencies_ns": latencies, "fallbacks": fallbacks, "end": time.monotonic_ns(), "cpu_s": cpu_s}))
 sys.stdout.flush()
 sys.stdin.readline()
 """
@@ -116,11 +119,13 @@ def one_round(server_cmd, address, clients, requests, what):
     return {"requests": n, "wall_s": wall, "requests_per_s": n / wall,
             "p50_ms": lat[n // 2], "p99_ms": lat[min(n - 1, int(n * 0.99))], "max_ms": lat[-1],
             "fallbacks": sum(r["fallbacks"] for r in results),
-            "server_cpu_us_per_request": server_cpu / n * 1e6}
+            "server_cpu_us_per_request": server_cpu / n * 1e6,
+            "clients_cpu_us_per_request": sum(r["cpu_s"] for r in results) / n * 1e6}
 
 
 def median_of(rounds):
-    keys = ["requests_per_s", "p50_ms", "p99_ms", "max_ms", "wall_s", "server_cpu_us_per_request"]
+    keys = ["requests_per_s", "p50_ms", "p99_ms", "max_ms", "wall_s", "server_cpu_us_per_request",
+            "clients_cpu_us_per_request"]
     out = {k: statistics.median(r[k] for r in rounds) for k in keys}
     out["fallbacks"] = sum(r["fallbacks"] for r in rounds)
     return out
@@ -144,12 +149,13 @@ def write_report(data):
         f"released together; pool {o['pool']}; the two servers take turns, {o['rounds']} rounds each, "
         "fresh every round; medians over the rounds. A request's latency is one call in the client.",
         "",
-        "| server | requests/s | p50 ms | p99 ms | max ms | round s | server CPU µs/request | refused (client guessed) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | requests/s | p50 ms | p99 ms | max ms | round s | server CPU µs/request | clients' CPU µs/request | refused (client guessed) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in [("portpicker's portserver.py", p), ("portlease serve", s)]:
         lines.append(f"| {name} | {r['requests_per_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                      f"{r['max_ms']:.2f} | {r['wall_s']:.3f} | {r['server_cpu_us_per_request']:.0f} | "
+                     f"{r['clients_cpu_us_per_request']:.0f} | "
                      f"{r['fallbacks']} |")
     lines += [
         "",
@@ -160,8 +166,12 @@ def write_report(data):
         f"- refused requests: portlease {s['fallbacks']}, portpicker {p['fallbacks']}",
         "",
         "The clients are Python processes on the same cores as the server: what a request costs "
-        "them bounds the ratio, whatever the server's own cost (its CPU per request, above, is "
-        "counted from /proc while the round runs). Most of portlease's is the registry "
+        "them bounds the ratio, whatever the server's own cost. With the clients' CPU per request "
+        f"c (above) on {os.cpu_count()} cores, no server can go above {os.cpu_count()} / c requests/s: "
+        f"{os.cpu_count() / (s['clients_cpu_us_per_request'] / 1e6):.0f}/s in this run, "
+        f"{os.cpu_count() / (s['clients_cpu_us_per_request'] / 1e6) / p['requests_per_s']:.2f} × "
+        "portpicker's server (and less on a machine shared with other work). CPU is counted from "
+        "/proc and os.times() while the round runs. Most of portlease's is the registry "
         "transaction: reading and rewriting `port_registry.json`, which holds up to "
         f"{o['clients'] * o['requests']} leases by the end of a round, shared by the requests that "
         "arrive together.",
@@ -226,6 +236,8 @@ def main():
     p, s = data["portpicker"], data["portlease"]
     print(f"medians: portpicker {p['requests_per_s']:.0f}/s p99 {p['p99_ms']:.2f} ms; portlease "
           f"{s['requests_per_s']:.0f}/s p99 {s['p99_ms']:.2f} ms; ratio {s['requests_per_s'] / p['requests_per_s']:.2f} ×")
+    for name in ("portpicker", "portlease"):
+        print(name, {k: round(v, 2) for k, v in data[name].items()})
     if o.write:
         write_report(data)
 

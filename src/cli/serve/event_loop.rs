@@ -2,7 +2,7 @@
 //! every request complete at that moment in one transaction, answer, repeat; stop on
 //! SIGINT or SIGTERM between two transactions, log statistics on SIGUSR1.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,9 +15,11 @@ use rustix::net::SocketFlags;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 use super::Limits;
-use super::grant::{Asked, Granter, Refusal};
+use super::grant::{Asked, Granter};
 use super::listen::Socket;
 use super::peer::Peer;
+use super::stats::ConnectionStats;
+use super::worker::{self, Work};
 
 /// The longest request taken: a pid and a newline fit with room to spare
 /// (portpicker's server takes 20 characters too).
@@ -29,15 +31,6 @@ const PAUSE_ENDS_REQUEST: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The most connections accepted in one turn of the loop, so reading keeps up.
 const ACCEPT_PER_TURN: usize = 64;
-/// While requests stream in (a transaction ended a moment ago), a complete request
-/// waits this long for others to share its transaction: a transaction's cost grows
-/// with the registry, not with the requests it serves.
-const GATHER: Duration = Duration::from_micros(GATHER_MICROS);
-const GATHER_MICROS: u64 = 500;
-/// What "a moment ago" is, for `GATHER`.
-const STREAMING: Duration = Duration::from_millis(5);
-/// The most requests one transaction serves.
-const MAX_BATCH: usize = 64;
 
 /// The signals the loop heeds, and a socket that wakes it from `poll` when one comes.
 pub(super) struct Signals {
@@ -164,22 +157,37 @@ struct AcceptState {
     failing: Option<u64>,
 }
 
-/// Serves until SIGINT or SIGTERM; returns the signal's number.
+/// Serves until SIGINT or SIGTERM; returns the signal's number once the requests
+/// handed over are served.
 pub(super) fn serve(
     socket: &Socket,
-    mut granter: Granter,
+    granter: Granter,
+    limits: &Limits,
+    signals: &Signals,
+) -> anyhow::Result<usize> {
+    let (work, serving) = worker::spawn(granter)?;
+    let result = accept_and_read(socket, &work, limits, signals);
+    drop(work);
+    if serving.join().is_err() {
+        log::error!("the serving thread failed");
+    }
+    result
+}
+
+/// The accepting thread's loop: hands every complete request to the serving thread.
+fn accept_and_read(
+    socket: &Socket,
+    work: &std::sync::mpsc::Sender<Work>,
     limits: &Limits,
     signals: &Signals,
 ) -> anyhow::Result<usize> {
     let mut connections: Vec<Connection> = Vec::new();
     let mut accepting = AcceptState::default();
-    let mut batch = Batch::default();
+    let mut stats = ConnectionStats::default();
     loop {
         if signals.dump.swap(false, Ordering::SeqCst) {
-            let held = granter.leases_held();
-            granter
-                .stats
-                .log(granter.pool_size(), held, connections.len());
+            stats.open = connections.len();
+            let _ = work.send(Work::Dump(stats));
         }
         if signals.stop.load(Ordering::SeqCst) {
             return Ok(signals.stopped_by.load(Ordering::SeqCst));
@@ -191,21 +199,12 @@ pub(super) fn serve(
             let at = connection.deadline(limits.request_timeout);
             deadline = Some(deadline.map_or(at, |d| d.min(at)));
         }
-        if let Some(at) = batch.serve_at {
-            deadline = Some(deadline.map_or(at, |d| d.min(at)));
-        }
         let readable = wait(signals, socket, listening, &connections, deadline, now)?;
         signals.drain();
         let mut fresh = 0;
         if readable.listener {
             accepting.paused_until = None;
-            fresh = accept(
-                socket,
-                &mut connections,
-                &mut accepting,
-                &mut granter,
-                limits,
-            );
+            fresh = accept(socket, &mut connections, &mut accepting, &mut stats, limits);
         }
         let old = connections.len() - fresh;
         for (index, connection) in connections.iter_mut().enumerate() {
@@ -213,37 +212,7 @@ pub(super) fn serve(
                 connection.read();
             }
         }
-        serve_complete(&mut connections, &mut granter, limits, &mut batch);
-    }
-}
-
-/// When the requests complete now are served.
-#[derive(Default)]
-struct Batch {
-    /// When the last transaction ended.
-    last_served: Option<Instant>,
-    /// When the requests waiting now are served, at the latest.
-    serve_at: Option<Instant>,
-}
-
-impl Batch {
-    /// Whether to serve `ready` complete requests now, or let them wait for others.
-    fn serve_now(&mut self, ready: usize, now: Instant) -> bool {
-        if ready == 0 {
-            self.serve_at = None;
-            return false;
-        }
-        let streaming = self
-            .last_served
-            .is_some_and(|at| now.saturating_duration_since(at) < STREAMING);
-        let serve_at = *self
-            .serve_at
-            .get_or_insert(if streaming { now + GATHER } else { now });
-        if now >= serve_at || ready >= MAX_BATCH {
-            self.serve_at = None;
-            return true;
-        }
-        false
+        hand_over(&mut connections, work, limits);
     }
 }
 
@@ -300,7 +269,7 @@ fn accept(
     socket: &Socket,
     connections: &mut Vec<Connection>,
     accepting: &mut AcceptState,
-    granter: &mut Granter,
+    stats: &mut ConnectionStats,
     limits: &Limits,
 ) -> usize {
     let before = connections.len();
@@ -311,10 +280,10 @@ fn accept(
                 if let Some(failed) = accepting.failing.take() {
                     log::info!("accepting connections again, after {failed} failed accept(s)");
                 }
-                granter.stats.connections_accepted += 1;
+                stats.accepted += 1;
                 let stream = UnixStream::from(fd);
                 if connections.len() >= limits.max_connections {
-                    granter.stats.connections_over_limit += 1;
+                    stats.over_limit += 1;
                     log::info!(
                         "closed a connection: {} connections are open already (--max-connections)",
                         limits.max_connections
@@ -339,7 +308,7 @@ fn accept(
             Err(Errno::AGAIN) => break,
             Err(Errno::INTR | Errno::CONNABORTED) => {}
             Err(e) => {
-                granter.stats.accept_errors += 1;
+                stats.accept_errors += 1;
                 if accepting.failing.is_none() {
                     let why = if matches!(e, Errno::MFILE | Errno::NFILE) {
                         "out of file descriptors; raise the limit (`ulimit -n`) or lower \
@@ -363,58 +332,32 @@ fn accept(
     connections.len() - before
 }
 
-/// Serves every complete request in one transaction, refuses the bad or late ones,
-/// and keeps the connections still being written.
-fn serve_complete(
+/// Hands every complete request, and every bad or late one, to the serving thread;
+/// keeps the connections still being written.
+fn hand_over(
     connections: &mut Vec<Connection>,
-    granter: &mut Granter,
+    work: &std::sync::mpsc::Sender<Work>,
     limits: &Limits,
-    batch: &mut Batch,
 ) {
     let now = Instant::now();
-    let ready = connections
-        .iter()
-        .filter(|c| matches!(c.next(now, limits.request_timeout), Next::Serve))
-        .count();
-    if !batch.serve_now(ready, now) {
-        // Still refuse the bad and the late at once.
-        connections.retain(|c| match c.next(now, limits.request_timeout) {
-            Next::Refuse(reason) => {
-                granter.refuse(c.peer, &reason, Refusal::BadRequest);
-                false
-            }
-            _ => true,
-        });
-        return;
-    }
-    let mut asked = Vec::new();
-    let mut answering = Vec::new();
     let mut waiting = Vec::with_capacity(connections.len());
     for connection in connections.drain(..) {
-        match connection.next(now, limits.request_timeout) {
-            Next::Wait => waiting.push(connection),
-            Next::Refuse(reason) => granter.refuse(connection.peer, &reason, Refusal::BadRequest),
-            Next::Serve => {
-                asked.push(Asked {
+        let handed = match connection.next(now, limits.request_timeout) {
+            Next::Wait => {
+                waiting.push(connection);
+                continue;
+            }
+            Next::Refuse(reason) => Work::Refuse(connection.peer, reason),
+            Next::Serve => Work::Serve(
+                Asked {
                     peer: connection.peer,
                     bytes: connection.request,
-                });
-                answering.push(connection.stream);
-            }
-        }
+                },
+                connection.stream,
+            ),
+        };
+        // Only fails once the serving thread is gone, and then nothing is served.
+        let _ = work.send(handed);
     }
     *connections = waiting;
-    if asked.is_empty() {
-        return;
-    }
-    let answers = granter.serve(&asked);
-    batch.last_served = Some(Instant::now());
-    for ((mut stream, answer), asker) in answering.into_iter().zip(answers).zip(&asked) {
-        if let Some(port) = answer
-            && let Err(e) = stream.write_all(format!("{port}\n").as_bytes())
-        {
-            // The client is gone; its lease ends with it.
-            log::info!("could not tell pid {} its port {port}: {e}", asker.peer.pid);
-        }
-    }
 }

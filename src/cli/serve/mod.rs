@@ -5,16 +5,18 @@
 //! newline, or closes the connection without a word, and the client then guesses on
 //! its own. Every port handed out is a lease owned by the client's process.
 //!
-//! One thread runs it all (`event_loop`): it accepts and reads every connection
-//! without blocking, and serves every request complete at that moment in one registry
-//! transaction (`grant`), after checking the client's peer credentials (`peer`).
-//! `listen` finds or makes the socket, `stats` counts for SIGUSR1.
+//! One thread (`event_loop`) accepts and reads every connection without blocking and
+//! hands each complete request to another (`worker`), which serves everything handed
+//! over since its last transaction in one registry transaction (`grant`), after
+//! checking each client's peer credentials (`peer`). `listen` finds or makes the
+//! socket, `stats` counts for SIGUSR1.
 
 mod event_loop;
 mod grant;
 mod listen;
 mod peer;
 mod stats;
+mod worker;
 
 use std::ops::RangeInclusive;
 use std::time::Duration;

@@ -23,17 +23,24 @@ pub(super) struct Stats {
     /// Registry transactions, and the most requests one of them served.
     pub(super) transactions: u64,
     pub(super) largest_transaction: usize,
+}
+
+/// What the accepting thread counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct ConnectionStats {
     /// Connections accepted, and those closed at once over `--max-connections`.
-    pub(super) connections_accepted: u64,
-    pub(super) connections_over_limit: u64,
+    pub(super) accepted: u64,
+    pub(super) over_limit: u64,
     /// Failed accepts (out of descriptors, ...).
     pub(super) accept_errors: u64,
+    /// Connections open when the statistics were asked for.
+    pub(super) open: usize,
 }
 
 impl Stats {
     /// Logs every statistic as `NAME VALUE`, one a line, portpicker's first; `pool`
     /// is the number of ports managed, `held` the live leases this server gave.
-    pub(super) fn log(&self, pool: usize, held: Option<usize>, open: usize) {
+    pub(super) fn log(&self, pool: usize, held: Option<usize>, connections: ConnectionStats) {
         log::info!("Dumping statistics:");
         let held = held.map_or_else(|| "unknown".to_string(), |n| n.to_string());
         let lines: [(&str, String); 17] = [
@@ -60,16 +67,10 @@ impl Stats {
             ("denied-over-limit", self.denied_over_limit.to_string()),
             ("transactions", self.transactions.to_string()),
             ("largest-transaction", self.largest_transaction.to_string()),
-            (
-                "connections-accepted",
-                self.connections_accepted.to_string(),
-            ),
-            ("connections-open", open.to_string()),
-            (
-                "connections-over-limit",
-                self.connections_over_limit.to_string(),
-            ),
-            ("accept-errors", self.accept_errors.to_string()),
+            ("connections-accepted", connections.accepted.to_string()),
+            ("connections-open", connections.open.to_string()),
+            ("connections-over-limit", connections.over_limit.to_string()),
+            ("accept-errors", connections.accept_errors.to_string()),
             ("pid", std::process::id().to_string()),
             ("version", env!("CARGO_PKG_VERSION").to_string()),
         ];
