@@ -15,9 +15,9 @@ use rustix::net::SocketFlags;
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 use super::Limits;
-use super::grant::{Asked, Granter};
+use super::grant::{Asked, Granter, Refusal};
 use super::listen::Socket;
-use super::peer::Peer;
+use super::peer::{self, Peer};
 use super::stats::ConnectionStats;
 use super::worker::{self, Work};
 
@@ -332,8 +332,9 @@ fn accept(
     connections.len() - before
 }
 
-/// Hands every complete request, and every bad or late one, to the serving thread;
-/// keeps the connections still being written.
+/// Checks every complete request (here, while the serving thread is in a
+/// transaction) and hands it, or its refusal, to the serving thread; keeps the
+/// connections still being written.
 fn hand_over(
     connections: &mut Vec<Connection>,
     work: &std::sync::mpsc::Sender<Work>,
@@ -347,14 +348,17 @@ fn hand_over(
                 waiting.push(connection);
                 continue;
             }
-            Next::Refuse(reason) => Work::Refuse(connection.peer, reason),
-            Next::Serve => Work::Serve(
-                Asked {
-                    peer: connection.peer,
-                    bytes: connection.request,
-                },
-                connection.stream,
-            ),
+            Next::Refuse(reason) => Work::Refuse(connection.peer, reason, Refusal::BadRequest),
+            Next::Serve => {
+                let peer = connection.peer;
+                match peer::parse_pid(&connection.request) {
+                    Err(reason) => Work::Refuse(peer, reason, Refusal::BadRequest),
+                    Ok(pid) => match peer::check(peer, pid) {
+                        Err(reason) => Work::Refuse(peer, reason, Refusal::NotPermitted),
+                        Ok(pid) => Work::Serve(Asked { peer, pid }, connection.stream),
+                    },
+                }
+            }
         };
         // Only fails once the serving thread is gone, and then nothing is served.
         let _ = work.send(handed);

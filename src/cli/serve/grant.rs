@@ -44,10 +44,10 @@ pub(super) struct Granter {
     pub(super) stats: Stats,
 }
 
-/// One request read off a connection.
+/// One request read off a connection, its pid checked (`peer::check`).
 pub(super) struct Asked {
     pub(super) peer: Peer,
-    pub(super) bytes: Vec<u8>,
+    pub(super) pid: u32,
 }
 
 impl Granter {
@@ -92,27 +92,14 @@ impl Granter {
     }
 
     /// Answers every request: a port, or `None` to close the connection in silence.
-    /// Those that pass their checks are served in one transaction.
+    /// Those within the limits are served in one transaction.
     pub(super) fn serve(&mut self, asked: &[Asked]) -> Vec<Option<u16>> {
         let mut answers = vec![None; asked.len()];
         let mut chosen = Vec::new();
         let mut planned: HashMap<u32, usize> = HashMap::new();
         let mut resynced = false;
         for (index, request) in asked.iter().enumerate() {
-            let pid = match peer::parse_pid(&request.bytes) {
-                Ok(pid) => pid,
-                Err(reason) => {
-                    self.refuse(request.peer, &reason, Refusal::BadRequest);
-                    continue;
-                }
-            };
-            let pid = match peer::check(request.peer, pid) {
-                Ok(pid) => pid,
-                Err(reason) => {
-                    self.refuse(request.peer, &reason, Refusal::NotPermitted);
-                    continue;
-                }
-            };
+            let pid = request.pid;
             if let Some(limit) = self.max_per_uid {
                 let uid = request.peer.uid;
                 let extra = planned.get(&uid).copied().unwrap_or(0);

@@ -16,8 +16,8 @@ use super::stats::ConnectionStats;
 pub(super) enum Work {
     /// A complete request, and the connection to answer on.
     Serve(Asked, UnixStream),
-    /// A request refused before it was whole (too long, too slow, unreadable).
-    Refuse(Peer, String),
+    /// A request refused before it reached the registry, and why.
+    Refuse(Peer, String, Refusal),
     /// SIGUSR1: log the statistics.
     Dump(ConnectionStats),
 }
@@ -44,7 +44,7 @@ fn run(mut granter: Granter, receiver: &Receiver<Work>) {
                     asked.push(request);
                     streams.push(stream);
                 }
-                Work::Refuse(peer, reason) => granter.refuse(peer, &reason, Refusal::BadRequest),
+                Work::Refuse(peer, reason, kind) => granter.refuse(peer, &reason, kind),
                 Work::Dump(connections) => {
                     let held = granter.leases_held();
                     granter.stats.log(granter.pool_size(), held, connections);
