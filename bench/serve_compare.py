@@ -11,6 +11,7 @@ then guesses a port on its own: a "fallback").
 
 usage: python3 bench/serve_compare.py [--rounds 5] [--clients 8] [--requests 200]
            [--pool 15000-24999] [--portlease target/release/portlease] [--write]
+       python3 bench/serve_compare.py --from bench/serve_results.json   (report again)
 
 Needs python3 and cargo. Installs portpicker from PyPI with pip if it is missing (its
 package ships portserver.py); fetches nothing else. As root it runs itself in a
@@ -165,16 +166,12 @@ def write_report(data):
         f"{'met' if s['p99_ms'] <= p['p99_ms'] else 'NOT met'}",
         f"- refused requests: portlease {s['fallbacks']}, portpicker {p['fallbacks']}",
         "",
-        "The clients are Python processes on the same cores as the server: what a request costs "
-        "them bounds the ratio, whatever the server's own cost. With the clients' CPU per request "
-        f"c (above) on {os.cpu_count()} cores, no server can go above {os.cpu_count()} / c requests/s: "
-        f"{os.cpu_count() / (s['clients_cpu_us_per_request'] / 1e6):.0f}/s in this run, "
-        f"{os.cpu_count() / (s['clients_cpu_us_per_request'] / 1e6) / p['requests_per_s']:.2f} × "
-        "portpicker's server (and less on a machine shared with other work). CPU is counted from "
-        "/proc and os.times() while the round runs. Most of portlease's is the registry "
-        "transaction: reading and rewriting `port_registry.json`, which holds up to "
-        f"{o['clients'] * o['requests']} leases by the end of a round, shared by the requests that "
-        "arrive together.",
+        "CPU is counted from /proc (the server) and os.times() (the clients) while the round "
+        "runs. The clients' own cost is small: no server could go above cores ÷ clients' CPU per "
+        f"request, {os.cpu_count() / (s['clients_cpu_us_per_request'] / 1e6):.0f} requests/s here. "
+        "What bounds portlease is its serving thread: each transaction reads and rewrites "
+        f"`port_registry.json`, which holds up to {o['clients'] * o['requests']} leases by the end "
+        "of a round, and is shared by the requests that arrive while the one before runs.",
         "",
         "Per round: " + "; ".join(
             f"{name} " + ", ".join(f"{r['requests_per_s']:.0f}/s p99 {r['p99_ms']:.2f}" for r in data["rounds"][key])
@@ -201,7 +198,11 @@ def main():
     ap.add_argument("--pool", default="15000-24999")
     ap.add_argument("--portlease", help="the binary [default: cargo build --release]")
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--from", dest="source", help="write the report again from saved results")
     o = ap.parse_args()
+    if o.source:
+        write_report(json.loads(pathlib.Path(o.source).read_text()))
+        return
     if os.geteuid() == 0 and not os.environ.get("PORTLEASE_BENCH_NETNS") and shutil.which("unshare"):
         os.environ["PORTLEASE_BENCH_NETNS"] = "1"
         script = "ip link set lo up && exec \"$0\" \"$@\""
