@@ -365,3 +365,74 @@ fn hand_over(
     }
     *connections = waiting;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection from a socket pair, as the loop keeps it; the client end too.
+    fn connected(sent: &[u8]) -> (Connection, UnixStream) {
+        let (server, mut client) = UnixStream::pair().expect("a socket pair");
+        server.set_nonblocking(true).expect("non-blocking");
+        std::io::Write::write_all(&mut client, sent).expect("send");
+        let mut connection = Connection {
+            stream: server,
+            peer: Peer { uid: 0, pid: 1 },
+            request: Vec::new(),
+            opened: Instant::now(),
+            last_byte: None,
+            ended: false,
+            failed: None,
+        };
+        connection.read();
+        (connection, client)
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn a_newline_ends_a_request_at_once() {
+        let (connection, _client) = connected(b"42\n");
+        assert!(matches!(
+            connection.next(Instant::now(), TIMEOUT),
+            Next::Serve
+        ));
+        assert_eq!(connection.request, b"42\n");
+    }
+
+    #[test]
+    fn a_request_without_a_newline_ends_when_the_client_pauses_or_closes() {
+        let (connection, _client) = connected(b"42");
+        let sent = connection.last_byte.expect("bytes came");
+        assert!(matches!(connection.next(sent, TIMEOUT), Next::Wait));
+        let later = sent + PAUSE_ENDS_REQUEST;
+        assert!(matches!(connection.next(later, TIMEOUT), Next::Serve));
+        assert_eq!(connection.deadline(TIMEOUT), later);
+
+        let (mut connection, client) = connected(b"42");
+        drop(client);
+        connection.read();
+        assert!(matches!(
+            connection.next(Instant::now(), TIMEOUT),
+            Next::Serve
+        ));
+    }
+
+    #[test]
+    fn silent_and_endless_requests_are_refused() {
+        let (connection, _client) = connected(b"");
+        assert!(matches!(
+            connection.next(connection.opened, TIMEOUT),
+            Next::Wait
+        ));
+        let late = connection.opened + TIMEOUT;
+        assert!(
+            matches!(connection.next(late, TIMEOUT), Next::Refuse(r) if r.contains("no whole request"))
+        );
+
+        let (connection, _client) = connected(&[b'1'; 40]);
+        assert!(
+            matches!(connection.next(Instant::now(), TIMEOUT), Next::Refuse(r) if r.contains("longer than 20"))
+        );
+    }
+}

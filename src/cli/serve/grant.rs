@@ -349,3 +349,24 @@ impl Granter {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_checked_count_next_fit_from_the_last_port_handed_out() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
+        let mut granter = Granter::new(allocator, Request::new().range(10..=13), None);
+        assert_eq!(granter.passed_over(10), 1);
+        assert_eq!(granter.passed_over(12), 3);
+        granter.last_port = Some(10);
+        assert_eq!(granter.passed_over(11), 1);
+        assert_eq!(granter.passed_over(13), 3);
+        // After the last port, next-fit wraps around to the first.
+        granter.last_port = Some(13);
+        assert_eq!(granter.passed_over(10), 1);
+        assert_eq!(granter.passed_over(12), 3);
+    }
+}
