@@ -33,6 +33,12 @@ pub(crate) struct Entry {
     record: OnceCell<Record>,
 }
 
+impl<'de> serde::Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Entry, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Entry::read)
+    }
+}
+
 impl Entry {
     fn read(raw: Box<RawValue>) -> Entry {
         Entry {
@@ -113,9 +119,10 @@ impl Registry {
                 damaged: None,
             };
         }
-        if let Ok(pairs) = serde_json::from_slice(&bytes) {
+        // Straight into entries: a server reads the whole registry once a transaction.
+        if let Ok(entries) = serde_json::from_slice(&bytes) {
             return Registry {
-                entries: read(pairs),
+                entries,
                 damaged: None,
             };
         }
