@@ -180,11 +180,7 @@ impl Granter {
                 .or_default()
                 .push((port, owner));
         }
-        log::info!(
-            "granted port {port} to pid {pid} (asked by uid {}, pid {})",
-            asker.uid,
-            asker.pid
-        );
+        // Logged once the client is told (`worker`), off the transactions' thread.
     }
 
     /// Logs and counts a refusal; the connection is then closed without a word.
