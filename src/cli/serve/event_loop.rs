@@ -1,6 +1,7 @@
-//! The server's one loop: accept and read every connection without blocking, serve
-//! every request complete at that moment in one transaction, answer, repeat; stop on
-//! SIGINT or SIGTERM between two transactions, log statistics on SIGUSR1.
+//! The accepting thread's loop: accept and read every connection without blocking,
+//! check each complete request and hand it to the serving thread (`worker`); stop on
+//! SIGINT or SIGTERM (the serving thread finishes what it was handed), ask for the
+//! statistics on SIGUSR1.
 
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;

@@ -1,6 +1,6 @@
-//! Deciding requests: checks each (peer, limits), serves the rest in one registry
-//! transaction, logs every grant and refusal with its reason, and warns when the pool
-//! runs out.
+//! Deciding checked requests: applies the limits, serves the rest in one registry
+//! transaction, logs every refusal with its reason (grants are logged once the client
+//! is told), and warns when the pool runs out.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -6,10 +6,10 @@
 //! its own. Every port handed out is a lease owned by the client's process.
 //!
 //! One thread (`event_loop`) accepts and reads every connection without blocking and
-//! hands each complete request to another (`worker`), which serves everything handed
-//! over since its last transaction in one registry transaction (`grant`), after
-//! checking each client's peer credentials (`peer`). `listen` finds or makes the
-//! socket, `stats` counts for SIGUSR1.
+//! checks each complete request (`peer`: the client's credentials and the pid it
+//! names), then hands it to another (`worker`), which serves everything handed over
+//! since its last transaction in one registry transaction (`grant`); a third tells
+//! the clients. `listen` finds or makes the socket, `stats` counts for SIGUSR1.
 
 mod event_loop;
 mod grant;

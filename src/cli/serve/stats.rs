@@ -1,7 +1,7 @@
 //! What the server counts, and logs on SIGUSR1: portpicker's server's statistics by
 //! their names, then portlease's own.
 
-/// The counters; the loop is single-threaded, so plain numbers.
+/// The counters of the serving thread, which alone keeps them: plain numbers.
 #[derive(Debug, Default)]
 pub(super) struct Stats {
     /// Requests that were not a pid (portpicker's `client-request-errors`).
