@@ -165,6 +165,55 @@ impl Allocator {
         }
     }
 
+    /// Leases ports for each of `requests`, all in one transaction: one registry read
+    /// and one write, however many requests (a server answering many clients at once
+    /// saves one transaction each). Requests are served in order, each as
+    /// [`allocate`](Allocator::allocate) would serve it alone, and each succeeds or
+    /// fails on its own.
+    ///
+    /// # Errors
+    /// The outer error fails every request alike and leaves the registry unchanged:
+    /// [`Error::LockTimeout`], or an I/O error naming the file. The inner ones are
+    /// those of [`allocate`](Allocator::allocate), request by request.
+    pub fn allocate_each(&self, requests: &[Request]) -> Result<Vec<Result<Lease>>> {
+        let me = ProcessId::current();
+        let prepared: Vec<Result<(Option<ProcessId>, String)>> = requests
+            .iter()
+            .map(|request| {
+                request.validate()?;
+                warn_if_ephemeral(request.ranges());
+                let owner = match request.owner {
+                    Owner::CurrentProcess => Some(me),
+                    Owner::Process(pid) => {
+                        Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
+                    }
+                    Owner::Nobody => None,
+                };
+                Ok((owner, new_token(me.pid)))
+            })
+            .collect();
+        let picked = self.transact(|txn| {
+            Ok(requests
+                .iter()
+                .zip(&prepared)
+                .map(|(request, prepared)| {
+                    let (owner, token) = prepared.as_ref().ok()?;
+                    Some(self.allocate_in(txn, request, *owner, me.pid, token))
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(requests
+            .iter()
+            .zip(prepared)
+            .zip(picked)
+            .map(|((request, prepared), picked)| {
+                let (_, token) = prepared?;
+                let ports = picked.unwrap_or_else(|| Err(Error::invalid("not served")))?;
+                Ok(Lease::new(Box::new(self.clone()), ports, token, request))
+            })
+            .collect())
+    }
+
     /// Leases ports in a transaction (for this process, or one whose request it
     /// serves): the body of [`allocate`](Allocator::allocate).
     pub(crate) fn allocate_in(

@@ -272,7 +272,11 @@ impl Request {
                 "a lease with no owner process needs a TTL, or it would never end",
             ));
         }
-        let available = self.candidates().len();
+        let available = match self.ranges() {
+            // One range, nothing excluded: no need to list its ports to count them.
+            [range] if self.excluded.is_empty() => range_len(range),
+            _ => self.candidates().len(),
+        };
         if self.count > available {
             return Err(Error::invalid(format!(
                 "{} ports asked for, but {} holds only {available} (after exclusions)",

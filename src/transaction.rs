@@ -1,7 +1,6 @@
 //! One transaction's view of the registry: read once under the lock, changed only
 //! through methods that mark it changed, and written back (once) only then.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::board::Board;
@@ -31,6 +30,8 @@ pub(crate) struct Transaction<'a> {
     dir: &'a RegistryDir,
     /// Set by whatever changes the registry: only then is it written.
     changed: bool,
+    /// Keys that are not a port in plain decimal, with their port: found once.
+    odd_keys: Option<Vec<(u16, String)>>,
 }
 
 impl<'a> Transaction<'a> {
@@ -51,6 +52,7 @@ impl<'a> Transaction<'a> {
             board,
             cursor,
             dir,
+            odd_keys: None,
         })
     }
 
@@ -185,33 +187,46 @@ impl<'a> Transaction<'a> {
         request: &Request,
         candidates: &Candidates,
     ) -> Result<Vec<u16>> {
-        let mut leased: HashMap<u16, Vec<(&str, &Entry)>> = HashMap::new();
-        for (key, entry) in &self.registry.entries {
-            if let Some(port) = port_of_key(key) {
-                leased.entry(port).or_default().push((key, entry));
-            }
-        }
         let cursor = self.cursor();
+        // Entries are found by their key, the port in decimal; the few keys written
+        // otherwise (" 8080", "08080") are listed once per transaction, so a search
+        // costs no index of every entry.
+        let odd_keys: &Vec<(u16, String)> = self.odd_keys.get_or_insert_with(|| {
+            self.registry
+                .entries
+                .keys()
+                .filter_map(|key| port_of_key(key).map(|port| (port, key.clone())))
+                .filter(|(port, key)| port.to_string() != *key)
+                .collect()
+        });
+        let entries = &self.registry.entries;
         let (now, liveness) = (self.now, &mut self.liveness);
         let mut stale_met = Vec::new();
         let mut live_met = Vec::new();
         let mut usable = |port: u16| -> Result<bool> {
-            if let Some(entries) = leased.get(&port) {
-                let live: Vec<&str> = entries
+            let canonical = port.to_string();
+            let keys = std::iter::once(&canonical).chain(
+                odd_keys
                     .iter()
-                    .filter(|(_, entry)| !entry.record().is_stale(now, liveness))
-                    .map(|(key, _)| *key)
-                    .collect();
-                if !live.is_empty() {
-                    live_met.extend(live.into_iter().map(str::to_owned));
-                    return Ok(false);
-                }
-                stale_met.extend(entries.iter().map(|(key, _)| key.to_string()));
+                    .filter(|(p, _)| *p == port)
+                    .map(|(_, key)| key),
+            );
+            let met: Vec<(&String, &Entry)> = keys
+                .filter_map(|key| entries.get_key_value(key.as_str()))
+                .collect();
+            let live: Vec<&String> = met
+                .iter()
+                .filter(|(_, entry)| !entry.record().is_stale(now, liveness))
+                .map(|(key, _)| *key)
+                .collect();
+            if !live.is_empty() {
+                live_met.extend(live.into_iter().cloned());
+                return Ok(false);
             }
+            stale_met.extend(met.iter().map(|(key, _)| key.to_string()));
             is_port_free(port, request.protocol, request.host)
         };
         let picked = pick(&request.want(), candidates, cursor, &mut usable);
-        drop(leased);
         self.restamp(live_met);
         for key in stale_met {
             if self.registry.entries.remove(&key).is_some() {

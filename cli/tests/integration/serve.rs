@@ -1,4 +1,7 @@
 //! `portlease serve`: portpicker's real client and raw sockets against a running server.
+//!
+//! Ports: blocks 113-122 only. Block 113 and 114 are cut into slices of 10 (see
+//! `slice`), one per test; blocks 115-122 (800 ports) are the 8 × 100 clients' pool.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::linux::net::SocketAddrExt;
@@ -10,7 +13,23 @@ use std::sync::{Arc, Mutex};
 
 use portlease::{Allocator, Error, LeaseInfo, Request};
 
-use crate::helpers::{Run, binary, first_ports, range_arg};
+use crate::helpers::{Run, binary, ports};
+
+/// Ports `offset..offset + count` of block `block`: tests share blocks 113 and 114 by
+/// slices that do not overlap.
+fn slice(block: u16, offset: u16, count: u16) -> std::ops::RangeInclusive<u16> {
+    let start = *ports(block).start() + offset;
+    assert!(
+        start + count - 1 <= *ports(block).end(),
+        "a slice past its block"
+    );
+    start..=start + count - 1
+}
+
+/// A range as the command line writes it: "START-END".
+fn arg(range: &std::ops::RangeInclusive<u16>) -> String {
+    format!("{}-{}", range.start(), range.end())
+}
 
 /// A running `portlease serve`, its log collected; stopped with SIGTERM on drop.
 struct Server {
@@ -21,11 +40,21 @@ struct Server {
 impl Server {
     /// Starts a server and waits until it says it serves.
     fn start(dir: &Path, address: &str, pool: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(binary())
-            .args(["--dir"])
-            .arg(dir)
-            .args(["serve", "--address", address, "--pool", pool])
-            .args(extra)
+        let mut args = vec!["--address", address, "--pool", pool];
+        args.extend_from_slice(extra);
+        Server::start_with(dir, &args)
+    }
+
+    /// Starts `portlease --dir DIR serve ARGS...` and waits until it says it serves.
+    fn start_with(dir: &Path, args: &[&str]) -> Server {
+        let mut command = Command::new(binary());
+        command.args(["--dir"]).arg(dir).arg("serve").args(args);
+        Server::spawn(command)
+    }
+
+    /// Spawns a prepared server command and waits until it says it serves.
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -67,10 +96,15 @@ impl Server {
         }
     }
 
+    /// Sends `signal` to the server.
+    fn signal(&self, signal: i32) {
+        // SAFETY: signals our own child process, which has not been waited for.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
     /// SIGTERM; returns the exit code.
     fn stop(mut self) -> Option<i32> {
-        // SAFETY: signals our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
         self.child.wait().expect("the server ends").code()
     }
 }
@@ -100,6 +134,10 @@ fn connect(address: &str) -> UnixStream {
 /// Sends `request` as a client would; returns the whole answer.
 fn ask(address: &str, request: &[u8]) -> String {
     let mut stream = connect(address);
+    // A bound on a server that never answers (a failure, not a hang), not a speed check.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("a read timeout");
     stream.write_all(request).expect("send");
     let mut answer = Vec::new();
     // A refusal may close the connection with a reset; that is an empty answer too.
@@ -131,8 +169,8 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
         return;
     }
     let dir = tempfile::tempdir().expect("a temp dir");
-    let pool = first_ports(71, 18);
-    let pool_arg = range_arg(71, 18);
+    let pool = slice(113, 0, 18);
+    let pool_arg = arg(&pool);
     let address = abstract_address("picker");
     let server = Server::start(dir.path(), &address, &pool_arg, &[]);
 
@@ -202,7 +240,7 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
     assert!(pool.contains(&port));
     let log = server.log_with(&format!("granted port {port}"));
     assert!(
-        log.contains("granted port") && log.contains("refused pid"),
+        log.contains("granted port") && log.contains("refused a request"),
         "{log}"
     );
     assert_eq!(server.stop(), Some(0));
@@ -211,9 +249,9 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
 #[test]
 fn bad_requests_are_refused_in_silence_and_logged_with_the_reason() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let pool = first_ports(72, 10);
+    let pool = slice(113, 20, 10);
     let address = abstract_address("refusals");
-    let server = Server::start(dir.path(), &address, &range_arg(72, 10), &[]);
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
     let cases: [(&[u8], &str); 6] = [
         (b"0\n", "pid 0 is not a process"),
         (b"-5\n", "pid -5 is not a process"),
@@ -249,9 +287,9 @@ fn bad_requests_are_refused_in_silence_and_logged_with_the_reason() {
 #[test]
 fn a_silent_client_does_not_hold_up_the_others() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let pool = first_ports(73, 10);
+    let pool = slice(113, 30, 10);
     let address = abstract_address("silent");
-    let pool_arg = range_arg(73, 10);
+    let pool_arg = arg(&pool);
     let _server = Server::start(
         dir.path(),
         &address,
@@ -259,13 +297,12 @@ fn a_silent_client_does_not_hold_up_the_others() {
         &["--request-timeout", "60"],
     );
     let mut silent = connect(&address);
-    let mut trickle = connect(&address);
-    trickle.write_all(b"1").expect("one byte");
+    let mut second = connect(&address);
 
     let port = ask(&address, format!("{}\n", std::process::id()).as_bytes());
     assert!(pool.contains(&port.trim().parse().expect("a port")));
-    // The two slow clients are still waited on: the answer did not wait for them.
-    for stream in [&mut silent, &mut trickle] {
+    // The two silent clients are still waited on: the answer did not wait for them.
+    for stream in [&mut silent, &mut second] {
         stream.set_nonblocking(true).expect("nonblocking");
         let error = stream
             .read(&mut [0u8; 8])
@@ -277,8 +314,8 @@ fn a_silent_client_does_not_hold_up_the_others() {
 #[test]
 fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let pool = first_ports(74, 10);
-    let pool_arg = range_arg(74, 10);
+    let pool = slice(113, 40, 10);
+    let pool_arg = arg(&pool);
     let socket_dir = dir.path().join("run");
     let path = socket_dir.join("portserver.sock");
     let address = path.to_str().expect("a UTF-8 path").to_owned();
@@ -326,7 +363,7 @@ fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
 fn one_pid_cannot_drain_the_pool() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let address = abstract_address("limit");
-    let pool_arg = range_arg(75, 10);
+    let pool_arg = arg(&slice(113, 50, 10));
     let server = Server::start(dir.path(), &address, &pool_arg, &["--max-per-pid", "2"]);
     let me = format!("{}\n", std::process::id());
     let answers: Vec<String> = (0..3).map(|_| ask(&address, me.as_bytes())).collect();
@@ -342,4 +379,526 @@ fn one_pid_cannot_drain_the_pool() {
         .args(["serve", "--pool", "9-2"])
         .run()
         .fails(2, "runs backwards");
+}
+
+/// Asks for `pid` with a newline, as portpicker's client does.
+fn ask_for(address: &str, pid: u32) -> String {
+    ask(address, format!("{pid}\n").as_bytes())
+}
+
+/// The port in an answer, or a panic naming the answer and the log.
+fn port_of(answer: &str, server: &Server) -> u16 {
+    answer
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a port, not {answer:?}; log:\n{}", server.log()))
+}
+
+#[test]
+fn portpickers_own_flags_start_the_server() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(113, 60, 10);
+    let address = abstract_address("flags");
+    // Exactly as scripts start portpicker's portserver.py.
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            &format!("--portserver_static_pool={}", arg(&pool)),
+            &format!("--portserver_address={address}"),
+            "--verbose",
+        ],
+    );
+    let port = port_of(&ask_for(&address, std::process::id()), &server);
+    assert!(pool.contains(&port));
+    assert_eq!(server.stop(), Some(0));
+
+    // The older spelling of the address, a path, and --debug.
+    let path = dir.path().join("ps.sock");
+    let path = path.to_str().expect("a UTF-8 path");
+    let server = Server::start_with(
+        dir.path(),
+        &[
+            "--portserver_unix_socket_address",
+            path,
+            "--portserver_static_pool",
+            &arg(&pool),
+            "--debug",
+        ],
+    );
+    let port = port_of(&ask_for(path, std::process::id()), &server);
+    assert!(pool.contains(&port));
+    assert_eq!(server.stop(), Some(0));
+
+    // The defaults are portpicker's.
+    let help = Run::new(dir.path())
+        .args(["serve", "--help"])
+        .run()
+        .success();
+    for default in [
+        "@unittest-portserver",
+        "15000-24999",
+        "portserver_static_pool",
+    ] {
+        assert!(help.contains(default), "{default} not in:\n{help}");
+    }
+}
+
+#[test]
+fn sigusr1_logs_portpickers_statistics_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(113, 70, 10);
+    let address = abstract_address("usr1");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    port_of(&ask_for(&address, std::process::id()), &server);
+    assert_eq!(ask(&address, b"not a pid\n"), "");
+    assert_eq!(ask(&address, b"999999999\n"), "");
+    server.log_with("999999999");
+
+    server.signal(libc::SIGUSR1);
+    let log = server.log_with("total-allocations");
+    for stat in [
+        "client-request-errors 1",
+        "denied-allocations 1",
+        "num-ports-managed 10",
+        "num-ports-checked-for-last-request 1",
+        "total-allocations 1",
+        "leases-held 1",
+    ] {
+        assert!(log.contains(stat), "{stat:?} not logged:\n{log}");
+    }
+    // Still serving.
+    let port = port_of(&ask_for(&address, std::process::id()), &server);
+    assert!(pool.contains(&port));
+    assert_eq!(server.stop(), Some(0));
+}
+
+/// The first kernel thread in /proc (flag PF_KTHREAD in /proc/PID/stat), if any is
+/// visible from this pid namespace.
+fn a_kernel_thread() -> Option<u32> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let flags: u64 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(6)?
+            .parse()
+            .ok()?;
+        (flags & PF_KTHREAD != 0).then_some(pid)
+    })
+}
+
+/// Runs this test binary as `nobody` (uid 65534) with `setpriv`, as the client
+/// `serve::client_of_another_user`, from a copy in a temp dir (returned, to be kept
+/// while it runs); `None` when this is not root or setpriv is missing.
+fn as_nobody(address: &str, claim: u32) -> Option<(Child, tempfile::TempDir)> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only root can run a client as another user");
+        return None;
+    }
+    // A copy where `nobody` may run it: the build tree may sit in a private home.
+    let place = tempfile::tempdir().expect("a temp dir");
+    std::fs::set_permissions(place.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = place.path().join("client");
+    std::fs::copy(std::env::current_exe().expect("this test binary"), &copy).expect("a copy");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&copy)
+        .args([
+            "serve::client_of_another_user",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PORTLEASE_CLIENT_ADDRESS", address)
+        .env("PORTLEASE_CLIENT_CLAIM", claim.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    match child {
+        Ok(child) => Some((child, place)),
+        Err(e) => {
+            eprintln!("skipped: setpriv cannot run ({e})");
+            None
+        }
+    }
+}
+
+#[test]
+#[ignore = "a client process that `a_client_gets_ports_only_for_its_own_processes` starts"]
+fn client_of_another_user() {
+    let (Ok(address), Ok(claim)) = (
+        std::env::var("PORTLEASE_CLIENT_ADDRESS"),
+        std::env::var("PORTLEASE_CLIENT_CLAIM"),
+    ) else {
+        return;
+    };
+    let me = std::process::id();
+    let own = ask_for(&address, me);
+    let other = ask_for(&address, claim.parse().expect("a pid"));
+    println!("ANSWERS {me} {:?} {:?}", own.trim(), other.trim());
+    // Stay alive (and so a process of this user) until the test lets go.
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+}
+
+#[test]
+fn a_client_gets_ports_only_for_its_own_processes() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(113, 80, 10);
+    let address = abstract_address("peer");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    let root_pid = std::process::id();
+    let Some((mut nobody, _copy)) = as_nobody(&address, root_pid) else {
+        return;
+    };
+    // libtest may print "test serve::... " before it, on the same line.
+    let line = BufReader::new(nobody.stdout.as_mut().expect("stdout"))
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| line.split_once("ANSWERS ").map(|(_, rest)| rest.to_owned()))
+        .unwrap_or_default();
+    let answers: Vec<&str> = std::iter::once("ANSWERS")
+        .chain(line.trim().split(' '))
+        .collect();
+    assert_eq!(answers[0], "ANSWERS", "{line}");
+    let nobody_pid: u32 = answers[1].parse().expect("the client's pid");
+    // Its own pid: granted. Root's process: refused.
+    let own: u16 = answers[2]
+        .trim_matches('"')
+        .parse()
+        .unwrap_or_else(|_| panic!("a port for its own pid: {line}\n{}", server.log()));
+    assert!(pool.contains(&own));
+    assert_eq!(answers[3], "\"\"", "another user's pid is refused: {line}");
+    let log = server.log_with(&format!("pid {root_pid} belongs to uid 0"));
+    assert!(
+        log.contains(&format!(
+            "refused a request from uid 65534 (pid {nobody_pid}): pid {root_pid} belongs to uid 0"
+        )),
+        "{log}"
+    );
+
+    // Root may ask for anyone's process, but not for a kernel thread's or the server's.
+    let for_nobody = port_of(&ask_for(&address, nobody_pid), &server);
+    assert!(pool.contains(&for_nobody));
+    let server_pid = server.child.id();
+    assert_eq!(ask_for(&address, server_pid), "");
+    let log = server.log_with(&format!("pid {server_pid} is this server"));
+    assert!(
+        log.contains(&format!("pid {server_pid} is this server")),
+        "{log}"
+    );
+    match a_kernel_thread() {
+        Some(kthread) => {
+            assert_eq!(ask_for(&address, kthread), "");
+            let log = server.log_with(&format!("pid {kthread} is a kernel thread"));
+            assert!(
+                log.contains(&format!("pid {kthread} is a kernel thread")),
+                "{log}"
+            );
+        }
+        None => eprintln!("no kernel thread visible here: that case is not checked"),
+    }
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    let owners: Vec<(Option<u16>, Option<i64>)> = leases.iter().map(|l| (l.port, l.pid)).collect();
+    assert_eq!(leases.len(), 2, "{owners:?}");
+    for port in [own, for_nobody] {
+        assert!(
+            owners.contains(&(Some(port), Some(i64::from(nobody_pid)))),
+            "{owners:?}"
+        );
+    }
+    drop(nobody.stdin.take());
+    nobody.wait().expect("the client ends");
+}
+
+#[test]
+fn a_socket_passed_by_systemd_is_served() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(113, 90, 10);
+    let address = abstract_address("activated");
+    let name = address.strip_prefix('@').expect("abstract");
+    let listener =
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).expect("a name"))
+            .expect("a listening socket");
+    // As systemd does: the socket is descriptor 3, LISTEN_FDS=1, LISTEN_PID the
+    // server's own pid (set by the shell that then becomes the server).
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])
+        .arg(binary())
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["serve", "--pool", &arg(&pool)]);
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // SAFETY: dup2 and fcntl are async-signal-safe; they run in the child between
+    // fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            // dup2 onto itself would leave close-on-exec set: clear it instead.
+            let done = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if done == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let server = Server::spawn(command);
+    drop(listener);
+    let port = port_of(&ask_for(&address, std::process::id()), &server);
+    assert!(pool.contains(&port));
+    assert!(
+        server.log().contains("passed by systemd"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.stop(), Some(0));
+}
+
+#[test]
+fn out_of_descriptors_the_server_backs_off_and_recovers() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(114, 0, 10);
+    let address = abstract_address("emfile");
+    let mut command = Command::new("prlimit");
+    command
+        .args(["--nofile=24:24", "--"])
+        .arg(binary())
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["serve", "--address", &address, "--pool", &arg(&pool)])
+        .args(["--request-timeout", "600"]);
+    let server = Server::spawn(command);
+    // Far more idle connections than the server has descriptors: they wait in the
+    // listen queue while it cannot accept.
+    let idle: Vec<UnixStream> = (0..40).map(|_| connect(&address)).collect();
+    let log = server.log_with("out of file descriptors");
+    assert!(log.contains("out of file descriptors"), "{log}");
+    // Give a spinning loop the time to log its thousands of lines.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    drop(idle);
+    // Every idle connection closed: the server serves again.
+    let port = port_of(&ask_for(&address, std::process::id()), &server);
+    assert!(pool.contains(&port));
+    let log = server.log();
+    let complaints = log.matches("out of file descriptors").count();
+    assert!(
+        complaints <= 5,
+        "{complaints} complaints, not one per burst:\n{log}"
+    );
+    assert_eq!(server.stop(), Some(0));
+}
+
+#[test]
+fn sigterm_finishes_the_transaction_in_progress() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(114, 10, 10);
+    let address = abstract_address("sigterm");
+    let server = Server::start(
+        dir.path(),
+        &address,
+        &arg(&pool),
+        &["--lock-timeout", "60", "-vv"],
+    );
+    // Hold the registry lock, so the server's transaction waits in the middle.
+    let lock = std::fs::File::open(dir.path().join(portlease::LOCK_FILE))
+        .or_else(|_| std::fs::File::create(dir.path().join(portlease::LOCK_FILE)))
+        .expect("the lock file");
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
+        0
+    );
+    let client_address = address.clone();
+    let client = std::thread::spawn(move || ask_for(&client_address, std::process::id()));
+    server.log_with("serving 1 request");
+    server.signal(libc::SIGTERM);
+    // Time for a server that stops at once to be gone before its transaction can end.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(lock);
+    let answer = client.join().expect("the client");
+    let port = port_of(&answer, &server);
+    assert!(pool.contains(&port));
+    let mut server = server;
+    let code = server.child.wait().expect("the server ends").code();
+    assert_eq!(code, Some(0), "{}", server.log());
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].port, Some(port));
+}
+
+#[test]
+fn a_request_without_a_newline_is_answered_at_once() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(114, 20, 10);
+    let address = abstract_address("nonewline");
+    let server = Server::start(
+        dir.path(),
+        &address,
+        &arg(&pool),
+        &["--request-timeout", "600"],
+    );
+    // Ended by EOF (write side shut), and on a connection left open.
+    let mut ended = connect(&address);
+    ended
+        .write_all(std::process::id().to_string().as_bytes())
+        .expect("send");
+    ended.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut open = connect(&address);
+    open.write_all(std::process::id().to_string().as_bytes())
+        .expect("send");
+    for mut stream in [ended, open] {
+        // A bound on a hang, not a speed check: the old server waited 600 s here.
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("an answer");
+        assert!(pool.contains(&port_of(&answer, &server)));
+    }
+}
+
+#[test]
+fn errors_keep_their_cause() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").expect("a file");
+    let address = file.join("ps.sock");
+    Run::new(dir.path())
+        .args(["serve", "--pool", &arg(&slice(114, 30, 10)), "--address"])
+        .arg_path(&address)
+        .run()
+        .fails(1, "Not a directory");
+}
+
+#[test]
+fn an_exhausted_pool_is_a_warning_with_its_state() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(114, 40, 3);
+    let address = abstract_address("drained");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    for _ in 0..3 {
+        port_of(&ask_for(&address, std::process::id()), &server);
+    }
+    assert_eq!(ask_for(&address, std::process::id()), "");
+    let log = server.log_with("pool exhausted");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("pool exhausted"))
+        .unwrap_or_default();
+    assert!(warning.starts_with("portlease: warning: "), "{log}");
+    let me = std::process::id();
+    assert!(
+        warning.contains("3 ports") && warning.contains(&format!("3 held by pid {me}")),
+        "{warning}"
+    );
+}
+
+#[test]
+fn one_user_cannot_drain_the_pool_when_limited() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(114, 50, 10);
+    let address = abstract_address("peruid");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &["--max-per-uid", "2"]);
+    // Three processes of this user, one port each: the third is over the limit.
+    let mut sleepers: Vec<Child> = (0..3)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("sleep runs")
+        })
+        .collect();
+    let answers: Vec<String> = sleepers.iter().map(|s| ask_for(&address, s.id())).collect();
+    assert!(pool.contains(&port_of(&answers[0], &server)));
+    assert!(pool.contains(&port_of(&answers[1], &server)));
+    assert_eq!(answers[2], "", "over the limit");
+    let log = server.log_with("--max-per-uid 2");
+    assert!(
+        log.contains("holds 2 ports from this server (--max-per-uid 2)"),
+        "{log}"
+    );
+    // When a holder ends, its port no longer counts.
+    sleepers[0].kill().expect("kill");
+    sleepers[0].wait().expect("reaped");
+    assert!(pool.contains(&port_of(&ask_for(&address, sleepers[2].id()), &server)));
+    for mut sleeper in sleepers {
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+    }
+}
+
+const EIGHTY: &str = r#"
+import os, sys, portpicker
+ports = [portpicker.pick_unused_port() for _ in range(100)]
+print(os.getpid(), *ports, flush=True)
+sys.stdin.readline()
+"#;
+
+#[test]
+fn eight_portpicker_clients_never_fall_back_to_guessing() {
+    if !portpicker_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = *ports(115).start()..=*ports(122).end();
+    let address = abstract_address("eight");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    let mut clients: Vec<Child> = (0..8)
+        .map(|_| {
+            Command::new("python3")
+                .args(["-c", EIGHTY])
+                .env("PORTSERVER_ADDRESS", &address)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python3 runs")
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for client in &mut clients {
+        let mut line = String::new();
+        BufReader::new(client.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("a line");
+        let numbers: Vec<u32> = line
+            .split_whitespace()
+            .map(|n| n.parse().expect("a number"))
+            .collect();
+        assert_eq!(numbers.len(), 101, "{line}");
+        granted.extend(numbers[1..].iter().map(|&port| (port as u16, numbers[0])));
+    }
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    let mut unique: Vec<u16> = granted.iter().map(|g| g.0).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    // portpicker's client guesses on its own when refused: a guessed port is either a
+    // duplicate, outside the pool, or not leased to the client by the server.
+    assert_eq!(unique.len(), 800, "800 distinct ports");
+    for (port, pid) in &granted {
+        let lease = leases.iter().find(|l| l.port == Some(*port));
+        let lease = lease.unwrap_or_else(|| panic!("port {port} was guessed, not leased"));
+        assert_eq!(lease.pid, Some(i64::from(*pid)), "port {port}");
+        assert_eq!(lease.source.as_deref(), Some("serve"));
+    }
+    for mut client in clients {
+        drop(client.stdin.take());
+        let output = client.wait_with_output().expect("python ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr.to_lowercase();
+        assert!(
+            !stderr.contains("portserver"),
+            "the client fell back: {stderr}"
+        );
+    }
+    drop(server);
 }

@@ -1,0 +1,136 @@
+//! `portlease serve`: a portserver for portpicker's clients, on the same registry.
+//!
+//! The protocol is portpicker's: a Unix stream socket (`@name` is Linux's abstract
+//! namespace); the client sends its pid and a newline; the server answers a port and a
+//! newline, or closes the connection without a word, and the client then guesses on
+//! its own. Every port handed out is a lease owned by the client's process.
+//!
+//! One thread (`event_loop`) accepts and reads every connection without blocking and
+//! checks each complete request (`peer`: the client's credentials and the pid it
+//! names), then hands it to another (`worker`), which serves everything handed over
+//! since its last transaction in one registry transaction (`grant`); a third tells
+//! the clients. `listen` finds or makes the socket, `stats` counts for SIGUSR1.
+
+mod event_loop;
+mod grant;
+mod listen;
+mod peer;
+mod stats;
+mod worker;
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use portlease::{Protocol, Request};
+
+use super::Global;
+use super::args::{UsageError, parse_range};
+
+/// Serve ports to portpicker clients (PORTSERVER_ADDRESS) from the shared registry.
+///
+/// A drop-in for portpicker's portserver.py: it takes that server's flags
+/// (--portserver_address, --portserver_unix_socket_address, --portserver_static_pool,
+/// --verbose, --debug) with the same defaults, and logs the same statistics on
+/// SIGUSR1. Each port handed out is leased to the client's process (pid and start
+/// time), so it goes back to the pool when that process ends, and no portlease user
+/// gets it while it lives. A client may ask only for its own user's processes (root
+/// for any), never for a kernel thread or the server. SIGINT and SIGTERM stop the
+/// server once the transaction in progress is done (a path socket is removed). Under
+/// systemd socket activation (LISTEN_FDS) it serves the socket it is passed.
+///
+/// Example: portlease serve & export PORTSERVER_ADDRESS=@unittest-portserver
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// The socket: @NAME in the abstract namespace, or a filesystem path
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "@unittest-portserver",
+        visible_alias = "portserver_address",
+        alias = "portserver_unix_socket_address"
+    )]
+    address: String,
+    /// The ports to hand out: START-END[,START-END...]
+    #[arg(
+        long,
+        value_name = "RANGES",
+        default_value = "15000-24999",
+        value_parser = parse_pool,
+        visible_alias = "portserver_static_pool"
+    )]
+    pool: Pool,
+    /// The most leases one client process may hold from the server at once [default:
+    /// no limit, as portpicker's server: a refused client guesses a port on its own]
+    #[arg(long, value_name = "N")]
+    max_per_pid: Option<usize>,
+    /// The most leases the processes of one user (the asking client's uid) may hold
+    /// from the server at once, for a pool shared between users [default: no limit]
+    #[arg(long, value_name = "N")]
+    max_per_uid: Option<usize>,
+    /// The most connections served at once; more are closed at once
+    #[arg(long, value_name = "N", default_value = "256")]
+    max_connections: usize,
+    /// Seconds a client has to send its whole request
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = super::args::parse_seconds)]
+    request_timeout: Duration,
+    /// Log debugging messages too (as -vv)
+    #[arg(long)]
+    debug: bool,
+}
+
+/// The `--pool` ranges.
+#[derive(Debug, Clone)]
+struct Pool(Vec<RangeInclusive<u16>>);
+
+fn parse_pool(text: &str) -> Result<Pool, String> {
+    text.split(',')
+        .map(parse_range)
+        .collect::<Result<_, _>>()
+        .map(Pool)
+}
+
+/// Limits and timeouts the loop applies.
+pub(super) struct Limits {
+    max_connections: usize,
+    request_timeout: Duration,
+}
+
+pub(crate) fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<i32> {
+    let zero = [args.max_per_pid, args.max_per_uid].contains(&Some(0));
+    if zero || args.max_connections == 0 || args.request_timeout.is_zero() {
+        let message = "--max-per-pid, --max-per-uid, --max-connections and --request-timeout \
+                       must be above 0";
+        return Err(UsageError(message.into()).into());
+    }
+    if args.debug {
+        log::set_max_level(log::max_level().max(log::LevelFilter::Debug));
+    }
+    let mut request = Request::new()
+        .protocol(Protocol::Both)
+        .ttl(None)
+        .source("serve");
+    if let Some(limit) = args.max_per_pid {
+        request = request.max_per_owner(limit);
+    }
+    for range in &args.pool.0 {
+        request = request.range(range.clone());
+    }
+    let allocator = global.allocator()?;
+    let granter = grant::Granter::new(allocator, request, args.max_per_uid);
+    let socket = listen::open(&args.address)?;
+    let limits = Limits {
+        max_connections: args.max_connections,
+        request_timeout: args.request_timeout,
+    };
+    let signals = event_loop::Signals::register()?;
+    log::info!(
+        "serving ports {} from {} on {}",
+        granter.pool_description(),
+        granter.dir().display(),
+        socket.describe()
+    );
+    let stopped_by = event_loop::serve(&socket, granter, &limits, &signals)?;
+    socket.remove_path();
+    log::info!("stopping on signal {stopped_by}");
+    Ok(0)
+}

@@ -1,0 +1,120 @@
+//! The thread that serves requests: it takes whatever the accepting thread has handed
+//! over since its last transaction and serves all of it in one transaction. Requests
+//! that arrive while a transaction runs so share the next one, and reading connections
+//! goes on meanwhile. A third thread tells the clients and logs the grants, so the
+//! transactions' thread, which bounds the server's throughput, does nothing else.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{Receiver, Sender};
+use std::thread::JoinHandle;
+
+use super::grant::{Asked, Granter, Refusal};
+use super::peer::Peer;
+use super::stats::ConnectionStats;
+
+/// What the accepting thread hands over.
+pub(super) enum Work {
+    /// A complete request, and the connection to answer on.
+    Serve(Asked, UnixStream),
+    /// A request refused before it reached the registry, and why.
+    Refuse(Peer, String, Refusal),
+    /// SIGUSR1: log the statistics.
+    Dump(ConnectionStats),
+}
+
+/// A port granted, to tell the client.
+struct Answer {
+    stream: UnixStream,
+    port: u16,
+    pid: u32,
+    asker: Peer,
+}
+
+/// Starts the serving thread (and its answering thread); they end once the sender is
+/// dropped and all that was handed over is done.
+pub(super) fn spawn(granter: Granter) -> anyhow::Result<(Sender<Work>, JoinHandle<()>)> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let (answers, answering) = std::sync::mpsc::channel();
+    let cannot = |e: std::io::Error| anyhow::anyhow!("cannot start the serving threads: {e}");
+    let answerer = std::thread::Builder::new()
+        .name("portlease-answer".into())
+        .spawn(move || answer(&answering))
+        .map_err(cannot)?;
+    let handle = std::thread::Builder::new()
+        .name("portlease-grant".into())
+        .spawn(move || {
+            run(granter, &receiver, &answers);
+            drop(answers);
+            if answerer.join().is_err() {
+                log::error!("the answering thread failed");
+            }
+        })
+        .map_err(cannot)?;
+    Ok((sender, handle))
+}
+
+/// Tells each client its port, and logs the grant.
+fn answer(answers: &Receiver<Answer>) {
+    for Answer {
+        mut stream,
+        port,
+        pid,
+        asker,
+    } in answers
+    {
+        match stream.write_all(format!("{port}\n").as_bytes()) {
+            Ok(()) => log::info!(
+                "granted port {port} to pid {pid} (asked by uid {}, pid {})",
+                asker.uid,
+                asker.pid
+            ),
+            // The client is gone; its lease ends with its process.
+            Err(e) => log::info!(
+                "granted port {port} to pid {pid}, but could not tell the client (uid {}, pid \
+                 {}): {e}",
+                asker.uid,
+                asker.pid
+            ),
+        }
+    }
+}
+
+fn run(mut granter: Granter, receiver: &Receiver<Work>, answers: &Sender<Answer>) {
+    while let Ok(first) = receiver.recv() {
+        let mut asked = Vec::new();
+        let mut streams = Vec::new();
+        let mut next = Some(first);
+        while let Some(work) = next {
+            match work {
+                Work::Serve(request, stream) => {
+                    asked.push(request);
+                    streams.push(stream);
+                }
+                Work::Refuse(peer, reason, kind) => granter.refuse(peer, &reason, kind),
+                Work::Dump(connections) => {
+                    let held = granter.leases_held();
+                    granter.stats.log(granter.pool_size(), held, connections);
+                }
+            }
+            next = receiver.try_recv().ok();
+        }
+        if asked.is_empty() {
+            continue;
+        }
+        let ports = granter.serve(&asked);
+        for ((stream, port), asked) in streams.into_iter().zip(ports).zip(&asked) {
+            // A refused client's connection closes here, without a word.
+            if let Some(port) = port {
+                let answer = Answer {
+                    stream,
+                    port,
+                    pid: asked.pid,
+                    asker: asked.peer,
+                };
+                // Fails only once the answering thread is gone.
+                let _ = answers.send(answer);
+            }
+        }
+    }
+}
