@@ -3,8 +3,12 @@
 side by side, for 1-32 processes, on tmpfs and on the disk; write BENCHMARKS.md and
 bench/chart.png.
 
-usage: python3 bench/compare.py [--shared ../shared] [--repeat 3] [--quick]
+usage: python3 bench/compare.py [--shared ../shared] [--repeat 3] [--quick] [--baseline BIN]
        python3 bench/compare.py --from bench/results.json   (report and chart again)
+
+--baseline BIN runs another build of the contention harness (say, of an earlier commit:
+`git worktree add /tmp/base REV && cargo build --release --example contention` there)
+beside this one at every process count, and reports this build's throughput against it.
 
 Needs cargo, gcc, python3 and matplotlib (python3 -m pip install matplotlib). Each
 figure is the median of --repeat runs; a fresh registry directory is used for every run.
@@ -48,10 +52,11 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="fewer cycles, for a smoke run")
     ap.add_argument("--from", dest="source", help="write the report and chart from saved results")
+    ap.add_argument("--baseline", help="another build of the contention harness to run beside this one")
     o = ap.parse_args()
     if o.source:
         saved = json.loads(pathlib.Path(o.source).read_text())
-        write_report(saved["rows"], saved["command"], saved["machine"], saved["date"])
+        write_report(saved["rows"], saved["command"], saved["machine"], saved["date"], saved.get("repeat", 3))
         draw_chart(saved["rows"])
         return
     shared = pathlib.Path(o.shared)
@@ -81,13 +86,21 @@ def main():
             seed = median_run(lambda d: ["python3", str(seed_stress), str(procs), str(seed_iters), "--dir", d],
                               place, o.repeat)
             rows[name]["procs"].append((procs, ours, seed))
+            if o.baseline:
+                base = median_run(lambda d: [o.baseline, "--dir", d, "--procs", str(procs), "--cycles", str(cycles)],
+                                  place, o.repeat)
+                rows[name].setdefault("baseline", []).append((procs, base))
+                print(f"{name} {procs:>2} procs: baseline {base['cycles_per_s']:>8.0f}/s p99 {base['p99_ms']:>7.2f} ms",
+                      flush=True)
             print(f"{name} {procs:>2} procs: portlease {ours['cycles_per_s']:>8.0f}/s p99 {ours['p99_ms']:>7.2f} ms"
                   f" | seed {seed['cycles_per_s']:>6.0f}/s p99 {seed['p99_ms']:>7.2f} ms", flush=True)
 
-    command = "python3 bench/compare.py" + (f" --repeat {o.repeat}" if o.repeat != 3 else "") + (" --quick" if o.quick else "")
-    saved = {"rows": rows, "command": command, "machine": machine(), "date": datetime.date.today().isoformat()}
+    command = ("python3 bench/compare.py" + (f" --repeat {o.repeat}" if o.repeat != 3 else "")
+               + (" --quick" if o.quick else "") + (f" --baseline {o.baseline}" if o.baseline else ""))
+    saved = {"rows": rows, "command": command, "machine": machine(), "date": datetime.date.today().isoformat(),
+             "repeat": o.repeat}
     (ROOT / "bench" / "results.json").write_text(json.dumps(saved, indent=1) + "\n")
-    write_report(rows, command, saved["machine"], saved["date"])
+    write_report(rows, command, saved["machine"], saved["date"], o.repeat)
     draw_chart(rows)
 
 
@@ -95,13 +108,13 @@ def verdict(ok):
     return "met" if ok else "**not met**"
 
 
-def write_report(rows, command, machine_text, today):
+def write_report(rows, command, machine_text, today, repeat):
     lines = [
         "# Benchmarks",
         "",
         f"Measured {today} on {machine_text}, by `{command}` (generated; do not edit by hand;",
         "the raw figures are in `bench/results.json`).",
-        "Each figure is the median of three runs (by throughput), each in a fresh registry directory.",
+        f"Each figure is the median of {repeat} runs (by throughput), each in a fresh registry directory.",
         "A cycle is allocate + release of one port; latency is the time of both in one cycle.",
         "portlease: `cargo run --release --example contention -- --dir DIR --procs N --cycles K`;",
         "the seed: `python3 ../shared/bench/seed_stress.py N K --dir DIR`;",
@@ -135,6 +148,17 @@ def write_report(rows, command, machine_text, today):
                   f"- 32 processes ≥ 0.5 × 1 process: {thirty_two['cycles_per_s'] / one['cycles_per_s']:.2f} — "
                   f"{verdict(thirty_two['cycles_per_s'] * 2 >= one['cycles_per_s'])}",
                   f"- overlaps at every process count: {overlaps} — {verdict(overlaps == 0)}", ""]
+        if data.get("baseline"):
+            base = dict(data["baseline"])
+            lines += ["Against the baseline build (`--baseline`), run beside this one at every count:", "",
+                      "| procs | this build cycles/s | baseline cycles/s | ratio | this build p99 ms | baseline p99 ms | overlaps |",
+                      "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for procs, ours, _ in data["procs"]:
+                b = base[procs]
+                lines.append(f"| {procs} | {ours['cycles_per_s']:.0f} | {b['cycles_per_s']:.0f} | "
+                             f"{ours['cycles_per_s'] / b['cycles_per_s']:.2f} | {ours['p99_ms']:.3f} | {b['p99_ms']:.3f} | "
+                             f"{ours['overlaps'] + b['overlaps']} |")
+            lines.append("")
         worse = [p for p, o, s in data["procs"] if o["p99_ms"] > s["p99_ms"]]
         if worse:
             lines += [f"Where portlease's p99 is above the seed's ({', '.join(map(str, worse))} processes), the "
