@@ -9,7 +9,9 @@
 //! - After a damaged stretch, reading picks up again at the next `"<digits>":` key at
 //!   depth 1 of an object (or at the start of a line, where portlease and the seed
 //!   write their top-level keys), so a bad entry costs that entry alone, and two
-//!   objects back to back both count.
+//!   objects back to back both count. Where damage throws off the depth or the
+//!   quoting (a file on one line, or indented deeper), an entry is also found by its
+//!   shape alone: a port key, an object that reads whole, then `,` or `}`.
 //! - An entry whose key can be read but whose value cannot is kept as a placeholder
 //!   in the seed's format, which holds its port for the seed's 300 s from now: its
 //!   owner may well be alive, and its port must not go out again at once.
@@ -59,6 +61,9 @@ pub(crate) fn read(bytes: &[u8], now: f64) -> Salvaged {
     salvaged
 }
 
+/// A key found by a scan: the key, where its value starts, and where the key starts.
+type FoundKey = (String, usize, usize);
+
 /// Reads `{ "key": value, ... }` pair by pair; after a fault, scans on for the next
 /// port key and reads on from there.
 fn resynchronising(text: &str, now: f64) -> Salvaged {
@@ -76,6 +81,12 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
     }
     // Whether the stretch being scanned began at an unreadable value (counted there).
     let mut after_placeholder = false;
+    // The next entry found by its shape, and where the search began: kept while
+    // still ahead, so that many faults do not each scan the rest of the file.
+    let mut entry_ahead: Option<(usize, Option<FoundKey>)> = None;
+    // How many bytes the search by shape may still read: a few times the file, so
+    // that no damage makes reading it slower than linear.
+    let mut shape_budget = bytes.len().saturating_mul(8).saturating_add(1 << 20);
     loop {
         let direct = if key_expected {
             key_here(text, pos)
@@ -85,7 +96,22 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
         let (key, value_start) = match direct {
             Some(found) => found,
             None => {
-                let found = scan_for_key(bytes, pos, depth);
+                // Depth and quoting are guessed from the bytes, and damage can throw
+                // both off to the end of a file not written one entry per line: so a
+                // whole entry found by its shape alone counts too, if it comes first.
+                if entry_ahead.as_ref().is_some_and(|(from, found)| {
+                    *from > pos || found.as_ref().is_some_and(|(_, _, start)| *start < pos)
+                }) {
+                    entry_ahead = None;
+                }
+                let by_shape = entry_ahead
+                    .get_or_insert_with(|| (pos, scan_for_entry(text, pos, &mut shape_budget)))
+                    .1
+                    .clone();
+                let found = match (scan_for_key(bytes, pos, depth), by_shape) {
+                    (Some(key), Some(entry)) => Some(if entry.2 < key.2 { entry } else { key }),
+                    (key, entry) => key.or(entry),
+                };
                 let stretch_end = found.as_ref().map_or(bytes.len(), |(_, _, start)| *start);
                 if !after_placeholder && !is_filler(&bytes[pos..stretch_end]) {
                     out.skipped += 1;
@@ -169,6 +195,57 @@ fn scan_for_key(bytes: &[u8], mut pos: usize, mut depth: usize) -> Option<(Strin
             _ => {}
         }
         pos += 1;
+    }
+    None
+}
+
+/// The longest entry the search by shape reads (a real one is a few hundred bytes).
+const MAX_ENTRY_BYTES: usize = 64 << 10;
+
+/// Scans from `pos` for the next whole entry by its shape alone, whatever the depth
+/// or quoting the bytes before it suggest: `"<digits>":` followed by an object that
+/// reads whole and then by `,`, `}` or the end. A JSON string cannot hold such a key
+/// (its quotes would be escaped), so outside damage only a real entry, or one nested
+/// in another entry's value, matches. Each candidate's value is read for at most
+/// [`MAX_ENTRY_BYTES`], all of them for at most `budget` bytes in all. Returns as
+/// [`scan_for_key`] does.
+fn scan_for_entry(text: &str, mut pos: usize, budget: &mut usize) -> Option<FoundKey> {
+    let bytes = text.as_bytes();
+    while let Some(offset) = bytes.get(pos..)?.iter().position(|&b| b == b'"') {
+        let start = pos + offset;
+        pos = start + 1;
+        let digits = bytes[pos..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if !(1..=5).contains(&digits) || bytes.get(pos + digits) != Some(&b'"') {
+            continue;
+        }
+        let colon = skip_whitespace(bytes, pos + digits + 1);
+        if bytes.get(colon) != Some(&b':') {
+            continue;
+        }
+        let value_start = colon + 1;
+        if bytes.get(skip_whitespace(bytes, value_start)) != Some(&b'{') {
+            continue;
+        }
+        if *budget == 0 {
+            return None;
+        }
+        let end = value_start
+            .saturating_add((*budget).min(MAX_ENTRY_BYTES))
+            .min(bytes.len());
+        *budget -= end - value_start;
+        let mut stream = serde_json::Deserializer::from_slice(&bytes[value_start..end])
+            .into_iter::<serde::de::IgnoredAny>();
+        if !matches!(stream.next(), Some(Ok(_))) {
+            continue;
+        }
+        let after = skip_whitespace(bytes, value_start + stream.byte_offset());
+        if matches!(bytes.get(after), None | Some(b',' | b'}')) {
+            let key = String::from_utf8_lossy(&bytes[pos..pos + digits]).into_owned();
+            return Some((key, value_start, start));
+        }
     }
     None
 }

@@ -1,0 +1,119 @@
+//! Attacks on issue 8's promises from outside: damage the tests of `salvage` did not
+//! try, the seed on what portlease writes, and owners in other namespaces.
+
+use std::time::Duration;
+
+use portlease::{Allocator, Request};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::helpers::{portlease_in, ports, registry_json, run_within};
+
+/// Four leases kept by this (running) test process on the first ports of `block`:
+/// the registry as JSON, and the ports.
+fn live_leases(block: u16) -> (Map<String, Value>, [u16; 4]) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
+    let first = *ports(block).start();
+    let held = [0, 1, 2, 3].map(|i| first + i);
+    for port in held {
+        let request = Request::new()
+            .prefer(port)
+            .range(port..=port)
+            .label("lease");
+        let kept = allocator.allocate(&request).expect("a lease").keep();
+        assert_eq!(kept, [port]);
+    }
+    (registry_json(dir.path()), held)
+}
+
+/// The registry written with an indent of `indent` spaces, or on one line for 0.
+fn written_with_indent(registry: &Map<String, Value>, indent: usize) -> Vec<u8> {
+    if indent == 0 {
+        return serde_json::to_vec(registry).expect("JSON");
+    }
+    let spaces = vec![b' '; indent];
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(&spaces);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+    registry.serialize(&mut serializer).expect("JSON");
+    out
+}
+
+/// `bytes` with the first `from` replaced by `to`.
+fn replace_first(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .unwrap_or_else(|| panic!("{from:?} is in the registry"));
+    [&bytes[..at], to.as_bytes(), &bytes[at + from.len()..]].concat()
+}
+
+/// Writes a damaged registry, asks for four ports among eight around the held ones,
+/// and says what went wrong, if anything: a held port handed out, or a lease lost.
+fn held_ports_survive(name: &str, bytes: &[u8], held: [u16; 4]) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    Allocator::with_dir(dir.path()).expect("an allocator");
+    std::fs::write(dir.path().join(portlease::REGISTRY_FILE), bytes).expect("write");
+    let range = format!("{}-{}", held[0], held[0] + 7);
+    let args = [
+        "alloc",
+        "--range",
+        &range,
+        "--count",
+        "4",
+        "--lock-timeout",
+        "5",
+    ];
+    let outcome = run_within(portlease_in(dir.path(), &args), Duration::from_secs(60));
+    if outcome.code() != 0 {
+        return Err(format!("{name}: alloc failed: {}", outcome.stderr()));
+    }
+    let given: Vec<u16> = outcome
+        .stdout()
+        .split_whitespace()
+        .map(|p| p.parse().expect("a port"))
+        .collect();
+    if let Some(twice) = given.iter().find(|p| held.contains(p)) {
+        return Err(format!("{name}: held port {twice} handed out again"));
+    }
+    let after = registry_json(dir.path());
+    // The damaged first entry may be a placeholder; the three others keep their owner.
+    for port in &held[1..] {
+        let entry = after.get(&port.to_string());
+        if entry.is_none_or(|e| e["pid"] != std::process::id()) {
+            return Err(format!("{name}: the lease on {port} was lost: {entry:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn damage_in_a_compact_or_deeply_indented_registry_costs_one_entry() {
+    let (registry, held) = live_leases(84);
+    let compact = written_with_indent(&registry, 0);
+    let indent4 = written_with_indent(&registry, 4);
+    let variants = [
+        (
+            "one line, a quote not escaped in a label",
+            replace_first(&compact, "\"lease\"", "\"lea\"se\""),
+        ),
+        (
+            "one line, an unclosed bracket",
+            replace_first(&compact, "\"lease\"", "[BROKEN"),
+        ),
+        (
+            "indented by 4, an unclosed bracket",
+            replace_first(&indent4, "\"lease\"", "[BROKEN"),
+        ),
+        (
+            "indented by 4, a quote not escaped in a label",
+            replace_first(&indent4, "\"lease\"", "\"lea\"se\""),
+        ),
+    ];
+    let failures: Vec<String> = variants
+        .iter()
+        .filter_map(|(name, bytes)| held_ports_survive(name, bytes, held).err())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
