@@ -266,14 +266,17 @@ fn string_end(bytes: &[u8], start: usize) -> usize {
 }
 
 /// Whether `pos` is the first thing on its line, after at most two spaces (how
-/// portlease and the seed's `indent=2` write top-level keys).
+/// portlease and the seed's `indent=2` write top-level keys). It looks back three
+/// bytes at most: looking back to the line's start from every key of a long line
+/// would take quadratic time.
 fn starts_line(bytes: &[u8], pos: usize) -> bool {
-    let line_start = bytes[..pos]
+    let indent = bytes[..pos]
         .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let indent = &bytes[line_start..pos];
-    indent.len() <= 2 && indent.iter().all(|&b| b == b' ' || b == b'\t')
+        .rev()
+        .take(3)
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    indent <= 2 && (indent == pos || bytes[pos - indent - 1] == b'\n')
 }
 
 /// Whether a skipped stretch held nothing but JSON's own punctuation and whitespace.

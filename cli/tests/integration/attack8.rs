@@ -117,3 +117,23 @@ fn damage_in_a_compact_or_deeply_indented_registry_costs_one_entry() {
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn a_long_damaged_line_is_read_in_linear_time() {
+    // Unclosed objects keyed by digits on one 4 MiB line: every key is a candidate
+    // for resynchronising, and none closes. Read in time linear in the file, this
+    // takes milliseconds; in quadratic time, hours (holding the lock throughout).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    Allocator::with_dir(dir.path()).expect("an allocator");
+    let damaged = format!("{{{}", "\"1\": {".repeat(700_000));
+    std::fs::write(dir.path().join(portlease::REGISTRY_FILE), damaged).expect("write");
+    let port = *ports(85).start();
+    let range = format!("{port}-{port}");
+    let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
+    let outcome = run_within(portlease_in(dir.path(), &args), Duration::from_secs(60));
+    assert_eq!(outcome.success().trim(), port.to_string());
+    assert!(
+        registry_json(dir.path()).contains_key("1"),
+        "the placeholder"
+    );
+}
