@@ -2,8 +2,10 @@
 //! its own is kept, wherever the damage is.
 //!
 //! - What Python's `json` module writes and reads is accepted: a leading UTF-8 BOM,
-//!   and `NaN`, `Infinity`, `-Infinity` (kept as `null` and as the largest finite
-//!   numbers, which the seed's 300 s rule judges as it judged the originals).
+//!   and `NaN`, `Infinity`, `-Infinity`, kept as the largest finite numbers (`NaN`
+//!   as the largest positive one: like it, never more than 300 s before now), which
+//!   the seed's 300 s rule judges as it judged the originals. Not as `null`: the
+//!   seed's `now - timestamp` fails on it, and with it every allocation.
 //! - Bytes that are not UTF-8 are replaced (U+FFFD), so a bad byte in a label costs
 //!   the label's byte, not the entry.
 //! - After a damaged stretch, reading picks up again at the next `"<digits>":` key at
@@ -325,7 +327,7 @@ fn replace_non_finite(text: &str) -> Cow<'_, str> {
         let token = [
             ("-Infinity", "-1.7976931348623157e308"),
             ("Infinity", "1.7976931348623157e308"),
-            ("NaN", "null"),
+            ("NaN", "1.7976931348623157e308"),
         ]
         .into_iter()
         .find(|(token, _)| {
@@ -400,7 +402,7 @@ mod tests {
         assert!(!salvaged.damaged);
         assert_eq!(
             salvaged.entries["1"].get(),
-            r#"{"pid": 1, "t": null, "u": -1.7976931348623157e308, "label": "NaN"}"#
+            r#"{"pid": 1, "t": 1.7976931348623157e308, "u": -1.7976931348623157e308, "label": "NaN"}"#
         );
     }
 
