@@ -8,6 +8,10 @@ use std::sync::{Mutex, PoisonError};
 /// start time could not be read. `Some(Some(t))`: it runs and started at `t` ticks
 /// after boot.
 pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
+    // /proc/PID of another namespace's /proc is another process: ask the kernel.
+    if own_pid_namespace().is_none() {
+        return exists(pid).then_some(None);
+    }
     let mut buf = [0u8; 1024];
     match std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut file| file.read(&mut buf))
     {
@@ -66,6 +70,18 @@ pub(super) fn own_pid_namespace() -> Option<u64> {
             namespace
         }
     }
+}
+
+/// The inode of the caller's PID namespace, to record in its leases: read through
+/// `/proc/self` even where `/proc` is another namespace's (a PID namespace entered
+/// without mounting its own), since `self` there is still the caller. A lease that
+/// recorded none would be judged by its pid in every namespace.
+pub(super) fn recorded_pid_namespace() -> Option<u64> {
+    own_pid_namespace().or_else(|| {
+        rustix::fs::stat("/proc/self/ns/pid")
+            .ok()
+            .map(|stat| stat.st_ino)
+    })
 }
 
 fn read_own_pid_namespace(pid: u32) -> Option<u64> {
