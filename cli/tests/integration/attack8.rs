@@ -262,3 +262,44 @@ fn an_owner_in_a_pid_namespace_that_kept_the_hosts_proc_keeps_its_port() {
     let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
     run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
 }
+
+#[test]
+fn an_owner_in_another_time_namespace_keeps_its_port() {
+    // A time namespace (CRIU's, or `unshare --time`) shifts the boot time that
+    // /proc/PID/stat's start times count from, for the processes in it only.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    Allocator::with_dir(dir.path()).expect("an allocator");
+    let port = *ports(88).start();
+    let range = format!("{port}-{port}");
+    let mut owner = std::process::Command::new("unshare");
+    owner
+        .args(["--time", "--boottime", "100000", "--kill-child"])
+        .arg(crate::helpers::binary())
+        .args(["exec", "--range", &range, "--", "sleep", "120"])
+        .env("PORTLEASE_DIR", dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut owner = Reaped(owner.spawn().expect("unshare runs"));
+    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
+    loop {
+        if let Some(status) = owner.0.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            if let Some(mut err) = owner.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+            }
+            eprintln!(
+                "skipped: unshare --time is refused here ({status}: {})",
+                stderr.trim()
+            );
+            return;
+        }
+        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
+        if text.contains(&format!("\"{port}\"")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
+    run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
+}
