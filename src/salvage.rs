@@ -125,7 +125,7 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
             }
         };
         after_placeholder = false;
-        match next_value(&text[value_start..]) {
+        match next_value(&text[value_start..]).filter(|(raw, _)| !holds_entries(raw)) {
             Some((raw, len)) => {
                 placeholders.remove(&key);
                 out.entries.insert(key, raw);
@@ -288,6 +288,20 @@ fn is_filler(bytes: &[u8]) -> bool {
         .all(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'{' | b'}'))
 }
 
+/// Whether a value holds what looks like registry entries (a port key with an
+/// object value) among its own fields: an entry whose closing brace was lost reads
+/// whole by swallowing the entries after it, which must be read as entries instead.
+/// No entry portlease or the seed writes has such a field.
+fn holds_entries(raw: &RawValue) -> bool {
+    serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()).is_ok_and(|fields| {
+        fields.iter().any(|(key, value)| {
+            (1..=5).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_digit())
+                && value.get().starts_with('{')
+        })
+    })
+}
+
 /// One JSON value at the start of `text`, and its length.
 fn next_value(text: &str) -> Option<(Box<RawValue>, usize)> {
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Box<RawValue>>();
@@ -413,6 +427,14 @@ mod tests {
         assert_eq!(keys(text), ["1", "2", "3", "4"]);
         assert_eq!(salvaged.placeholders, 0);
         assert_eq!(salvaged.skipped, 1, "the NUL bytes");
+    }
+
+    #[test]
+    fn an_entry_that_lost_its_closing_brace_costs_itself_alone() {
+        let text = br#"{"1": {"pid": 1, "2": {"pid": 2}, "3": {"pid": 3}}"#;
+        let salvaged = read(text, 0.0);
+        assert_eq!(keys(text), ["1", "2", "3"]);
+        assert_eq!(salvaged.placeholders, 1);
     }
 
     #[test]

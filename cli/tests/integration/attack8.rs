@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 use crate::helpers::{portlease_in, ports, registry_json, run_within};
 
 /// Four leases kept by this (running) test process on the first ports of `block`:
-/// the registry as JSON, and the ports.
-fn live_leases(block: u16) -> (Map<String, Value>, [u16; 4]) {
+/// the registry as JSON and as written, and the ports.
+fn live_leases(block: u16) -> (Map<String, Value>, Vec<u8>, [u16; 4]) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
     let first = *ports(block).start();
@@ -25,7 +25,8 @@ fn live_leases(block: u16) -> (Map<String, Value>, [u16; 4]) {
         let kept = allocator.allocate(&request).expect("a lease").keep();
         assert_eq!(kept, [port]);
     }
-    (registry_json(dir.path()), held)
+    let written = std::fs::read(dir.path().join(portlease::REGISTRY_FILE)).expect("read");
+    (registry_json(dir.path()), written, held)
 }
 
 /// The registry written with an indent of `indent` spaces, or on one line for 0.
@@ -91,7 +92,7 @@ fn held_ports_survive(name: &str, bytes: &[u8], held: [u16; 4]) -> Result<(), St
 
 #[test]
 fn damage_in_a_compact_or_deeply_indented_registry_costs_one_entry() {
-    let (registry, held) = live_leases(84);
+    let (registry, written, held) = live_leases(84);
     let compact = written_with_indent(&registry, 0);
     let indent4 = written_with_indent(&registry, 4);
     let variants = [
@@ -110,6 +111,18 @@ fn damage_in_a_compact_or_deeply_indented_registry_costs_one_entry() {
         (
             "indented by 4, a quote not escaped in a label",
             replace_first(&indent4, "\"lease\"", "\"lea\"se\""),
+        ),
+        (
+            "one line, the first entry's closing brace lost",
+            replace_first(&compact, "},", ","),
+        ),
+        (
+            "indented by 4, the first entry's closing brace lost",
+            replace_first(&indent4, "},", ","),
+        ),
+        (
+            "as portlease writes it, the first entry's closing brace lost",
+            replace_first(&written, "},", ","),
         ),
     ];
     let failures: Vec<String> = variants
