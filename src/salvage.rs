@@ -85,7 +85,7 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
     let mut after_placeholder = false;
     // The next entry found by its shape, and where the search began: kept while
     // still ahead, so that many faults do not each scan the rest of the file.
-    let mut entry_ahead: Option<(usize, Option<FoundKey>)> = None;
+    let mut entry_ahead: Option<(usize, Option<(FoundKey, bool)>)> = None;
     // How many bytes the search by shape may still read: a few times the file, so
     // that no damage makes reading it slower than linear.
     let mut shape_budget = bytes.len().saturating_mul(8).saturating_add(1 << 20);
@@ -95,14 +95,17 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
         } else {
             None
         };
-        let (key, value_start) = match direct {
-            Some(found) => found,
+        let (key, value_start, known_unreadable) = match direct {
+            Some((key, value_start)) => (key, value_start, false),
             None => {
                 // Depth and quoting are guessed from the bytes, and damage can throw
                 // both off to the end of a file not written one entry per line: so a
                 // whole entry found by its shape alone counts too, if it comes first.
                 if entry_ahead.as_ref().is_some_and(|(from, found)| {
-                    *from > pos || found.as_ref().is_some_and(|(_, _, start)| *start < pos)
+                    *from > pos
+                        || found
+                            .as_ref()
+                            .is_some_and(|((_, _, start), _)| *start < pos)
                 }) {
                     entry_ahead = None;
                 }
@@ -110,22 +113,37 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
                     .get_or_insert_with(|| (pos, scan_for_entry(text, pos, &mut shape_budget)))
                     .1
                     .clone();
-                let found = match (scan_for_key(bytes, pos, depth), by_shape) {
-                    (Some(key), Some(entry)) => Some(if entry.2 < key.2 { entry } else { key }),
-                    (key, entry) => key.or(entry),
+                // Only a key before the one found by shape matters: so the scan by
+                // depth stops there, and no fault makes it read the rest of the file.
+                let limit = by_shape
+                    .as_ref()
+                    .map_or(bytes.len(), |((_, _, start), _)| *start + 1);
+                let found = match (scan_for_key(bytes, pos, depth, limit), by_shape) {
+                    (Some(key), Some((entry, readable))) if entry.2 < key.2 => {
+                        Some((entry, readable))
+                    }
+                    (Some(key), _) => Some((key, true)),
+                    (None, entry) => entry,
                 };
-                let stretch_end = found.as_ref().map_or(bytes.len(), |(_, _, start)| *start);
+                let stretch_end = found
+                    .as_ref()
+                    .map_or(bytes.len(), |((_, _, start), _)| *start);
                 if !after_placeholder && !is_filler(&bytes[pos..stretch_end]) {
                     out.skipped += 1;
                 }
                 match found {
-                    Some((key, value_start, _)) => (key, value_start),
+                    Some(((key, value_start, _), readable)) => (key, value_start, !readable),
                     None => break,
                 }
             }
         };
         after_placeholder = false;
-        match next_value(&text[value_start..]).filter(|(raw, _)| !holds_entries(raw)) {
+        let value = if known_unreadable {
+            None
+        } else {
+            next_value(&text[value_start..]).filter(|(raw, _)| !holds_entries(raw))
+        };
+        match value {
             Some((raw, len)) => {
                 placeholders.remove(&key);
                 out.entries.insert(key, raw);
@@ -171,10 +189,15 @@ fn key_here(text: &str, pos: usize) -> Option<(String, usize)> {
 }
 
 /// Scans from `pos` (at object depth `depth`) for the next key that names a port:
-/// `"<digits>":` at depth 1, or at the start of a line. Returns the key, where its
-/// value starts and where the key starts.
-fn scan_for_key(bytes: &[u8], mut pos: usize, mut depth: usize) -> Option<(String, usize, usize)> {
-    while pos < bytes.len() {
+/// `"<digits>":` at depth 1, or at the start of a line, starting before `limit`.
+/// Returns the key, where its value starts and where the key starts.
+fn scan_for_key(
+    bytes: &[u8],
+    mut pos: usize,
+    mut depth: usize,
+    limit: usize,
+) -> Option<(String, usize, usize)> {
+    while pos < limit.min(bytes.len()) {
         match bytes[pos] {
             b'"' => {
                 let end = string_end(bytes, pos);
@@ -204,14 +227,15 @@ fn scan_for_key(bytes: &[u8], mut pos: usize, mut depth: usize) -> Option<(Strin
 /// The longest entry the search by shape reads (a real one is a few hundred bytes).
 const MAX_ENTRY_BYTES: usize = 64 << 10;
 
-/// Scans from `pos` for the next whole entry by its shape alone, whatever the depth
-/// or quoting the bytes before it suggest: `"<digits>":` followed by an object that
-/// reads whole and then by `,`, `}` or the end. A JSON string cannot hold such a key
-/// (its quotes would be escaped), so outside damage only a real entry, or one nested
-/// in another entry's value, matches. Each candidate's value is read for at most
-/// [`MAX_ENTRY_BYTES`], all of them for at most `budget` bytes in all. Returns as
-/// [`scan_for_key`] does.
-fn scan_for_entry(text: &str, mut pos: usize, budget: &mut usize) -> Option<FoundKey> {
+/// Scans from `pos` for the next entry by its shape alone, whatever the depth or
+/// quoting the bytes before it suggest: `"<digits>":` and an object, which either
+/// reads whole and is followed by `,`, `}` or the end, or does not read (then its
+/// key is still held, by a placeholder). A JSON string cannot hold such a key (its
+/// quotes would be escaped), so outside damage only a real entry, or one nested in
+/// another entry's value, matches. Each candidate's value is read for at most
+/// [`MAX_ENTRY_BYTES`], all of them for at most `budget` bytes in all. Returns what
+/// [`scan_for_key`] does, and whether the value read.
+fn scan_for_entry(text: &str, mut pos: usize, budget: &mut usize) -> Option<(FoundKey, bool)> {
     let bytes = text.as_bytes();
     while let Some(offset) = bytes.get(pos..)?.iter().position(|&b| b == b'"') {
         let start = pos + offset;
@@ -238,15 +262,15 @@ fn scan_for_entry(text: &str, mut pos: usize, budget: &mut usize) -> Option<Foun
             .saturating_add((*budget).min(MAX_ENTRY_BYTES))
             .min(bytes.len());
         *budget -= end - value_start;
+        let key = || String::from_utf8_lossy(&bytes[pos..pos + digits]).into_owned();
         let mut stream = serde_json::Deserializer::from_slice(&bytes[value_start..end])
             .into_iter::<serde::de::IgnoredAny>();
         if !matches!(stream.next(), Some(Ok(_))) {
-            continue;
+            return Some(((key(), value_start, start), false));
         }
         let after = skip_whitespace(bytes, value_start + stream.byte_offset());
         if matches!(bytes.get(after), None | Some(b',' | b'}')) {
-            let key = String::from_utf8_lossy(&bytes[pos..pos + digits]).into_owned();
-            return Some((key, value_start, start));
+            return Some(((key(), value_start, start), true));
         }
     }
     None

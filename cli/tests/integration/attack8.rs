@@ -51,9 +51,15 @@ fn replace_first(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
     [&bytes[..at], to.as_bytes(), &bytes[at + from.len()..]].concat()
 }
 
-/// Writes a damaged registry, asks for four ports among eight around the held ones,
-/// and says what went wrong, if anything: a held port handed out, or a lease lost.
-fn held_ports_survive(name: &str, bytes: &[u8], held: [u16; 4]) -> Result<(), String> {
+/// Writes a registry whose first `damaged` entries are damaged, asks for four ports
+/// among eight around the held ones, and says what went wrong, if anything: a held
+/// port handed out, or an undamaged lease lost.
+fn held_ports_survive(
+    name: &str,
+    bytes: &[u8],
+    held: [u16; 4],
+    damaged: usize,
+) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("a temp dir");
     Allocator::with_dir(dir.path()).expect("an allocator");
     std::fs::write(dir.path().join(portlease::REGISTRY_FILE), bytes).expect("write");
@@ -80,8 +86,13 @@ fn held_ports_survive(name: &str, bytes: &[u8], held: [u16; 4]) -> Result<(), St
         return Err(format!("{name}: held port {twice} handed out again"));
     }
     let after = registry_json(dir.path());
-    // The damaged first entry may be a placeholder; the three others keep their owner.
-    for port in &held[1..] {
+    for port in &held {
+        if !after.contains_key(&port.to_string()) {
+            return Err(format!("{name}: the lease on {port} is not held"));
+        }
+    }
+    // The damaged entries may be placeholders; the others keep their owner.
+    for port in &held[damaged..] {
         let entry = after.get(&port.to_string());
         if entry.is_none_or(|e| e["pid"] != std::process::id()) {
             return Err(format!("{name}: the lease on {port} was lost: {entry:?}"));
@@ -127,7 +138,7 @@ fn damage_in_a_compact_or_deeply_indented_registry_costs_one_entry() {
     ];
     let failures: Vec<String> = variants
         .iter()
-        .filter_map(|(name, bytes)| held_ports_survive(name, bytes, held).err())
+        .filter_map(|(name, bytes)| held_ports_survive(name, bytes, held, 1).err())
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -315,4 +326,22 @@ fn an_owner_in_another_time_namespace_keeps_its_port() {
     }
     let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
     run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
+}
+
+#[test]
+fn a_damaged_value_behind_an_unbalanced_bracket_is_still_held() {
+    // The first entry gains a '{', so the second (whose value lost a quote) is one
+    // level deeper than it seems, and on one line no line start marks it.
+    let (registry, _, held) = live_leases(89);
+    let compact = written_with_indent(&registry, 0);
+    let first_damaged = replace_first(&compact, "\"lease\"", "{\"lease\"");
+    let second = format!("\"{}\":", held[1]);
+    let at = first_damaged
+        .windows(second.len())
+        .position(|w| w == second.as_bytes())
+        .expect("the second entry");
+    let (before, second_entry) = first_damaged.split_at(at);
+    let both_damaged = [before, &replace_first(second_entry, ",\"pid\":", ",pid\":")].concat();
+    held_ports_survive("two damaged entries on one line", &both_damaged, held, 2)
+        .unwrap_or_else(|failure| panic!("{failure}"));
 }
