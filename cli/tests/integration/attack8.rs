@@ -266,8 +266,14 @@ fn an_owner_in_a_pid_namespace_that_kept_the_hosts_proc_keeps_its_port() {
             if let Some(mut err) = owner.0.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
             }
-            if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-                eprintln!("skipped: unshare is refused here ({})", stderr.trim());
+            if stderr.contains("unshare failed")
+                || stderr.contains("Operation not permitted")
+                || stderr.contains("ns_last_pid")
+            {
+                eprintln!(
+                    "skipped: unshare or ns_last_pid is refused here ({})",
+                    stderr.trim()
+                );
                 return;
             }
             panic!("the namespaced owner ended first ({status}): {stderr}");
