@@ -297,13 +297,14 @@ fn an_owner_in_a_pid_namespace_that_kept_the_hosts_proc_keeps_its_port() {
 fn an_owner_in_another_time_namespace_keeps_its_port() {
     // A time namespace (CRIU's, or `unshare --time`) shifts the boot time that
     // /proc/PID/stat's start times count from, for the processes in it only.
+    // SIGTERM, which `exec` passes on, so that the sleeper ends with the test.
     let dir = tempfile::tempdir().expect("a temp dir");
     Allocator::with_dir(dir.path()).expect("an allocator");
     let port = *ports(88).start();
     let range = format!("{port}-{port}");
     let mut owner = std::process::Command::new("unshare");
     owner
-        .args(["--time", "--boottime", "100000", "--kill-child"])
+        .args(["--time", "--boottime", "100000", "--kill-child=SIGTERM"])
         .arg(crate::helpers::binary())
         .args(["exec", "--range", &range, "--", "sleep", "120"])
         .env("PORTLEASE_DIR", dir.path())
