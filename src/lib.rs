@@ -95,7 +95,8 @@
 //!   protocols asked (by default on `0.0.0.0` and `[::]`, which catches a server on
 //!   any local address, and a port in `TIME_WAIT`).
 //! - A lease ends when its owner is gone: the owner is recorded as pid plus process
-//!   start time, so a reused pid does not keep a dead lease alive. A running process
+//!   start time (as the host counts it, whatever time namespace the owner or the
+//!   reader is in), so a reused pid does not keep a dead lease alive. A running process
 //!   is never judged gone: a process counts as gone only when no thread of it runs (a
 //!   zombie thread-group leader whose other threads run is alive), and only by a
 //!   process in its own PID namespace (see the pitfalls).
@@ -143,7 +144,8 @@
 //!   ports bind-checked, by another process using the same directory, so processes in
 //!   different network namespaces (containers) should not share one.
 //! - Pids are judged only within their PID namespace: a lease records its owner's
-//!   (the inode of `/proc/self/ns/pid`), and to a process of another namespace the
+//!   (the inode of `/proc/self/ns/pid`, read also where the namespace kept the host's
+//!   `/proc`, which then judges no pid), and to a process of another namespace the
 //!   owner is alive. Its lease ends by release, by its TTL, or when a process of the
 //!   owner's namespace finds it gone. So containers that share the host's network and
 //!   the registry directory but not its PID namespace should give their leases a TTL
@@ -158,6 +160,9 @@
 //!   program that installs its own `SIGBUS` handler later should chain to the one it
 //!   replaces. Where the board's space cannot be reserved (a full filesystem), it is
 //!   not used at all.
+//! - `port_registry.lock` must not be removed while processes use the directory: one
+//!   that holds the lock on the removed file and one that locks a new one would both
+//!   be inside. The seed shares this weakness; nothing on the name can prevent it.
 //! - Linux: owners' start times, the request board (futexes) and the portserver's
 //!   abstract sockets are Linux's; portlease is built and tested there only.
 //! - The API is synchronous: every operation, dropping a [`Lease`] included, waits for

@@ -47,7 +47,7 @@ impl ProcessId {
                 let current = ProcessId {
                     pid,
                     start_time: imp::start_time(pid).flatten(),
-                    pid_ns: imp::own_pid_namespace(),
+                    pid_ns: imp::recorded_pid_namespace(),
                 };
                 *cached = Some(current);
                 current
@@ -62,7 +62,7 @@ impl ProcessId {
         imp::start_time(pid).map(|start_time| ProcessId {
             pid,
             start_time,
-            pid_ns: imp::own_pid_namespace(),
+            pid_ns: imp::recorded_pid_namespace(),
         })
     }
 

@@ -2,14 +2,18 @@
 //! its own is kept, wherever the damage is.
 //!
 //! - What Python's `json` module writes and reads is accepted: a leading UTF-8 BOM,
-//!   and `NaN`, `Infinity`, `-Infinity` (kept as `null` and as the largest finite
-//!   numbers, which the seed's 300 s rule judges as it judged the originals).
+//!   and `NaN`, `Infinity`, `-Infinity`, kept as the largest finite numbers (`NaN`
+//!   as the largest positive one: like it, never more than 300 s before now), which
+//!   the seed's 300 s rule judges as it judged the originals. Not as `null`: the
+//!   seed's `now - timestamp` fails on it, and with it every allocation.
 //! - Bytes that are not UTF-8 are replaced (U+FFFD), so a bad byte in a label costs
 //!   the label's byte, not the entry.
 //! - After a damaged stretch, reading picks up again at the next `"<digits>":` key at
 //!   depth 1 of an object (or at the start of a line, where portlease and the seed
 //!   write their top-level keys), so a bad entry costs that entry alone, and two
-//!   objects back to back both count.
+//!   objects back to back both count. Where damage throws off the depth or the
+//!   quoting (a file on one line, or indented deeper), an entry is also found by its
+//!   shape alone: a port key, an object that reads whole, then `,` or `}`.
 //! - An entry whose key can be read but whose value cannot is kept as a placeholder
 //!   in the seed's format, which holds its port for the seed's 300 s from now: its
 //!   owner may well be alive, and its port must not go out again at once.
@@ -59,6 +63,9 @@ pub(crate) fn read(bytes: &[u8], now: f64) -> Salvaged {
     salvaged
 }
 
+/// A key found by a scan: the key, where its value starts, and where the key starts.
+type FoundKey = (String, usize, usize);
+
 /// Reads `{ "key": value, ... }` pair by pair; after a fault, scans on for the next
 /// port key and reads on from there.
 fn resynchronising(text: &str, now: f64) -> Salvaged {
@@ -76,28 +83,67 @@ fn resynchronising(text: &str, now: f64) -> Salvaged {
     }
     // Whether the stretch being scanned began at an unreadable value (counted there).
     let mut after_placeholder = false;
+    // The next entry found by its shape, and where the search began: kept while
+    // still ahead, so that many faults do not each scan the rest of the file.
+    let mut entry_ahead: Option<(usize, Option<(FoundKey, bool)>)> = None;
+    // How many bytes the search by shape may still read: a few times the file, so
+    // that no damage makes reading it slower than linear.
+    let mut shape_budget = bytes.len().saturating_mul(8).saturating_add(1 << 20);
     loop {
         let direct = if key_expected {
             key_here(text, pos)
         } else {
             None
         };
-        let (key, value_start) = match direct {
-            Some(found) => found,
+        let (key, value_start, known_unreadable) = match direct {
+            Some((key, value_start)) => (key, value_start, false),
             None => {
-                let found = scan_for_key(bytes, pos, depth);
-                let stretch_end = found.as_ref().map_or(bytes.len(), |(_, _, start)| *start);
+                // Depth and quoting are guessed from the bytes, and damage can throw
+                // both off to the end of a file not written one entry per line: so a
+                // whole entry found by its shape alone counts too, if it comes first.
+                if entry_ahead.as_ref().is_some_and(|(from, found)| {
+                    *from > pos
+                        || found
+                            .as_ref()
+                            .is_some_and(|((_, _, start), _)| *start < pos)
+                }) {
+                    entry_ahead = None;
+                }
+                let by_shape = entry_ahead
+                    .get_or_insert_with(|| (pos, scan_for_entry(text, pos, &mut shape_budget)))
+                    .1
+                    .clone();
+                // Only a key before the one found by shape matters: so the scan by
+                // depth stops there, and no fault makes it read the rest of the file.
+                let limit = by_shape
+                    .as_ref()
+                    .map_or(bytes.len(), |((_, _, start), _)| *start + 1);
+                let found = match (scan_for_key(bytes, pos, depth, limit), by_shape) {
+                    (Some(key), Some((entry, readable))) if entry.2 < key.2 => {
+                        Some((entry, readable))
+                    }
+                    (Some(key), _) => Some((key, true)),
+                    (None, entry) => entry,
+                };
+                let stretch_end = found
+                    .as_ref()
+                    .map_or(bytes.len(), |((_, _, start), _)| *start);
                 if !after_placeholder && !is_filler(&bytes[pos..stretch_end]) {
                     out.skipped += 1;
                 }
                 match found {
-                    Some((key, value_start, _)) => (key, value_start),
+                    Some(((key, value_start, _), readable)) => (key, value_start, !readable),
                     None => break,
                 }
             }
         };
         after_placeholder = false;
-        match next_value(&text[value_start..]) {
+        let value = if known_unreadable {
+            None
+        } else {
+            next_value(&text[value_start..]).filter(|(raw, _)| !holds_entries(raw))
+        };
+        match value {
             Some((raw, len)) => {
                 placeholders.remove(&key);
                 out.entries.insert(key, raw);
@@ -143,10 +189,15 @@ fn key_here(text: &str, pos: usize) -> Option<(String, usize)> {
 }
 
 /// Scans from `pos` (at object depth `depth`) for the next key that names a port:
-/// `"<digits>":` at depth 1, or at the start of a line. Returns the key, where its
-/// value starts and where the key starts.
-fn scan_for_key(bytes: &[u8], mut pos: usize, mut depth: usize) -> Option<(String, usize, usize)> {
-    while pos < bytes.len() {
+/// `"<digits>":` at depth 1, or at the start of a line, starting before `limit`.
+/// Returns the key, where its value starts and where the key starts.
+fn scan_for_key(
+    bytes: &[u8],
+    mut pos: usize,
+    mut depth: usize,
+    limit: usize,
+) -> Option<(String, usize, usize)> {
+    while pos < limit.min(bytes.len()) {
         match bytes[pos] {
             b'"' => {
                 let end = string_end(bytes, pos);
@@ -173,6 +224,58 @@ fn scan_for_key(bytes: &[u8], mut pos: usize, mut depth: usize) -> Option<(Strin
     None
 }
 
+/// The longest entry the search by shape reads (a real one is a few hundred bytes).
+const MAX_ENTRY_BYTES: usize = 64 << 10;
+
+/// Scans from `pos` for the next entry by its shape alone, whatever the depth or
+/// quoting the bytes before it suggest: `"<digits>":` and an object, which either
+/// reads whole and is followed by `,`, `}` or the end, or does not read (then its
+/// key is still held, by a placeholder). A JSON string cannot hold such a key (its
+/// quotes would be escaped), so outside damage only a real entry, or one nested in
+/// another entry's value, matches. Each candidate's value is read for at most
+/// [`MAX_ENTRY_BYTES`], all of them for at most `budget` bytes in all. Returns what
+/// [`scan_for_key`] does, and whether the value read.
+fn scan_for_entry(text: &str, mut pos: usize, budget: &mut usize) -> Option<(FoundKey, bool)> {
+    let bytes = text.as_bytes();
+    while let Some(offset) = bytes.get(pos..)?.iter().position(|&b| b == b'"') {
+        let start = pos + offset;
+        pos = start + 1;
+        let digits = bytes[pos..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        if !(1..=5).contains(&digits) || bytes.get(pos + digits) != Some(&b'"') {
+            continue;
+        }
+        let colon = skip_whitespace(bytes, pos + digits + 1);
+        if bytes.get(colon) != Some(&b':') {
+            continue;
+        }
+        let value_start = colon + 1;
+        if bytes.get(skip_whitespace(bytes, value_start)) != Some(&b'{') {
+            continue;
+        }
+        if *budget == 0 {
+            return None;
+        }
+        let end = value_start
+            .saturating_add((*budget).min(MAX_ENTRY_BYTES))
+            .min(bytes.len());
+        *budget -= end - value_start;
+        let key = || String::from_utf8_lossy(&bytes[pos..pos + digits]).into_owned();
+        let mut stream = serde_json::Deserializer::from_slice(&bytes[value_start..end])
+            .into_iter::<serde::de::IgnoredAny>();
+        if !matches!(stream.next(), Some(Ok(_))) {
+            return Some(((key(), value_start, start), false));
+        }
+        let after = skip_whitespace(bytes, value_start + stream.byte_offset());
+        if matches!(bytes.get(after), None | Some(b',' | b'}')) {
+            return Some(((key(), value_start, start), true));
+        }
+    }
+    None
+}
+
 /// Where the string starting at `start` (a quote) ends: after its closing quote, or
 /// at a line break, which a JSON string cannot hold (so a lost quote costs one line).
 fn string_end(bytes: &[u8], start: usize) -> usize {
@@ -189,14 +292,17 @@ fn string_end(bytes: &[u8], start: usize) -> usize {
 }
 
 /// Whether `pos` is the first thing on its line, after at most two spaces (how
-/// portlease and the seed's `indent=2` write top-level keys).
+/// portlease and the seed's `indent=2` write top-level keys). It looks back three
+/// bytes at most: looking back to the line's start from every key of a long line
+/// would take quadratic time.
 fn starts_line(bytes: &[u8], pos: usize) -> bool {
-    let line_start = bytes[..pos]
+    let indent = bytes[..pos]
         .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let indent = &bytes[line_start..pos];
-    indent.len() <= 2 && indent.iter().all(|&b| b == b' ' || b == b'\t')
+        .rev()
+        .take(3)
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    indent <= 2 && (indent == pos || bytes[pos - indent - 1] == b'\n')
 }
 
 /// Whether a skipped stretch held nothing but JSON's own punctuation and whitespace.
@@ -204,6 +310,20 @@ fn is_filler(bytes: &[u8]) -> bool {
     bytes
         .iter()
         .all(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'{' | b'}'))
+}
+
+/// Whether a value holds what looks like registry entries (a port key with an
+/// object value) among its own fields: an entry whose closing brace was lost reads
+/// whole by swallowing the entries after it, which must be read as entries instead.
+/// No entry portlease or the seed writes has such a field.
+fn holds_entries(raw: &RawValue) -> bool {
+    serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()).is_ok_and(|fields| {
+        fields.iter().any(|(key, value)| {
+            (1..=5).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_digit())
+                && value.get().starts_with('{')
+        })
+    })
 }
 
 /// One JSON value at the start of `text`, and its length.
@@ -245,7 +365,7 @@ fn replace_non_finite(text: &str) -> Cow<'_, str> {
         let token = [
             ("-Infinity", "-1.7976931348623157e308"),
             ("Infinity", "1.7976931348623157e308"),
-            ("NaN", "null"),
+            ("NaN", "1.7976931348623157e308"),
         ]
         .into_iter()
         .find(|(token, _)| {
@@ -320,7 +440,7 @@ mod tests {
         assert!(!salvaged.damaged);
         assert_eq!(
             salvaged.entries["1"].get(),
-            r#"{"pid": 1, "t": null, "u": -1.7976931348623157e308, "label": "NaN"}"#
+            r#"{"pid": 1, "t": 1.7976931348623157e308, "u": -1.7976931348623157e308, "label": "NaN"}"#
         );
     }
 
@@ -331,6 +451,14 @@ mod tests {
         assert_eq!(keys(text), ["1", "2", "3", "4"]);
         assert_eq!(salvaged.placeholders, 0);
         assert_eq!(salvaged.skipped, 1, "the NUL bytes");
+    }
+
+    #[test]
+    fn an_entry_that_lost_its_closing_brace_costs_itself_alone() {
+        let text = br#"{"1": {"pid": 1, "2": {"pid": 2}, "3": {"pid": 3}}"#;
+        let salvaged = read(text, 0.0);
+        assert_eq!(keys(text), ["1", "2", "3"]);
+        assert_eq!(salvaged.placeholders, 1);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Linux: a process's start time from `/proc/PID/stat`, and the caller's PID
-//! namespace from `/proc/self/ns/pid`.
+//! Linux: a process's start time from `/proc/PID/stat` (taken back to the host's
+//! boot time from the caller's time namespace), and the caller's PID namespace from
+//! `/proc/self/ns/pid`.
 
 use std::io::Read;
 use std::sync::{Mutex, PoisonError};
@@ -8,13 +9,56 @@ use std::sync::{Mutex, PoisonError};
 /// start time could not be read. `Some(Some(t))`: it runs and started at `t` ticks
 /// after boot.
 pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
+    // /proc/PID of another namespace's /proc is another process: ask the kernel.
+    if own_pid_namespace().is_none() {
+        return exists(pid).then_some(None);
+    }
     let mut buf = [0u8; 1024];
     match std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut file| file.read(&mut buf))
     {
-        Ok(len) => parse_stat(&buf[..len]),
+        // Counted from the boot time of the reader's time namespace: taken back to
+        // the host's, so that readers in any time namespace agree.
+        Ok(len) => parse_stat(&buf[..len])
+            .map(|time| time.map(|t| t.wrapping_add_signed(-own_boottime_offset()))),
         // /proc may hide other users' processes (hidepid): ask the kernel instead.
         Err(_) => exists(pid).then_some(None),
     }
+}
+
+/// The boot-time offset of the caller's time namespace, in clock ticks (0 outside
+/// one): what the kernel adds to the start times it shows the caller.
+fn own_boottime_offset() -> i64 {
+    static CACHED: Mutex<Option<(u32, i64)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut cached = CACHED.lock().unwrap_or_else(PoisonError::into_inner);
+    match *cached {
+        Some((of, offset)) if of == pid => offset,
+        _ => {
+            let offset = std::fs::read_to_string("/proc/self/timens_offsets")
+                .ok()
+                .and_then(|text| parse_boottime_offset(&text))
+                .unwrap_or(0);
+            *cached = Some((pid, offset));
+            offset
+        }
+    }
+}
+
+/// The `boottime SECS NANOS` line of `/proc/self/timens_offsets`, in clock ticks.
+fn parse_boottime_offset(text: &str) -> Option<i64> {
+    let line = text.lines().find(|l| l.starts_with("boottime"))?;
+    let mut fields = line.split_ascii_whitespace().skip(1);
+    let secs: i64 = fields.next()?.parse().ok()?;
+    let nanos: i64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    // c_long's width differs between platforms, hence the conversion.
+    #[allow(clippy::useless_conversion)]
+    let ticks_per_sec = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => i64::from(t),
+        _ => 100,
+    };
+    let nanos_per_tick = 1_000_000_000 / ticks_per_sec;
+    Some(secs * ticks_per_sec + (nanos + nanos_per_tick / 2) / nanos_per_tick)
 }
 
 /// Whether a process with this pid exists (a zombie included): `kill(pid, 0)`.
@@ -68,6 +112,18 @@ pub(super) fn own_pid_namespace() -> Option<u64> {
     }
 }
 
+/// The inode of the caller's PID namespace, to record in its leases: read through
+/// `/proc/self` even where `/proc` is another namespace's (a PID namespace entered
+/// without mounting its own), since `self` there is still the caller. A lease that
+/// recorded none would be judged by its pid in every namespace.
+pub(super) fn recorded_pid_namespace() -> Option<u64> {
+    own_pid_namespace().or_else(|| {
+        rustix::fs::stat("/proc/self/ns/pid")
+            .ok()
+            .map(|stat| stat.st_ino)
+    })
+}
+
 fn read_own_pid_namespace(pid: u32) -> Option<u64> {
     let proc_self = rustix::fs::readlink("/proc/self", Vec::new()).ok()?;
     if proc_self.to_bytes() != pid.to_string().as_bytes() {
@@ -98,6 +154,19 @@ mod tests {
     fn a_zombie_leader_with_live_threads_is_running() {
         let stat = b"42 (x) Z 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 987654 1000 10";
         assert_eq!(parse_stat(stat), Some(Some(987654)));
+    }
+
+    #[test]
+    fn a_time_namespace_offset_is_read_in_clock_ticks() {
+        let ticks = super::parse_boottime_offset("monotonic 5 0\nboottime 100000 0\n");
+        // SAFETY: sysconf only reads a system constant.
+        #[allow(clippy::useless_conversion)]
+        let per_sec = i64::from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) });
+        assert_eq!(ticks, Some(100_000 * per_sec));
+        assert_eq!(
+            super::parse_boottime_offset("boottime -2 0"),
+            Some(-2 * per_sec)
+        );
     }
 
     #[test]

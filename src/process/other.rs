@@ -15,3 +15,8 @@ pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
 pub(super) fn own_pid_namespace() -> Option<u64> {
     None
 }
+
+/// No PID namespaces here.
+pub(super) fn recorded_pid_namespace() -> Option<u64> {
+    None
+}
