@@ -3,7 +3,7 @@
 use portlease::LeaseInfo;
 
 use super::Global;
-use super::output::{note, print};
+use super::output::{note, print, printable};
 
 /// Show every lease: port, protocol, pid, whether the owner is alive, age, TTL left,
 /// label and source; stale leases are marked.
@@ -90,20 +90,6 @@ fn row(info: &LeaseInfo) -> [String; 9] {
         },
         or_dash(info.label.as_deref().map(printable)),
     ]
-}
-
-/// The text with its control characters escaped (as `check` shows labels), so that a
-/// label from the registry cannot move the cursor or clear the terminal.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_debug().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 fn seconds(secs: f64) -> String {

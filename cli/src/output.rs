@@ -27,3 +27,17 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
 pub(crate) fn note(message: impl Display) {
     let _ = writeln!(std::io::stderr(), "portlease: {message}");
 }
+
+/// The text with its control characters escaped (as `check` shows labels), so that a
+/// label from the registry cannot move the cursor or clear the terminal.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@ use portlease::LeaseInfo;
 use super::Global;
 use super::args::{UsageError, parse_port};
 use super::kin;
-use super::output::{note, print};
+use super::output::{note, print, printable};
 
 /// End leases: the given ports, every lease with a label or an owner pid, or exactly
 /// the lease named by a token.
@@ -82,5 +82,6 @@ pub(crate) fn run(global: &Global, args: &ReleaseArgs) -> anyhow::Result<i32> {
 }
 
 fn released_lines(keys: impl Iterator<Item = String>) -> String {
-    keys.map(|key| format!("released {key}\n")).collect()
+    keys.map(|key| format!("released {}\n", printable(&key)))
+        .collect()
 }

@@ -134,3 +134,27 @@ fn list_escapes_control_characters_in_labels() {
     );
     assert!(table.contains("evil\\u{1b}[2J\\rlabel"), "{table}");
 }
+
+#[test]
+fn release_escapes_control_characters_in_the_keys_it_names() {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let dir = root.path().join("registry");
+    std::fs::create_dir(&dir).expect("the registry dir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("mode 0700");
+    // A key no port is written under, as a damaged or hostile registry may hold.
+    let registry = serde_json::json!({
+        "\u{1b}[2Jkey\r": {
+            "pid": 1, "timestamp": crate::helpers::unix_now(), "owner": "none",
+            "ttl": 600.0, "proto": "tcp", "label": "odd"
+        }
+    });
+    std::fs::write(dir.join(portlease::REGISTRY_FILE), registry.to_string()).expect("write");
+    let said = run_within(
+        portlease_in(&dir, &["release", "--label", "odd", "--force"]),
+        LIMIT,
+    )
+    .success();
+    assert!(!said.contains('\x1b') && !said.contains('\r'), "{said:?}");
+    assert!(said.contains("\\u{1b}[2Jkey\\r"), "{said}");
+}
