@@ -84,6 +84,12 @@ impl ProcessId {
     }
 }
 
+/// The inode of the caller's PID namespace, where `/proc` is that namespace's (so that
+/// pids read there are the caller's view); `None` otherwise.
+pub(crate) fn own_pid_namespace() -> Option<u64> {
+    imp::own_pid_namespace()
+}
+
 fn alive(pid: u32, recorded: Option<u64>, lookup: impl FnOnce(u32) -> Option<Option<u64>>) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;

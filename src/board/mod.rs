@@ -100,9 +100,12 @@ const LAYOUT: usize = 128;
 /// The pid of a portlease process holding the lock, which will wake a poster when it
 /// lets go (0: none, or the holder is a process that does not use the board).
 const HOLDER: usize = 192;
+/// The PID namespace (its inode) of the processes using the board: every pid on the
+/// board is one of that namespace, set by the first process to map it.
+const PID_NS: usize = 256;
 
 /// This layout and wire format; a board made by another version is left alone.
-const LAYOUT_VERSION: u32 = 0x706c_0002;
+const LAYOUT_VERSION: u32 = 0x706c_0003;
 
 /// The mapped board.
 pub(crate) struct Board {
@@ -153,18 +156,42 @@ impl Board {
     }
 
     /// Maps the board's file (its space reserved first) if its layout is this
-    /// version's.
+    /// version's and its processes are of the caller's PID namespace.
+    ///
+    /// Every party on the board is judged by its pid (a poster gone, a server dead, a
+    /// designated waiter to replace), and a pid means nothing in another namespace:
+    /// so a board serves one PID namespace, the first to map it, and a process of
+    /// another (a container sharing the directory) works without it, taking the
+    /// `flock` itself, which excludes every process alike.
     fn map(file: &File) -> Option<Board> {
+        let Some(namespace) = crate::process::own_pid_namespace() else {
+            log::debug!(
+                "working without the request board: this process's PID namespace is unknown"
+            );
+            return None;
+        };
         let map = Mapping::new(file, SIZE)
             .map_err(|e| log::debug!("working without the request board: {e}"))
             .ok()?;
         let board = Board { map };
         let layout = board.map.u32_at(LAYOUT);
-        match layout.compare_exchange(0, LAYOUT_VERSION, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) | Err(LAYOUT_VERSION) => Some(board),
-            Err(other) => {
+        if let Err(other) =
+            layout.compare_exchange(0, LAYOUT_VERSION, Ordering::AcqRel, Ordering::Acquire)
+            && other != LAYOUT_VERSION
+        {
+            log::debug!(
+                "working without the request board: its layout {other:#x} is another version's"
+            );
+            return None;
+        }
+        let owners = board.map.u64_at(PID_NS);
+        match owners.compare_exchange(0, namespace, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(board),
+            Err(theirs) if theirs == namespace => Some(board),
+            Err(theirs) => {
                 log::debug!(
-                    "working without the request board: its layout {other:#x} is another version's"
+                    "working without the request board: it serves the processes of PID \
+                     namespace {theirs}, and this one is of {namespace}"
                 );
                 None
             }

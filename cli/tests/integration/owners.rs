@@ -212,3 +212,71 @@ fn an_owner_whose_main_thread_exited_keeps_its_port() {
         )
         .expect("free once the whole process is gone");
 }
+
+/// `alloc` in a loop, from this PID namespace or (with `unshare`) a new one: prints
+/// each port it gets, and `failed N` for each command that exits with code N.
+fn alloc_loop(dir: &std::path::Path, range: &str, rounds: u32, own_namespace: bool) -> Child {
+    let script = format!(
+        "for i in $(seq {rounds}); do \
+           \"$PORTLEASE\" alloc --range {range} --ttl 600 --lock-timeout 10 || echo \"failed $?\"; \
+         done"
+    );
+    let mut command = if own_namespace {
+        let mut unshare = Command::new("unshare");
+        unshare.args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+        ]);
+        unshare
+    } else {
+        let mut sh = Command::new("sh");
+        sh.arg("-c");
+        sh
+    };
+    command
+        .arg(script)
+        .env("PORTLEASE", binary())
+        .env("PORTLEASE_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the loop starts")
+}
+
+#[test]
+fn processes_of_two_pid_namespaces_on_one_registry_all_get_their_ports() {
+    let (dir, _allocator) = registry();
+    let range = crate::helpers::range_arg(71, 100);
+    let loops: Vec<Child> = (0..6)
+        .map(|i| alloc_loop(dir.path(), &range, 15, i % 2 == 1))
+        .collect();
+    let mut printed = Vec::new();
+    for child in loops {
+        let output = child.wait_with_output().expect("the loop ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if stderr.contains("unshare failed") {
+            eprintln!("skipped: unshare is refused here ({})", stderr.trim());
+            return;
+        }
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            assert!(!line.starts_with("failed"), "an alloc {line}: {stderr}");
+            printed.push(line.parse::<u16>().expect("a port per line"));
+        }
+    }
+    let mut distinct = printed.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), printed.len(), "no port twice: {printed:?}");
+    // Every lease in the registry is one a command printed: none left by an error.
+    let mut leased: Vec<u16> = crate::helpers::registry_json(dir.path())
+        .keys()
+        .filter_map(|key| key.parse().ok())
+        .collect();
+    leased.sort_unstable();
+    assert_eq!(leased, distinct);
+}
