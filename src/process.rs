@@ -75,7 +75,7 @@ impl ProcessId {
 
     /// Whether this process's pid can be judged from here: it is in the caller's
     /// PID namespace (or its namespace was not recorded).
-    fn judged_here(&self) -> bool {
+    pub(crate) fn judged_here(&self) -> bool {
         match (self.pid_ns, imp::own_pid_namespace()) {
             (None, _) => true,
             (Some(theirs), Some(mine)) => theirs == mine,

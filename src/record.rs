@@ -214,9 +214,14 @@ impl LeaseRecord {
 
     /// Whether a transaction meeting this lease alive at `now` should move its
     /// `timestamp` ahead: a lease with no TTL whose stamp has aged an hour or more
-    /// (or that is stamped in the seed's old way, at its allocation).
+    /// (or that is stamped in the seed's old way, at its allocation), and whose owner
+    /// this process can judge. An owner of another PID namespace counts as alive here
+    /// without having been seen alive, so its lease is not moved on from here: the
+    /// seed's day then bounds a lease that no process of its namespace ends.
     pub(crate) fn needs_restamp(&self, now: f64) -> bool {
-        self.ttl.is_none() && self.seed_timestamp(now) - self.timestamp >= REFRESH_AFTER_SECS
+        self.ttl.is_none()
+            && self.owner.is_some_and(|owner| owner.judged_here())
+            && self.seed_timestamp(now) - self.timestamp >= REFRESH_AFTER_SECS
     }
 
     pub(crate) fn is_stale(&self, now: f64, liveness: &mut LivenessCache) -> bool {
@@ -279,6 +284,16 @@ mod tests {
             source: None,
             token: None,
         }
+    }
+
+    #[test]
+    fn a_lease_of_an_owner_in_another_pid_namespace_is_not_moved_on_from_here() {
+        let mut foreign = lease(None, true);
+        if let Some(owner) = foreign.owner.as_mut() {
+            // No namespace has inode 1: never this process's.
+            owner.pid_ns = Some(1);
+        }
+        assert!(!foreign.needs_restamp(1e9));
     }
 
     #[test]
