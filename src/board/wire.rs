@@ -123,7 +123,8 @@ struct WireRequest {
     protocol: Protocol,
     host: Option<IpAddr>,
     owner: WireOwner,
-    ttl_nanos: Option<u128>,
+    /// Seconds and nanoseconds: any `Duration` fits.
+    ttl: Option<(u64, u32)>,
     ttl_set: bool,
     label: Option<String>,
     source: String,
@@ -156,7 +157,7 @@ impl From<&Request> for WireRequest {
                 Owner::Process(pid) => WireOwner::Process(pid),
                 Owner::Nobody => WireOwner::Nobody,
             },
-            ttl_nanos: request.ttl.map(|ttl| ttl.as_nanos()),
+            ttl: request.ttl.map(|ttl| (ttl.as_secs(), ttl.subsec_nanos())),
             ttl_set: request.ttl_set,
             label: request.label.clone(),
             source: request.source.clone(),
@@ -168,8 +169,10 @@ impl From<&Request> for WireRequest {
 impl WireRequest {
     /// The request, or `None` where a field cannot be one.
     fn into_request(self) -> Option<Request> {
-        let ttl = match self.ttl_nanos {
-            Some(nanos) => Some(Duration::from_nanos(u64::try_from(nanos).ok()?)),
+        let ttl = match self.ttl {
+            // Below a second's nanoseconds, `Duration::new` cannot overflow (or panic).
+            Some((secs, nanos)) if nanos < 1_000_000_000 => Some(Duration::new(secs, nanos)),
+            Some(_) => return None,
             None => None,
         };
         Some(Request {
@@ -496,6 +499,25 @@ mod tests {
             pid: 7,
             token: token.into(),
         }
+    }
+
+    #[test]
+    fn a_ttl_of_any_length_crosses_the_board_and_a_bad_one_is_refused() {
+        let long = Duration::new(u64::MAX, 999_999_999);
+        let op = Op::Allocate {
+            request: Request::new().range(20000..=20099).ttl(Some(long)),
+            owner: None,
+            pid: 7,
+            token: "t".into(),
+        };
+        let bytes = op.encode().expect("encodes");
+        match Op::decode(&bytes) {
+            Some(Op::Allocate { request, .. }) => assert_eq!(request.ttl, Some(long)),
+            other => panic!("{other:?}"),
+        }
+        let text = String::from_utf8(bytes).expect("JSON");
+        let bad = text.replace("999999999", "1000000000");
+        assert!(Op::decode(bad.as_bytes()).is_none());
     }
 
     #[test]
