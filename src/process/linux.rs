@@ -50,15 +50,18 @@ fn parse_boottime_offset(text: &str) -> Option<i64> {
     let mut fields = line.split_ascii_whitespace().skip(1);
     let secs: i64 = fields.next()?.parse().ok()?;
     let nanos: i64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    // c_long's width differs between platforms, hence the conversion.
-    #[allow(clippy::useless_conversion)]
-    let ticks_per_sec = match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
-        t if t > 0 => i64::from(t),
-        _ => 100,
-    };
+    let ticks_per_sec = ticks_per_second();
     let nanos_per_tick = 1_000_000_000 / ticks_per_sec;
-    Some(secs * ticks_per_sec + (nanos + nanos_per_tick / 2) / nanos_per_tick)
+    secs.checked_mul(ticks_per_sec)?
+        .checked_add(nanos.checked_add(nanos_per_tick / 2)? / nanos_per_tick)
+}
+
+/// Clock ticks per second, the unit of start times in `/proc/PID/stat`.
+fn ticks_per_second() -> i64 {
+    match i64::try_from(rustix::param::clock_ticks_per_second()) {
+        Ok(ticks) if ticks > 0 && ticks <= 1_000_000_000 => ticks,
+        _ => 100,
+    }
 }
 
 /// Whether a process with this pid exists (a zombie included): `kill(pid, 0)`.
@@ -159,9 +162,7 @@ mod tests {
     #[test]
     fn a_time_namespace_offset_is_read_in_clock_ticks() {
         let ticks = super::parse_boottime_offset("monotonic 5 0\nboottime 100000 0\n");
-        // SAFETY: sysconf only reads a system constant.
-        #[allow(clippy::useless_conversion)]
-        let per_sec = i64::from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) });
+        let per_sec = super::ticks_per_second();
         assert_eq!(ticks, Some(100_000 * per_sec));
         assert_eq!(
             super::parse_boottime_offset("boottime -2 0"),
