@@ -309,10 +309,18 @@ impl Drop for LockSite {
 }
 
 /// The deadline `timeout` after `started`; a timeout too long for the clock (say
-/// `Duration::MAX`) means a century, which is as good as never.
+/// `Duration::MAX`) means a century, which is as good as never, or as far ahead as
+/// the clock goes.
 pub(crate) fn deadline_after(started: Instant, timeout: Duration) -> Instant {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    started.checked_add(timeout.min(CENTURY)).unwrap_or(started)
+    let mut wait = timeout.min(CENTURY);
+    loop {
+        // Ends: `started + 0` is always a time.
+        match started.checked_add(wait) {
+            Some(deadline) => return deadline,
+            None => wait /= 2,
+        }
+    }
 }
 
 impl Drop for RegistryLock<'_> {
