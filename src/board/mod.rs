@@ -31,7 +31,7 @@
 //! | POSTED | the lock holder | TAKEN (FREE if its poster is gone) | [`Board::take_posted`] |
 //! | TAKEN | its server, after saving | DONE | [`Board::complete`] |
 //! | TAKEN | its poster, giving up | WITHDRAWN | [`Board::withdraw`] |
-//! | TAKEN (server dead) | the next lock holder | POSTED, flagged "retry" (FREE if its poster is dead too) | [`Board::adopt_orphans`] |
+//! | TAKEN (server dead) | the next lock holder | POSTED, flagged "retry"; if its poster is dead too, FREE once the leases saved under the request's token are ended | [`Board::adopt_orphans`], [`Board::settle`] |
 //! | WITHDRAWN | its server, or the next lock holder | FREE, once the leases saved under the request's token are ended | [`Board::settle_own`], [`Board::settle`] |
 //! | DONE | its poster | FREE, with the outcome | [`Board::collect`], [`Board::withdraw`] |
 //! | FILLING, POSTED (poster dead) or DONE (poster dead) | any poster | FILLING | [`Board::claim`] |
@@ -56,6 +56,9 @@
 //! - **A server after saving, before completing**: the next lock holder posts the
 //!   request again, flagged; serving it again finds the leases saved under its token
 //!   and hands those out (a release is idempotent too).
+//! - **A server and its poster, both after saving**: nobody was told of the leases;
+//!   the next lock holder ends the request's token, as for a withdrawn one, then
+//!   frees the slot.
 //! - **A server after its poster withdrew**: the slot is WITHDRAWN with the request's
 //!   token still in it; the next lock holder ends that token's leases in its
 //!   transaction, then frees the slot. Until then the leases keep their ports from

@@ -253,9 +253,10 @@ impl Board {
     // So a lock holder that finds a slot TAKEN, or WITHDRAWN from TAKEN, by anyone
     // knows that server died mid-way: it holds the lock, so no live server can.
 
-    /// TAKEN by a dead server → POSTED again (flagged: it may have been done), or
-    /// FREE when its poster is gone too; WITHDRAWN ones of a dead server collected as
-    /// orphans to settle.
+    /// TAKEN by a dead server → POSTED again (flagged: it may have been done); when
+    /// its poster is gone too, collected as an orphan to settle, as WITHDRAWN ones of
+    /// a dead server are: nobody waits for it, and what its server may have saved for
+    /// it is ended.
     pub(crate) fn adopt_orphans(&self) -> Vec<Orphan> {
         let mut orphans = Vec::new();
         for slot in 0..SLOTS {
@@ -264,8 +265,11 @@ impl Board {
                 TAKEN => {
                     let poster = self.owner(slot);
                     if !poster.is_alive() {
-                        // Nobody waits for it: not done again.
-                        self.swap_tag(slot, seen, tag(FREE, 0));
+                        orphans.push(Orphan {
+                            slot,
+                            seen,
+                            request: self.request_bytes(slot),
+                        });
                         continue;
                     }
                     self.slot_u32(slot, RETRY).store(1, Ordering::Release);

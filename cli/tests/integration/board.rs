@@ -205,13 +205,18 @@ fn a_poster_that_gives_up_after_its_server_saved_and_died_is_ended_by_the_next_h
         .env("PORTLEASE_DIR", dir.path())
         .args(["gc", "--json"])
         .output()
-        .expect("list runs");
+        .expect("gc runs");
     assert!(
         list.status.success(),
         "{}",
         String::from_utf8_lossy(&list.stderr)
     );
-    assert_eq!(leased(dir.path()).len(), 1, "the poster's lease was ended");
+    // The dead server's own lease goes too: it died before telling anyone of it.
+    assert_eq!(
+        leased(dir.path()),
+        Vec::<u16>::new(),
+        "the poster's lease was ended"
+    );
     assert_eq!(slots_in(dir.path(), WITHDRAWN), 0);
 }
 
@@ -275,7 +280,9 @@ fn a_server_killed_after_saving_hands_the_saved_lease_out_once() {
         saved.contains(&port_of(&poster)),
         "the lease saved for it: {saved:?}"
     );
-    assert_eq!(leased(dir.path()), saved, "nothing more was leased");
+    // Nothing more was leased, and the dead server's own lease, which it never
+    // printed, was ended.
+    assert_eq!(leased(dir.path()), [port_of(&poster)]);
 }
 
 #[test]
@@ -444,7 +451,7 @@ fn ctrl_c_ends_exec_while_it_waits_for_the_lock() {
 #[test]
 fn a_poster_killed_before_it_is_served_gets_nothing() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let range = range_arg(95, 10);
+    let range = range_arg(72, 10);
     let lock = hold_lock(dir.path());
     let mut poster = spawn(alloc(dir.path(), &range, "60"));
     wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 1);
@@ -580,4 +587,42 @@ fn a_poster_killed_while_its_request_is_served_gets_nothing() {
         [port_of(&server)],
         "nothing for the dead poster"
     );
+}
+
+#[test]
+fn leases_saved_for_posters_that_died_with_their_server_are_ended_by_the_next_holder() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = range_arg(73, 10);
+    let lock = hold_lock(dir.path());
+    let mut server = alloc(dir.path(), &range, "60");
+    server.env("PORTLEASE_TEST_STOP_AT", "saved");
+    let mut server = spawn(server);
+    wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
+    let mut poster = spawn(alloc(dir.path(), &range, "60"));
+    wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
+    drop(lock);
+    wait_stopped(&server);
+    assert_eq!(leased(dir.path()).len(), 2, "both saved before the stop");
+    // Both die before either prints a port: nobody knows of those leases.
+    poster.kill().expect("SIGKILL");
+    poster.wait().expect("reaped");
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reaped");
+
+    let gc = Command::new(binary())
+        .env("PORTLEASE_DIR", dir.path())
+        .args(["gc", "--json"])
+        .output()
+        .expect("gc runs");
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_eq!(
+        leased(dir.path()),
+        Vec::<u16>::new(),
+        "no lease left behind"
+    );
+    assert_eq!(slots_in(dir.path(), TAKEN), 0);
 }
