@@ -111,8 +111,9 @@ impl Lease {
         &self.ports
     }
 
-    /// The token that names this lease in the registry: [`Allocator::release_by_token`](crate::Allocator::release_by_token)
-    /// ends exactly this lease, and nothing else, however often it is retried.
+    /// The token that names this lease in the registry:
+    /// [`Allocator::release_by_token`](crate::Allocator::release_by_token) ends exactly
+    /// this lease, and nothing else, however often it is retried.
     pub fn token(&self) -> &str {
         &self.token
     }
