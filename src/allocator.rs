@@ -690,10 +690,7 @@ impl Ledger for Allocator {
     }
 
     fn timed_out(&self, started: Instant) -> Error {
-        Error::LockTimeout {
-            dir: self.dir.clone(),
-            waited: started.elapsed(),
-        }
+        Allocator::timed_out(self, started)
     }
 
     fn serve(

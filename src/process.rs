@@ -84,6 +84,22 @@ impl ProcessId {
     }
 }
 
+/// Whether a process with this pid exists (a zombie included): `kill(pid, 0)`, where
+/// EPERM says it does, as another user's. Cheaper than a start time, and blind to a
+/// reused pid.
+pub(crate) fn exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Ok(()) | Err(rustix::io::Errno::PERM)
+    )
+}
+
 /// The inode of the caller's PID namespace, where `/proc` is that namespace's (so that
 /// pids read there are the caller's view); `None` otherwise.
 pub(crate) fn own_pid_namespace() -> Option<u64> {

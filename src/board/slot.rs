@@ -62,22 +62,6 @@ fn runs(pid: u32) -> bool {
     .is_alive()
 }
 
-/// Whether a process with this pid exists: a cheaper look than [`runs`], for the
-/// serving path (a pid reused meanwhile only means a request served in vain).
-fn signallable(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    // EPERM: it exists, as another user's process.
-    !matches!(
-        rustix::process::test_kill_process(pid),
-        Err(rustix::io::Errno::SRCH)
-    )
-}
-
 /// A request taken from the board, to serve.
 pub(crate) struct Taken {
     pub(crate) slot: usize,
@@ -303,7 +287,7 @@ impl Board {
             if state_of(seen) != POSTED {
                 continue;
             }
-            if pid_of(seen) != server.pid && !signallable(pid_of(seen)) {
+            if pid_of(seen) != server.pid && !crate::process::exists(pid_of(seen)) {
                 if self.swap_tag(slot, seen, tag(FREE, 0)) {
                     log::debug!("slot {slot}: its poster is gone; not served");
                 }
@@ -323,7 +307,7 @@ impl Board {
     /// Whether the poster of `slot` is gone (one `kill(pid, 0)`): it will never read
     /// an outcome.
     pub(crate) fn poster_gone(&self, slot: usize) -> bool {
-        !signallable(self.slot_u32(slot, OWNER_PID).load(Ordering::Acquire))
+        !crate::process::exists(self.slot_u32(slot, OWNER_PID).load(Ordering::Acquire))
     }
 
     /// Whether `server` still has `slot` (its poster has not withdrawn it).

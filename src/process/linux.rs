@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
     // /proc/PID of another namespace's /proc is another process: ask the kernel.
     if own_pid_namespace().is_none() {
-        return exists(pid).then_some(None);
+        return super::exists(pid).then_some(None);
     }
     let mut buf = [0u8; 1024];
     match std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut file| file.read(&mut buf))
@@ -21,7 +21,7 @@ pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
         Ok(len) => parse_stat(&buf[..len])
             .map(|time| time.map(|t| t.wrapping_add_signed(-own_boottime_offset()))),
         // /proc may hide other users' processes (hidepid): ask the kernel instead.
-        Err(_) => exists(pid).then_some(None),
+        Err(_) => super::exists(pid).then_some(None),
     }
 }
 
@@ -61,20 +61,6 @@ fn ticks_per_second() -> i64 {
     match i64::try_from(rustix::param::clock_ticks_per_second()) {
         Ok(ticks) if ticks > 0 && ticks <= 1_000_000_000 => ticks,
         _ => 100,
-    }
-}
-
-/// Whether a process with this pid exists (a zombie included): `kill(pid, 0)`.
-fn exists(pid: u32) -> bool {
-    let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    match rustix::process::test_kill_process(pid) {
-        Ok(()) => true,
-        Err(e) => e == rustix::io::Errno::PERM,
     }
 }
 

@@ -2,13 +2,7 @@
 //! keeps a lease alive until its TTL passes.
 
 pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
-    use rustix::io::Errno;
-    use rustix::process::{Pid, test_kill_process};
-    let pid = Pid::from_raw(i32::try_from(pid).ok()?)?;
-    // Signal 0 only asks whether the process exists; EPERM says it does, as another
-    // user's.
-    let exists = matches!(test_kill_process(pid), Ok(()) | Err(Errno::PERM));
-    exists.then_some(None)
+    super::exists(pid).then_some(None)
 }
 
 /// No PID namespaces here.
