@@ -280,9 +280,8 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release(&self, port: u16) -> Result<bool> {
-        Ok(!self
-            .release_where(|info| info.port == Some(port))?
-            .is_empty())
+        // By its key: judging every lease, as `release_where` does, is not needed here.
+        self.transact(|txn| Ok(txn.remove_port(port)))
     }
 
     /// Ends every lease for which `matches` is true (say, all with one label or one

@@ -95,6 +95,23 @@ impl<'a> Transaction<'a> {
         removed
     }
 
+    /// Removes every entry on `port` (under its key, or a key written otherwise, such
+    /// as "08080"); returns whether there was one.
+    pub(crate) fn remove_port(&mut self, port: u16) -> bool {
+        let keys: Vec<String> = self
+            .registry
+            .entries
+            .keys()
+            .filter(|key| port_of_key(key) == Some(port))
+            .cloned()
+            .collect();
+        let mut removed = false;
+        for key in keys {
+            removed |= self.remove_entry(&key);
+        }
+        removed
+    }
+
     /// The live portlease lease on `port` (held under `token`, when given), to change
     /// and hand to [`update_lease`](Transaction::update_lease).
     pub(crate) fn live_lease(&mut self, port: u16, token: Option<&str>) -> Option<LeaseRecord> {

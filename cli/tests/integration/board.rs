@@ -23,6 +23,19 @@ const POSTED: u32 = 2;
 const TAKEN: u32 = 3;
 const WITHDRAWN: u32 = 5;
 
+/// The pid of the board's designated waiter (the one poster blocking on the lock):
+/// the header's word at byte 64, as `src/board` writes it; 0 for none.
+fn designated(dir: &Path) -> u32 {
+    std::fs::read(dir.join(BOARD_FILE))
+        .ok()
+        .and_then(|board| {
+            board
+                .get(64..68)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        })
+        .unwrap_or(0)
+}
+
 /// How many slots of the board are in `state`.
 fn slots_in(dir: &Path, state: u32) -> usize {
     let Ok(board) = std::fs::read(dir.join(BOARD_FILE)) else {
@@ -128,6 +141,10 @@ fn poster_gives_up_while_its_server_is_stopped_at(
     server.env("PORTLEASE_TEST_STOP_AT", step);
     let server = spawn(server);
     wait_until("the server posted", || slots_in(dir, POSTED) == 1);
+    // The server, not the poster to come, is the one to take the lock.
+    wait_until("the server waits on the lock", || {
+        designated(dir) == server.id()
+    });
     // The poster must still be waiting when the server takes its request: its 3 s
     // deadline leaves room for a loaded machine, and it gives up only after the stop.
     let poster = spawn(alloc(dir, range, "3"));
@@ -229,6 +246,10 @@ fn a_server_killed_after_taking_leaves_the_requests_for_the_next_holder() {
     server.env("PORTLEASE_TEST_STOP_AT", "taken");
     let mut server = spawn(server);
     wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
+    // The server, not the poster to come, is the one to take the lock.
+    wait_until("the server waits on the lock", || {
+        designated(dir.path()) == server.id()
+    });
     let poster = spawn(alloc(dir.path(), &range, "60"));
     wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
     drop(lock);
@@ -260,6 +281,10 @@ fn a_server_killed_after_saving_hands_the_saved_lease_out_once() {
     server.env("PORTLEASE_TEST_STOP_AT", "saved");
     let mut server = spawn(server);
     wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
+    // The server, not the poster to come, is the one to take the lock.
+    wait_until("the server waits on the lock", || {
+        designated(dir.path()) == server.id()
+    });
     let poster = spawn(alloc(dir.path(), &range, "60"));
     wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
     drop(lock);
@@ -569,6 +594,10 @@ fn a_poster_killed_while_its_request_is_served_gets_nothing() {
     server.env("PORTLEASE_TEST_STOP_AT", "taken");
     let server = spawn(server);
     wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
+    // The server, not the poster to come, is the one to take the lock.
+    wait_until("the server waits on the lock", || {
+        designated(dir.path()) == server.id()
+    });
     let mut poster = spawn(alloc(dir.path(), &range, "60"));
     wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
     drop(lock);
@@ -598,6 +627,10 @@ fn leases_saved_for_posters_that_died_with_their_server_are_ended_by_the_next_ho
     server.env("PORTLEASE_TEST_STOP_AT", "saved");
     let mut server = spawn(server);
     wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
+    // The server, not the poster to come, is the one to take the lock.
+    wait_until("the server waits on the lock", || {
+        designated(dir.path()) == server.id()
+    });
     let mut poster = spawn(alloc(dir.path(), &range, "60"));
     wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
     drop(lock);
