@@ -230,6 +230,7 @@ pub mod probe;
 mod process;
 mod record;
 mod registry;
+mod registry_cache;
 mod request;
 mod salvage;
 mod seed_api;

@@ -32,6 +32,10 @@ const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 pub(crate) struct Entry {
     raw: Box<RawValue>,
     record: OnceCell<Record>,
+    /// Whether `record` was set from a lease rather than read from `raw`: a registry
+    /// kept for the next transaction forgets such records, so that every record it
+    /// holds is what its text says (as a registry read anew would have it).
+    record_given: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for Entry {
@@ -45,6 +49,7 @@ impl Entry {
         Entry {
             raw,
             record: OnceCell::new(),
+            record_given: false,
         }
     }
 
@@ -54,6 +59,7 @@ impl Entry {
         Entry {
             raw,
             record: OnceCell::from(Record::Lease(lease)),
+            record_given: true,
         }
     }
 
@@ -72,6 +78,7 @@ impl Entry {
         }
         self.raw = to_raw(&Value::Object(fields));
         self.record = OnceCell::from(Record::Lease(lease));
+        self.record_given = true;
     }
 }
 
@@ -90,12 +97,11 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Reads the registry in `dir`; a missing or empty file is an empty registry, a
-    /// damaged one gives every entry that can still be read.
-    pub(crate) fn load(dir: &RegistryDir) -> Result<Registry> {
+    /// The bytes of the registry file in `dir`: none for a missing file.
+    pub(crate) fn read_bytes(dir: &RegistryDir) -> Result<Vec<u8>> {
         let path = dir.join(REGISTRY_FILE);
         let Some(file) = open_for_reading(dir, REGISTRY_FILE)? else {
-            return Ok(Registry::parse(Vec::new(), &path));
+            return Ok(Vec::new());
         };
         let too_big = || Error::Unsafe {
             path: path.clone(),
@@ -119,19 +125,31 @@ impl Registry {
         if bytes.len() as u64 > MAX_REGISTRY_BYTES {
             return Err(too_big());
         }
-        Ok(Registry::parse(bytes, &path))
+        Ok(bytes)
     }
 
-    fn parse(bytes: Vec<u8>, path: &Path) -> Registry {
+    /// The registry these bytes (of the file in `dir`) hold; empty ones are an empty
+    /// registry, damaged ones give every entry that can still be read.
+    pub(crate) fn read(bytes: &[u8], dir: &RegistryDir) -> Registry {
+        Registry::parse(bytes, &dir.join(REGISTRY_FILE))
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Registry {
         // Straight into entries: a server reads the whole registry once a transaction,
         // and a sound registry needs no salvage.
-        if let Ok(entries) = serde_json::from_slice(&bytes) {
+        if bytes.is_empty() {
+            return Registry {
+                entries: BTreeMap::new(),
+                damaged: None,
+            };
+        }
+        if let Ok(entries) = serde_json::from_slice(bytes) {
             return Registry {
                 entries,
                 damaged: None,
             };
         }
-        let salvaged = salvage::read(&bytes, unix_now());
+        let salvaged = salvage::read(bytes, unix_now());
         let entries = salvaged
             .entries
             .into_iter()
@@ -156,7 +174,7 @@ impl Registry {
         );
         Registry {
             entries,
-            damaged: Some(bytes),
+            damaged: Some(bytes.to_vec()),
         }
     }
 
@@ -169,7 +187,8 @@ impl Registry {
     /// in the same directory, then renamed over the old one, so a reader (or a crash)
     /// sees the old registry or the new one, never a mix. A damaged original is first
     /// kept aside, so nothing it held is lost.
-    pub(crate) fn save(&mut self, dir: &RegistryDir) -> Result<()> {
+    /// Returns the bytes written.
+    pub(crate) fn save(&mut self, dir: &RegistryDir) -> Result<Vec<u8>> {
         if let Some(original) = &self.damaged {
             let aside = keep_aside(dir, original)?;
             log::warn!(
@@ -178,14 +197,27 @@ impl Registry {
             );
             self.damaged = None;
         }
-        write_new_file(dir, TEMP_FILE, &self.encode(), false)?;
+        let text = self.encode();
+        write_new_file(dir, TEMP_FILE, &text, false)?;
         renameat(dir.fd(), TEMP_FILE, dir.fd(), REGISTRY_FILE).map_err(|e| {
             Error::io(
                 "cannot replace the registry",
                 dir.join(REGISTRY_FILE),
                 e.into(),
             )
-        })
+        })?;
+        Ok(text)
+    }
+
+    /// Forgets the records set from leases, to be read from their text when next
+    /// asked: then the registry is exactly what reading its file anew gives.
+    pub(crate) fn forget_given_records(&mut self) {
+        for entry in self.entries.values_mut() {
+            if entry.record_given {
+                entry.record = OnceCell::new();
+                entry.record_given = false;
+            }
+        }
     }
 
     /// The file's text: one entry per line, each as it was read unless changed.
@@ -231,7 +263,7 @@ mod round_trip {
     #[test]
     fn entries_are_written_back_byte_for_byte() {
         let text = br#"{"10000": {"pid": 1, "timestamp": 1795973039.2655141, "x": [1,  2]}, "note": "kept"}"#;
-        let registry = Registry::parse(text.to_vec(), Path::new("test"));
+        let registry = Registry::parse(text, Path::new("test"));
         let encoded = String::from_utf8(registry.encode()).expect("UTF-8");
         assert!(
             encoded
