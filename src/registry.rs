@@ -97,11 +97,13 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// The bytes of the registry file in `dir`: none for a missing file.
-    pub(crate) fn read_bytes(dir: &RegistryDir) -> Result<Vec<u8>> {
+    /// Reads the bytes of the registry file in `dir` into `bytes` (emptied first, its
+    /// room reused): none for a missing file.
+    pub(crate) fn read_bytes(dir: &RegistryDir, bytes: &mut Vec<u8>) -> Result<()> {
+        bytes.clear();
         let path = dir.join(REGISTRY_FILE);
         let Some(file) = open_for_reading(dir, REGISTRY_FILE)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let too_big = || Error::Unsafe {
             path: path.clone(),
@@ -118,14 +120,14 @@ impl Registry {
         if size > MAX_REGISTRY_BYTES {
             return Err(too_big());
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).max(4096));
+        bytes.reserve(usize::try_from(size).unwrap_or(0).max(4096));
         file.take(MAX_REGISTRY_BYTES + 1)
-            .read_to_end(&mut bytes)
+            .read_to_end(bytes)
             .map_err(|e| Error::io("cannot read the registry", &path, e))?;
         if bytes.len() as u64 > MAX_REGISTRY_BYTES {
             return Err(too_big());
         }
-        Ok(bytes)
+        Ok(())
     }
 
     /// The registry these bytes (of the file in `dir`) hold; empty ones are an empty
@@ -187,8 +189,8 @@ impl Registry {
     /// in the same directory, then renamed over the old one, so a reader (or a crash)
     /// sees the old registry or the new one, never a mix. A damaged original is first
     /// kept aside, so nothing it held is lost.
-    /// Returns the bytes written.
-    pub(crate) fn save(&mut self, dir: &RegistryDir) -> Result<Vec<u8>> {
+    /// Returns the bytes written, encoded in `buffer` (its room reused).
+    pub(crate) fn save(&mut self, dir: &RegistryDir, buffer: Vec<u8>) -> Result<Vec<u8>> {
         if let Some(original) = &self.damaged {
             let aside = keep_aside(dir, original)?;
             log::warn!(
@@ -197,7 +199,8 @@ impl Registry {
             );
             self.damaged = None;
         }
-        let text = self.encode();
+        let mut text = buffer;
+        self.encode_into(&mut text);
         write_new_file(dir, TEMP_FILE, &text, false)?;
         renameat(dir.fd(), TEMP_FILE, dir.fd(), REGISTRY_FILE).map_err(|e| {
             Error::io(
@@ -221,24 +224,44 @@ impl Registry {
     }
 
     /// The file's text: one entry per line, each as it was read unless changed.
-    fn encode(&self) -> Vec<u8> {
+    fn encode_into(&self, text: &mut Vec<u8>) {
         let size: usize = self
             .entries
             .iter()
             .map(|(k, e)| k.len() + e.raw.get().len() + 8)
             .sum();
-        let mut text = Vec::with_capacity(size + 4);
+        text.clear();
+        text.reserve(size + 4);
         text.push(b'{');
         for (i, (key, entry)) in self.entries.iter().enumerate() {
             text.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-            // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut text, key);
+            if needs_no_escape(key) {
+                text.push(b'"');
+                text.extend_from_slice(key.as_bytes());
+                text.push(b'"');
+            } else {
+                // Writing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *text, key);
+            }
             text.extend_from_slice(b": ");
             text.extend_from_slice(entry.raw.get().as_bytes());
         }
         text.extend_from_slice(b"\n}\n");
+    }
+
+    /// The file's text.
+    #[cfg(test)]
+    fn encode(&self) -> Vec<u8> {
+        let mut text = Vec::new();
+        self.encode_into(&mut text);
         text
     }
+}
+
+/// Whether JSON writes `key` as it is between its quotes: it holds no control
+/// character, quote or backslash (a port's digits, nearly always).
+fn needs_no_escape(key: &str) -> bool {
+    key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 fn keep_aside(dir: &RegistryDir, original: &[u8]) -> Result<PathBuf> {
@@ -271,6 +294,15 @@ mod round_trip {
             "{encoded}"
         );
         let again: Value = serde_json::from_str(&encoded).expect("valid JSON");
+        let odd = "a \"key\"\\ with\tescapes, é";
+        let escaped: BTreeMap<String, Entry> =
+            [(odd.to_string(), Entry::read(to_raw(&Value::Null)))].into();
+        let registry = Registry {
+            entries: escaped,
+            damaged: None,
+        };
+        let read: Value = serde_json::from_slice(&registry.encode()).expect("valid JSON");
+        assert!(read.get(odd).is_some(), "{read}");
         assert_eq!(
             again,
             serde_json::from_slice::<Value>(text).expect("valid JSON")

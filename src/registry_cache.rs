@@ -24,7 +24,16 @@ struct Kept {
 /// (it is not copied), so two transactions never share one.
 #[derive(Default)]
 pub(crate) struct RegistryCache {
-    kept: Mutex<Option<Kept>>,
+    kept: Mutex<Keeping>,
+}
+
+/// What is kept: the registry, and a buffer to read the next file into (the kept
+/// bytes of the time before), so that a server reads and writes a registry of
+/// hundreds of kilobytes again and again without asking for memory each time.
+#[derive(Default)]
+struct Keeping {
+    registry: Option<Kept>,
+    spare: Vec<u8>,
 }
 
 impl std::fmt::Debug for RegistryCache {
@@ -38,10 +47,31 @@ impl RegistryCache {
     /// one if it was kept with exactly these bytes, else read from them. Either way
     /// nothing stays kept.
     pub(crate) fn registry_of(&self, bytes: &[u8], dir: &RegistryDir) -> Registry {
-        match self.take() {
-            Some(kept) if kept.bytes == bytes => kept.registry,
-            _ => Registry::read(bytes, dir),
+        let Ok(mut kept) = self.kept.lock() else {
+            // A poisoned lock holds nothing worth taking.
+            return Registry::read(bytes, dir);
+        };
+        if let Some(Kept {
+            bytes: was,
+            registry,
+        }) = kept.registry.take()
+        {
+            let same = was == bytes;
+            kept.spare = was;
+            if same {
+                return registry;
+            }
         }
+        drop(kept);
+        Registry::read(bytes, dir)
+    }
+
+    /// A buffer to read the registry file into: the bytes kept before last, emptied.
+    pub(crate) fn buffer(&self) -> Vec<u8> {
+        self.kept
+            .lock()
+            .map(|mut kept| std::mem::take(&mut kept.spare))
+            .unwrap_or_default()
     }
 
     /// Keeps `registry` as the reading of a file holding exactly `bytes`. A salvaged
@@ -52,13 +82,8 @@ impl RegistryCache {
         }
         registry.forget_given_records();
         if let Ok(mut kept) = self.kept.lock() {
-            *kept = Some(Kept { bytes, registry });
+            kept.registry = Some(Kept { bytes, registry });
         }
-    }
-
-    fn take(&self) -> Option<Kept> {
-        // A poisoned lock holds nothing worth taking.
-        self.kept.lock().ok().and_then(|mut kept| kept.take())
     }
 }
 

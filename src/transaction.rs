@@ -50,7 +50,8 @@ impl<'a> Transaction<'a> {
         cursor: &'a AtomicU32,
         cache: &'a RegistryCache,
     ) -> Result<Transaction<'a>> {
-        let read = Registry::read_bytes(dir)?;
+        let mut read = cache.buffer();
+        Registry::read_bytes(dir, &mut read)?;
         let registry = cache.registry_of(&read, dir);
         Ok(Transaction {
             changed: registry.was_damaged() && dir.writable(),
@@ -76,7 +77,7 @@ impl<'a> Transaction<'a> {
     /// the bytes its file now holds.
     pub(crate) fn commit(mut self) -> Result<()> {
         let bytes = if self.changed {
-            self.registry.save(self.dir)?
+            self.registry.save(self.dir, self.read)?
         } else {
             self.read
         };
@@ -209,8 +210,8 @@ impl<'a> Transaction<'a> {
             self.registry
                 .entries
                 .keys()
+                .filter(|key| !is_plain_decimal(key))
                 .filter_map(|key| port_of_key(key).map(|port| (port, key.clone())))
-                .filter(|(port, key)| port.to_string() != *key)
                 .collect()
         });
         let entries = &self.registry.entries;
@@ -331,6 +332,13 @@ impl<'a> Transaction<'a> {
     }
 }
 
+/// Whether `key` is written as a port is by `u16::to_string` (no sign, space or
+/// leading zero) if it names one: checked without an allocation per key, as every
+/// key of the registry is checked once a transaction.
+fn is_plain_decimal(key: &str) -> bool {
+    !key.is_empty() && !key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,6 +396,17 @@ mod tests {
         let renewed = txn.live_lease(26301, Some("t")).expect("the lease");
         assert!(txn.update_lease(26301, renewed));
         assert!(txn.changed());
+    }
+
+    #[test]
+    fn plain_decimal_keys_are_those_a_port_writes() {
+        for key in ["8080", "1", "65535"] {
+            let port: u16 = key.parse().expect("a port");
+            assert!(is_plain_decimal(key) && port.to_string() == key);
+        }
+        for key in [" 8080", "08080", "+8080", "8080 ", "", "0"] {
+            assert!(!is_plain_decimal(key), "{key:?}");
+        }
     }
 
     #[test]
