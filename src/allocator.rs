@@ -153,11 +153,12 @@ impl Allocator {
             Owner::Process(pid) => {
                 Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
             }
+            Owner::Running(owner) => Some(owner),
             Owner::Nobody => None,
         };
         let token = new_token(me.pid);
         let op = Op::Allocate {
-            request: request.clone(),
+            request: Box::new(request.clone()),
             owner,
             pid: me.pid,
             token: token.clone(),
@@ -192,6 +193,7 @@ impl Allocator {
                     Owner::Process(pid) => {
                         Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
                     }
+                    Owner::Running(owner) => Some(owner),
                     Owner::Nobody => None,
                 };
                 Ok((owner, new_token(me.pid)))
