@@ -169,9 +169,11 @@ def write_report(data):
         "CPU is counted from /proc (the server) and os.times() (the clients) while the round "
         "runs. The clients' own cost is small: no server could go above cores ÷ clients' CPU per "
         f"request, {os.cpu_count() / (s['clients_cpu_us_per_request'] / 1e6):.0f} requests/s here. "
-        "What bounds portlease is its serving thread: each transaction reads and rewrites "
+        "What bounds portlease is its serving thread: each transaction reads "
         f"`port_registry.json`, which holds up to {o['clients'] * o['requests']} leases by the end "
-        "of a round, and is shared by the requests that arrive while the one before runs.",
+        "of a round (parsing it only where its bytes differ from those the transaction before "
+        "left), checks the ports it hands out by binding them, and rewrites the file; it is "
+        "shared by the requests that arrive while the one before runs.",
         "",
         "Per round: " + "; ".join(
             f"{name} " + ", ".join(f"{r['requests_per_s']:.0f}/s p99 {r['p99_ms']:.2f}" for r in data["rounds"][key])

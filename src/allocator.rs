@@ -17,6 +17,7 @@ use crate::lock::{LockSite, deadline_after};
 use crate::probe::ephemeral_port_range;
 use crate::process::ProcessId;
 use crate::record::{LeaseRecord, Record};
+use crate::registry_cache::RegistryCache;
 use crate::request::{Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
 use crate::transaction::Transaction;
@@ -58,6 +59,9 @@ pub struct Allocator {
     cursor: Arc<AtomicU32>,
     /// When this allocator (or a clone) last looked up every lease's owner.
     last_sweep: Arc<Mutex<Option<Instant>>>,
+    /// The registry as the last transaction left it, with its file's bytes: the next
+    /// transaction uses it only if it reads exactly those bytes.
+    cache: Arc<RegistryCache>,
 }
 
 impl Allocator {
@@ -111,6 +115,7 @@ impl Allocator {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             cursor: Arc::default(),
             last_sweep: Arc::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -148,11 +153,12 @@ impl Allocator {
             Owner::Process(pid) => {
                 Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
             }
+            Owner::Running(owner) => Some(owner),
             Owner::Nobody => None,
         };
         let token = new_token(me.pid);
         let op = Op::Allocate {
-            request: request.clone(),
+            request: Box::new(request.clone()),
             owner,
             pid: me.pid,
             token: token.clone(),
@@ -187,6 +193,7 @@ impl Allocator {
                     Owner::Process(pid) => {
                         Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
                     }
+                    Owner::Running(owner) => Some(owner),
                     Owner::Nobody => None,
                 };
                 Ok((owner, new_token(me.pid)))
@@ -578,7 +585,12 @@ impl Allocator {
         &self,
         work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let mut txn = Transaction::begin(&self.opened, self.board.as_deref(), &self.cursor)?;
+        let mut txn = Transaction::begin(
+            &self.opened,
+            self.board.as_deref(),
+            &self.cursor,
+            &self.cache,
+        )?;
         let result = work(&mut txn)?;
         if txn.changed() && !self.opened.writable() {
             return Err(Error::ReadOnly {

@@ -351,7 +351,7 @@ mod tests {
         let board = Arc::clone(allocator.board().expect("a board"));
         // A request no poster of this version would post: a count of 0.
         let op = Op::Allocate {
-            request: Request::new().range(20000..=20009).count(0),
+            request: Box::new(Request::new().range(20000..=20009).count(0)),
             owner: None,
             pid: std::process::id(),
             token: "t".into(),

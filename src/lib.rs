@@ -69,7 +69,11 @@
 //!   costs a `/proc` read per owner, which a sweep of every transaction would spend.
 //! - **Reading little.** Entries are kept as their JSON text, written back byte for
 //!   byte, and parsed only when met, so a transaction's cost hardly grows with the
-//!   number of leases.
+//!   number of leases. An allocator keeps the registry its last transaction read or
+//!   wrote, with the file's bytes: the next transaction still reads the file under the
+//!   lock, and splits it into entries again only if its bytes differ (a byte-for-byte
+//!   comparison, never a timestamp or size), so a process that runs transaction after
+//!   transaction on a registry no one else writes skips that work.
 //!
 //! The file format is the one of the Python module portlease grew from (the "seed"),
 //! so its processes and portlease can share one directory: keys are decimal ports,
@@ -235,6 +239,7 @@ pub mod probe;
 mod process;
 mod record;
 mod registry;
+mod registry_cache;
 mod request;
 mod salvage;
 mod seed_api;

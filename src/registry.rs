@@ -32,6 +32,10 @@ const MAX_REGISTRY_BYTES: u64 = 64 << 20;
 pub(crate) struct Entry {
     raw: Box<RawValue>,
     record: OnceCell<Record>,
+    /// Whether `record` was set from a lease rather than read from `raw`: a registry
+    /// kept for the next transaction forgets such records, so that every record it
+    /// holds is what its text says (as a registry read anew would have it).
+    record_given: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for Entry {
@@ -45,6 +49,7 @@ impl Entry {
         Entry {
             raw,
             record: OnceCell::new(),
+            record_given: false,
         }
     }
 
@@ -54,6 +59,7 @@ impl Entry {
         Entry {
             raw,
             record: OnceCell::from(Record::Lease(lease)),
+            record_given: true,
         }
     }
 
@@ -72,6 +78,7 @@ impl Entry {
         }
         self.raw = to_raw(&Value::Object(fields));
         self.record = OnceCell::from(Record::Lease(lease));
+        self.record_given = true;
     }
 }
 
@@ -90,12 +97,13 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Reads the registry in `dir`; a missing or empty file is an empty registry, a
-    /// damaged one gives every entry that can still be read.
-    pub(crate) fn load(dir: &RegistryDir) -> Result<Registry> {
+    /// Reads the bytes of the registry file in `dir` into `bytes` (emptied first, its
+    /// room reused): none for a missing file.
+    pub(crate) fn read_bytes(dir: &RegistryDir, bytes: &mut Vec<u8>) -> Result<()> {
+        bytes.clear();
         let path = dir.join(REGISTRY_FILE);
         let Some(file) = open_for_reading(dir, REGISTRY_FILE)? else {
-            return Ok(Registry::parse(Vec::new(), &path));
+            return Ok(());
         };
         let too_big = || Error::Unsafe {
             path: path.clone(),
@@ -112,26 +120,38 @@ impl Registry {
         if size > MAX_REGISTRY_BYTES {
             return Err(too_big());
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).max(4096));
+        bytes.reserve(usize::try_from(size).unwrap_or(0).max(4096));
         file.take(MAX_REGISTRY_BYTES + 1)
-            .read_to_end(&mut bytes)
+            .read_to_end(bytes)
             .map_err(|e| Error::io("cannot read the registry", &path, e))?;
         if bytes.len() as u64 > MAX_REGISTRY_BYTES {
             return Err(too_big());
         }
-        Ok(Registry::parse(bytes, &path))
+        Ok(())
     }
 
-    fn parse(bytes: Vec<u8>, path: &Path) -> Registry {
+    /// The registry these bytes (of the file in `dir`) hold; empty ones are an empty
+    /// registry, damaged ones give every entry that can still be read.
+    pub(crate) fn read(bytes: &[u8], dir: &RegistryDir) -> Registry {
+        Registry::parse(bytes, &dir.join(REGISTRY_FILE))
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Registry {
         // Straight into entries: a server reads the whole registry once a transaction,
         // and a sound registry needs no salvage.
-        if let Ok(entries) = serde_json::from_slice(&bytes) {
+        if bytes.is_empty() {
+            return Registry {
+                entries: BTreeMap::new(),
+                damaged: None,
+            };
+        }
+        if let Ok(entries) = serde_json::from_slice(bytes) {
             return Registry {
                 entries,
                 damaged: None,
             };
         }
-        let salvaged = salvage::read(&bytes, unix_now());
+        let salvaged = salvage::read(bytes, unix_now());
         let entries = salvaged
             .entries
             .into_iter()
@@ -156,7 +176,7 @@ impl Registry {
         );
         Registry {
             entries,
-            damaged: Some(bytes),
+            damaged: Some(bytes.to_vec()),
         }
     }
 
@@ -169,7 +189,8 @@ impl Registry {
     /// in the same directory, then renamed over the old one, so a reader (or a crash)
     /// sees the old registry or the new one, never a mix. A damaged original is first
     /// kept aside, so nothing it held is lost.
-    pub(crate) fn save(&mut self, dir: &RegistryDir) -> Result<()> {
+    /// Returns the bytes written, encoded in `buffer` (its room reused).
+    pub(crate) fn save(&mut self, dir: &RegistryDir, buffer: Vec<u8>) -> Result<Vec<u8>> {
         if let Some(original) = &self.damaged {
             let aside = keep_aside(dir, original)?;
             log::warn!(
@@ -178,35 +199,69 @@ impl Registry {
             );
             self.damaged = None;
         }
-        write_new_file(dir, TEMP_FILE, &self.encode(), false)?;
+        let mut text = buffer;
+        self.encode_into(&mut text);
+        write_new_file(dir, TEMP_FILE, &text, false)?;
         renameat(dir.fd(), TEMP_FILE, dir.fd(), REGISTRY_FILE).map_err(|e| {
             Error::io(
                 "cannot replace the registry",
                 dir.join(REGISTRY_FILE),
                 e.into(),
             )
-        })
+        })?;
+        Ok(text)
+    }
+
+    /// Forgets the records set from leases, to be read from their text when next
+    /// asked: then the registry is exactly what reading its file anew gives.
+    pub(crate) fn forget_given_records(&mut self) {
+        for entry in self.entries.values_mut() {
+            if entry.record_given {
+                entry.record = OnceCell::new();
+                entry.record_given = false;
+            }
+        }
     }
 
     /// The file's text: one entry per line, each as it was read unless changed.
-    fn encode(&self) -> Vec<u8> {
+    fn encode_into(&self, text: &mut Vec<u8>) {
         let size: usize = self
             .entries
             .iter()
             .map(|(k, e)| k.len() + e.raw.get().len() + 8)
             .sum();
-        let mut text = Vec::with_capacity(size + 4);
+        text.clear();
+        text.reserve(size + 4);
         text.push(b'{');
         for (i, (key, entry)) in self.entries.iter().enumerate() {
             text.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-            // Writing a string into a Vec cannot fail.
-            let _ = serde_json::to_writer(&mut text, key);
+            if needs_no_escape(key) {
+                text.push(b'"');
+                text.extend_from_slice(key.as_bytes());
+                text.push(b'"');
+            } else {
+                // Writing a string into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *text, key);
+            }
             text.extend_from_slice(b": ");
             text.extend_from_slice(entry.raw.get().as_bytes());
         }
         text.extend_from_slice(b"\n}\n");
+    }
+
+    /// The file's text.
+    #[cfg(test)]
+    fn encode(&self) -> Vec<u8> {
+        let mut text = Vec::new();
+        self.encode_into(&mut text);
         text
     }
+}
+
+/// Whether JSON writes `key` as it is between its quotes: it holds no control
+/// character, quote or backslash (a port's digits, nearly always).
+fn needs_no_escape(key: &str) -> bool {
+    key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 fn keep_aside(dir: &RegistryDir, original: &[u8]) -> Result<PathBuf> {
@@ -231,7 +286,7 @@ mod round_trip {
     #[test]
     fn entries_are_written_back_byte_for_byte() {
         let text = br#"{"10000": {"pid": 1, "timestamp": 1795973039.2655141, "x": [1,  2]}, "note": "kept"}"#;
-        let registry = Registry::parse(text.to_vec(), Path::new("test"));
+        let registry = Registry::parse(text, Path::new("test"));
         let encoded = String::from_utf8(registry.encode()).expect("UTF-8");
         assert!(
             encoded
@@ -239,6 +294,15 @@ mod round_trip {
             "{encoded}"
         );
         let again: Value = serde_json::from_str(&encoded).expect("valid JSON");
+        let odd = "a \"key\"\\ with\tescapes, é";
+        let escaped: BTreeMap<String, Entry> =
+            [(odd.to_string(), Entry::read(to_raw(&Value::Null)))].into();
+        let registry = Registry {
+            entries: escaped,
+            damaged: None,
+        };
+        let read: Value = serde_json::from_slice(&registry.encode()).expect("valid JSON");
+        assert!(read.get(odd).is_some(), "{read}");
         assert_eq!(
             again,
             serde_json::from_slice::<Value>(text).expect("valid JSON")

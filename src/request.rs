@@ -77,6 +77,12 @@ pub enum Owner {
     CurrentProcess,
     /// Another running process, e.g. a child that will bind the port.
     Process(u32),
+    /// A process already looked up with [`ProcessId::of_running`](crate::ProcessId::of_running),
+    /// so allocation need not look it up again (a server that checks its clients'
+    /// processes on one thread and allocates on another). The lease ends when that
+    /// very process (pid and start time) ends; one that has ended already gets a lease
+    /// that is stale at once.
+    Running(crate::ProcessId),
     /// No process: the lease lives by its TTL alone ([`DEFAULT_TTL`] unless told), for
     /// callers that exit before the port is used.
     Nobody,

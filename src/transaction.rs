@@ -12,6 +12,7 @@ use crate::probe::is_port_free;
 use crate::process::{LivenessCache, ProcessId};
 use crate::record::{LeaseRecord, Record, port_of_key, unix_now};
 use crate::registry::{Entry, Registry};
+use crate::registry_cache::RegistryCache;
 use crate::request::Request;
 use crate::snapshot::LeaseInfo;
 
@@ -20,6 +21,10 @@ use crate::snapshot::LeaseInfo;
 /// left unwritten (a salvaged registry included).
 pub(crate) struct Transaction<'a> {
     registry: Registry,
+    /// The bytes the registry was read from.
+    read: Vec<u8>,
+    /// Where the registry goes once the transaction ends well, for the next one.
+    cache: &'a RegistryCache,
     now: f64,
     liveness: LivenessCache,
     /// The request board, whose next-fit cursor is shared host-wide.
@@ -38,15 +43,21 @@ impl<'a> Transaction<'a> {
     /// Reads the registry in `dir` as it is now (the lock being held). A damaged
     /// registry is marked to be written back at once with its salvage, its original
     /// kept aside, unless `dir` is only read.
+    /// The registry `cache` kept is used if it was kept with exactly the bytes read.
     pub(crate) fn begin(
         dir: &'a RegistryDir,
         board: Option<&'a Board>,
         cursor: &'a AtomicU32,
+        cache: &'a RegistryCache,
     ) -> Result<Transaction<'a>> {
-        let registry = Registry::load(dir)?;
+        let mut read = cache.buffer();
+        Registry::read_bytes(dir, &mut read)?;
+        let registry = cache.registry_of(&read, dir);
         Ok(Transaction {
             changed: registry.was_damaged() && dir.writable(),
             registry,
+            read,
+            cache,
             now: unix_now(),
             liveness: LivenessCache::default(),
             board,
@@ -62,11 +73,15 @@ impl<'a> Transaction<'a> {
         self.changed
     }
 
-    /// Writes the registry if it changed.
+    /// Writes the registry if it changed, and keeps it for the next transaction with
+    /// the bytes its file now holds.
     pub(crate) fn commit(mut self) -> Result<()> {
-        if self.changed {
-            self.registry.save(self.dir)?;
-        }
+        let bytes = if self.changed {
+            self.registry.save(self.dir, self.read)?
+        } else {
+            self.read
+        };
+        self.cache.keep(bytes, self.registry);
         Ok(())
     }
 
@@ -212,8 +227,8 @@ impl<'a> Transaction<'a> {
             self.registry
                 .entries
                 .keys()
+                .filter(|key| !is_plain_decimal(key))
                 .filter_map(|key| port_of_key(key).map(|port| (port, key.clone())))
-                .filter(|(port, key)| port.to_string() != *key)
                 .collect()
         });
         let entries = &self.registry.entries;
@@ -334,6 +349,13 @@ impl<'a> Transaction<'a> {
     }
 }
 
+/// Whether `key` is written as a port is by `u16::to_string` (no sign, space or
+/// leading zero) if it names one: checked without an allocation per key, as every
+/// key of the registry is checked once a transaction.
+fn is_plain_decimal(key: &str) -> bool {
+    !key.is_empty() && !key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +364,8 @@ mod tests {
     use crate::request::Protocol;
 
     static CURSOR: AtomicU32 = AtomicU32::new(0);
+    static CACHE: std::sync::LazyLock<RegistryCache> =
+        std::sync::LazyLock::new(RegistryCache::default);
 
     /// A registry directory whose registry file holds `text`.
     fn registry_holding(text: &str) -> (tempfile::TempDir, RegistryDir) {
@@ -370,7 +394,7 @@ mod tests {
         let now = unix_now();
         let (_temp, dir) =
             registry_holding(&format!(r#"{{"26300": {{"pid": 1, "timestamp": {now}}}}}"#));
-        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR, &CACHE).expect("a transaction");
         assert!(txn.record("26300").is_some());
         assert_eq!(txn.snapshot().len(), 1);
         assert!(txn.ports_of_token("t").is_empty());
@@ -382,13 +406,24 @@ mod tests {
         txn.insert_lease(26301, lease("t"));
         assert!(txn.changed());
         txn.commit().expect("written");
-        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR, &CACHE).expect("a transaction");
         assert!(txn.remove_entry("26300"));
         assert!(txn.changed());
-        let mut txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR, &CACHE).expect("a transaction");
         let renewed = txn.live_lease(26301, Some("t")).expect("the lease");
         assert!(txn.update_lease(26301, renewed));
         assert!(txn.changed());
+    }
+
+    #[test]
+    fn plain_decimal_keys_are_those_a_port_writes() {
+        for key in ["8080", "1", "65535"] {
+            let port: u16 = key.parse().expect("a port");
+            assert!(is_plain_decimal(key) && port.to_string() == key);
+        }
+        for key in [" 8080", "08080", "+8080", "8080 ", "", "0"] {
+            assert!(!is_plain_decimal(key), "{key:?}");
+        }
     }
 
     #[test]
@@ -397,7 +432,7 @@ mod tests {
         let (temp, dir) = registry_holding(&format!(
             r#"{{"26302": {{"pid": 1, "timestamp": {now}}}, "26303": garbage"#
         ));
-        let txn = Transaction::begin(&dir, None, &CURSOR).expect("a transaction");
+        let txn = Transaction::begin(&dir, None, &CURSOR, &CACHE).expect("a transaction");
         assert!(txn.changed(), "the salvage is to be written");
         txn.commit().expect("written");
         let text = std::fs::read_to_string(temp.path().join(REGISTRY_FILE)).expect("read");

@@ -21,8 +21,11 @@ impl Log for StderrLogger {
                 Level::Debug => "debug",
                 Level::Trace => "trace",
             };
+            // One write a line (stderr is unbuffered, and would take one per piece):
+            // a server logs a line per request.
+            let line = format!("portlease: {level}: {}\n", record.args());
             // A closed stderr is no reason to panic.
-            let _ = writeln!(std::io::stderr(), "portlease: {level}: {}", record.args());
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 

@@ -22,7 +22,8 @@ pub(crate) const MAX_POSTED_PORTS: usize = 64;
 pub(crate) enum Op {
     /// Lease ports, for `owner` (the asker resolved it), recorded as allocated by `pid`.
     Allocate {
-        request: Request,
+        /// Boxed: a request is far larger than the other operations.
+        request: Box<Request>,
         owner: Option<ProcessId>,
         pid: u32,
         token: String,
@@ -56,7 +57,7 @@ impl Op {
                 pid,
                 token,
             } => WireOp::Allocate {
-                request: Box::new(WireRequest::from(request)),
+                request: Box::new(WireRequest::from(&**request)),
                 owner: owner.map(|o| (o.pid, o.start_time, o.pid_ns)),
                 pid: *pid,
                 token,
@@ -78,7 +79,7 @@ impl Op {
                 pid,
                 token,
             } => Op::Allocate {
-                request: (*request).into_request()?,
+                request: Box::new((*request).into_request()?),
                 owner: owner.map(|(pid, start_time, pid_ns)| ProcessId {
                     pid,
                     start_time,
@@ -155,6 +156,8 @@ impl From<&Request> for WireRequest {
             owner: match request.owner {
                 Owner::CurrentProcess => WireOwner::Current,
                 Owner::Process(pid) => WireOwner::Process(pid),
+                // The operation carries the owner looked up; the request, its pid.
+                Owner::Running(owner) => WireOwner::Process(owner.pid),
                 Owner::Nobody => WireOwner::Nobody,
             },
             ttl: request.ttl.map(|ttl| (ttl.as_secs(), ttl.subsec_nanos())),
@@ -490,7 +493,7 @@ mod tests {
 
     fn allocate(count: usize, token: &str) -> Op {
         Op::Allocate {
-            request: Request::new().range(20000..=20099).count(count).label("x"),
+            request: Box::new(Request::new().range(20000..=20099).count(count).label("x")),
             owner: Some(ProcessId {
                 pid: 7,
                 start_time: Some(9),
@@ -505,7 +508,7 @@ mod tests {
     fn a_ttl_of_any_length_crosses_the_board_and_a_bad_one_is_refused() {
         let long = Duration::new(u64::MAX, 999_999_999);
         let op = Op::Allocate {
-            request: Request::new().range(20000..=20099).ttl(Some(long)),
+            request: Box::new(Request::new().range(20000..=20099).ttl(Some(long))),
             owner: None,
             pid: 7,
             token: "t".into(),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use portlease::ProcessId;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
@@ -356,7 +357,15 @@ fn hand_over(
                     Err(reason) => Work::Refuse(peer, reason, Refusal::BadRequest),
                     Ok(pid) => match peer::check(peer, pid) {
                         Err(reason) => Work::Refuse(peer, reason, Refusal::NotPermitted),
-                        Ok(pid) => Work::Serve(Asked { peer, pid }, connection.stream),
+                        // Looked up here, off the transactions' thread.
+                        Ok(pid) => match ProcessId::of_running(pid) {
+                            Some(owner) => Work::Serve(Asked { peer, owner }, connection.stream),
+                            None => Work::Refuse(
+                                peer,
+                                format!("pid {pid}: no such process"),
+                                Refusal::NotPermitted,
+                            ),
+                        },
                     },
                 }
             }

@@ -95,19 +95,10 @@ pub(super) fn uid_of(pid: u32) -> Option<u32> {
     inspect(pid).map(|target| target.real_uid)
 }
 
-/// Reads `/proc/PID/stat` and `/proc/PID/status`; `None` when there is no such
-/// process (or it is a zombie).
+/// Reads `/proc/PID/status` (and `/proc/PID/stat` on kernels before 6.10, whose
+/// status does not say whether the process is a kernel thread); `None` when there is
+/// no such process (or it is a zombie).
 fn inspect(pid: u32) -> Option<Target> {
-    let stat = read_small(&format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after.split_ascii_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    // The flags are field 9; the state was field 3.
-    let flags: u64 = fields.nth(5)?.parse().ok()?;
     let status = read_small(&format!("/proc/{pid}/status"))?;
     let field = |name: &str| {
         status
@@ -115,17 +106,35 @@ fn inspect(pid: u32) -> Option<Target> {
             .find_map(|line| line.strip_prefix(name))
             .map(str::split_ascii_whitespace)
     };
+    let state = field("State:")?.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
     let tgid = field("Tgid:")?.next()?.parse().ok()?;
     let mut uids = field("Uid:")?.map(|uid| uid.parse::<u32>().ok());
     let real_uid = uids.next()??;
     let _effective = uids.next()??;
     let saved_uid = uids.next()??;
+    let kernel_thread = match field("Kthread:").and_then(|mut value| value.next()) {
+        Some(flag) => flag != "0",
+        None => kernel_thread_by_stat(pid)?,
+    };
     Some(Target {
         tgid,
         real_uid,
         saved_uid,
-        kernel_thread: flags & PF_KTHREAD != 0,
+        kernel_thread,
     })
+}
+
+/// Whether `pid` is a kernel thread, by the flags in `/proc/PID/stat`.
+fn kernel_thread_by_stat(pid: u32) -> Option<bool> {
+    let stat = read_small(&format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    // The flags are field 9; the command name was field 2.
+    let flags: u64 = after.split_ascii_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & PF_KTHREAD != 0)
 }
 
 fn read_small(path: &str) -> Option<String> {
@@ -179,6 +188,19 @@ mod tests {
                     .contains("this server")
             );
         }
+    }
+
+    #[test]
+    fn kernel_threads_are_told_by_status_and_by_stat_alike() {
+        // kthreadd is pid 2 where this pid namespace shows the kernel's threads.
+        let comm = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+        if comm.trim() == "kthreadd" {
+            assert_eq!(kernel_thread_by_stat(2), Some(true));
+            assert_eq!(inspect(2).map(|t| t.kernel_thread), Some(true));
+        }
+        let me = std::process::id();
+        assert_eq!(kernel_thread_by_stat(me), Some(false));
+        assert_eq!(inspect(me).map(|t| t.kernel_thread), Some(false));
     }
 
     #[test]

@@ -109,7 +109,7 @@ fn run(mut granter: Granter, receiver: &Receiver<Work>, answers: &Sender<Answer>
                 let answer = Answer {
                     stream,
                     port,
-                    pid: asked.pid,
+                    pid: asked.owner.pid,
                     asker: asked.peer,
                 };
                 // Fails only once the answering thread is gone.
