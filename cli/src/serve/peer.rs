@@ -15,18 +15,56 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Peer {
     pub(super) uid: u32,
+    /// 0 when the client is in a PID namespace the server cannot see.
     pub(super) pid: u32,
 }
 
 impl Peer {
     /// The credentials of the process at the other end of `socket`.
+    /// `pid` is 0 when the client is in a PID namespace the server cannot see.
     pub(super) fn of(socket: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
-        let cred = rustix::net::sockopt::socket_peercred(socket)?;
+        use std::os::fd::AsRawFd;
+        let mut cred = Ucred::default();
+        let mut len = size_of::<Ucred>() as libc::socklen_t;
+        // SAFETY: the descriptor is open for the call (borrowed from `socket`); `cred`
+        // is a writable `struct ucred` (three 32-bit integers, the kernel's layout) of
+        // `len` bytes, of which the kernel writes at most `len`; and any bytes it writes
+        // are valid values of its plain integer fields, pid 0 included.
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &mut len,
+            )
+        };
+        if result != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if len as usize != size_of::<Ucred>() {
+            return Err(std::io::Error::other(format!(
+                "SO_PEERCRED gave {len} bytes, not {}",
+                size_of::<Ucred>()
+            )));
+        }
         Ok(Peer {
-            uid: cred.uid.as_raw(),
-            pid: cred.pid.as_raw_nonzero().get().unsigned_abs(),
+            uid: cred.uid,
+            // Never negative; 0 (and anything else odd) is "not visible".
+            pid: u32::try_from(cred.pid).unwrap_or(0),
         })
     }
+}
+
+/// `struct ucred`, as `SO_PEERCRED` fills it: plain integers, since the kernel writes
+/// pid 0 for a peer in a PID namespace the reader cannot see.
+#[repr(C)]
+#[derive(Default)]
+struct Ucred {
+    pid: i32,
+    uid: u32,
+    /// Not needed: a client's rights go by its uid.
+    _gid: u32,
 }
 
 /// What `/proc` says of a process.
@@ -52,6 +90,14 @@ pub(super) fn parse_pid(request: &[u8]) -> Result<i64, String> {
 
 /// Whether `peer` may have a lease for `pid`: `Ok(pid)`, or the reason it may not.
 pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
+    if peer.pid == 0 {
+        return Err(
+            "the client is in a PID namespace this server cannot see (its pid is 0 \
+                    here), so neither its pid nor its processes' can be checked: run the \
+                    server in the client's PID namespace or one above it"
+                .into(),
+        );
+    }
     match pid {
         ..=0 => return Err(format!("pid {pid} is not a process")),
         1 => {
@@ -145,6 +191,19 @@ mod tests {
             uid: rustix::process::getuid().as_raw(),
             pid: std::process::id(),
         }
+    }
+
+    #[test]
+    fn credentials_come_from_the_socket() {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let peer = Peer::of(&ours).expect("credentials");
+        assert_eq!((peer.uid, peer.pid), (me().uid, me().pid));
+        let unseen = Peer { uid: 0, pid: 0 };
+        assert!(
+            check(unseen, i64::from(std::process::id()))
+                .expect_err("refused")
+                .contains("cannot see")
+        );
     }
 
     #[test]

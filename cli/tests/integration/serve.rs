@@ -1,6 +1,6 @@
 //! `portlease serve`: portpicker's real client and raw sockets against a running server.
 //!
-//! Ports: blocks 113-122 only. Block 113 and 114 are cut into slices of 10 (see
+//! Ports: blocks 113-122, 30 and 33-35 only. Block 113 and 114 are cut into slices of 10 (see
 //! `slice`), one per test; blocks 115-122 (800 ports) are the 8 × 100 clients' pool.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -901,4 +901,45 @@ fn eight_portpicker_clients_never_fall_back_to_guessing() {
         );
     }
     drop(server);
+}
+
+/// Whether `unshare` may make a PID namespace here; says why not when it may not.
+fn pid_namespaces_available() -> bool {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stderr(Stdio::null())
+        .status();
+    crate::helpers::required(
+        matches!(probe, Ok(status) if status.success()),
+        "PID namespaces (unshare --pid --fork --mount-proc)",
+        "run the tests as root, as CI does",
+    )
+}
+
+#[test]
+fn a_client_the_server_cannot_see_is_refused_with_the_reason() {
+    if !pid_namespaces_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(30, 0, 10);
+    let address = abstract_address("unseen");
+    // The server in a PID namespace of its own: this test's process is outside it,
+    // so the kernel gives the server pid 0 for it (SO_PEERCRED).
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(binary())
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["serve", "--address", &address, "--pool", &arg(&pool)]);
+    let server = Server::spawn(command);
+    assert_eq!(ask_for(&address, std::process::id()), "");
+    let log = server.log_with("cannot see");
+    assert!(
+        log.contains("a PID namespace this server cannot see"),
+        "{log}"
+    );
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    assert!(leases.is_empty(), "{leases:?}");
 }
