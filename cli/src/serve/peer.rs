@@ -4,7 +4,8 @@
 //! A client may ask for a process it could signal (kill(2)'s rule: the process's real
 //! or saved uid is the client's uid); root may ask for any. Never for a kernel thread
 //! (it never exits, so its lease would never end), a thread that is not a process,
-//! or the server itself.
+//! or the server itself. A client in a nested PID namespace may ask for itself by its
+//! own namespace's pid; one the server cannot see at all is refused.
 
 use std::io::Read;
 
@@ -98,16 +99,16 @@ pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
                 .into(),
         );
     }
-    match pid {
-        ..=0 => return Err(format!("pid {pid} is not a process")),
-        1 => {
-            return Err(
-                "pid 1: the client was reparented to init, so its lease would never end".into(),
-            );
-        }
-        _ => {}
+    if pid <= 0 {
+        return Err(format!("pid {pid} is not a process"));
     }
     let pid = u32::try_from(pid).map_err(|_| format!("pid {pid} is out of range"))?;
+    let pid = seen_from_here(peer, pid)?;
+    if pid == 1 {
+        return Err(
+            "pid 1: the client was reparented to init, so its lease would never end".into(),
+        );
+    }
     let me = std::process::id();
     if pid == me {
         return Err(format!("pid {pid} is this server"));
@@ -134,6 +135,40 @@ pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
         ));
     }
     Ok(pid)
+}
+
+/// The pid, in the server's PID namespace, of the process a client names `claimed`.
+///
+/// A client in another (nested) PID namespace names pids of its own namespace. The
+/// server can tell which process such a pid is only for the client itself: its `NSpid:`
+/// line lists its pid in each namespace from the server's down to its own.
+fn seen_from_here(peer: Peer, claimed: u32) -> Result<u32, String> {
+    let Ok(theirs) = std::fs::read_link(format!("/proc/{}/ns/pid", peer.pid)) else {
+        // Gone, or not ours to inspect (another user's, for a server that is not
+        // root): judged as a pid of the server's namespace.
+        return Ok(claimed);
+    };
+    if std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ours| ours == theirs) {
+        return Ok(claimed);
+    }
+    let innermost = read_small(&format!("/proc/{}/status", peer.pid)).and_then(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("NSpid:"))?
+            .split_ascii_whitespace()
+            .next_back()?
+            .parse::<u32>()
+            .ok()
+    });
+    if innermost == Some(claimed) {
+        return Ok(peer.pid);
+    }
+    Err(format!(
+        "pid {claimed} is in the client's PID namespace, where this server can name only \
+         the client itself (pid {} here): ask from the process the port is for, or run \
+         the server in the client's PID namespace",
+        peer.pid
+    ))
 }
 
 /// The real uid of process `pid`, if it runs.
