@@ -1016,3 +1016,25 @@ fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
     drop(client.0.stdin.take());
     let _ = client.0.wait();
 }
+
+#[test]
+fn a_request_timeout_too_long_for_the_clock_is_no_crash() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(34, 0, 10);
+    let address = abstract_address("longtimeout");
+    let mut server = Server::start(
+        dir.path(),
+        &address,
+        &arg(&pool),
+        &["--request-timeout", "1e19"],
+    );
+    // A slow client: connected, nothing sent yet, so the server computes its deadline.
+    let _slow = connect(&address);
+    let answer = ask_for(&address, std::process::id());
+    assert!(pool.contains(&port_of(&answer, &server)));
+    assert!(
+        server.child.try_wait().expect("wait").is_none(),
+        "{}",
+        server.log()
+    );
+}
