@@ -1038,3 +1038,24 @@ fn a_request_timeout_too_long_for_the_clock_is_no_crash() {
         server.log()
     );
 }
+
+#[test]
+fn a_grant_the_client_never_hears_of_is_released() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(35, 0, 10);
+    let address = abstract_address("unheard");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    // A client that will not read its answer: the server's write fails (EPIPE).
+    let mut stream = connect(&address);
+    stream.shutdown(std::net::Shutdown::Read).expect("shutdown");
+    stream
+        .write_all(format!("{}\n", std::process::id()).as_bytes())
+        .expect("send");
+    let log = server.log_with("could not tell the client");
+    assert!(log.contains("could not tell the client"), "{log}");
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    assert!(leases.is_empty(), "{leases:?}");
+    // The port goes out again.
+    let answer = ask_for(&address, std::process::id());
+    assert!(pool.contains(&port_of(&answer, &server)));
+}
