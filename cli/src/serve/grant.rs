@@ -47,7 +47,8 @@ pub(super) struct Granter {
 /// One request read off a connection, its pid checked (`peer::check`).
 pub(super) struct Asked {
     pub(super) peer: Peer,
-    pub(super) pid: u32,
+    /// The process the lease is for.
+    pub(super) owner: ProcessId,
 }
 
 impl Granter {
@@ -100,7 +101,7 @@ impl Granter {
         let mut planned: HashMap<u32, usize> = HashMap::new();
         let mut resynced = false;
         for (index, request) in asked.iter().enumerate() {
-            let pid = request.pid;
+            let owner = request.owner;
             if let Some(limit) = self.max_per_uid {
                 let uid = request.peer.uid;
                 let extra = planned.get(&uid).copied().unwrap_or(0);
@@ -119,14 +120,14 @@ impl Granter {
                 }
                 *planned.entry(uid).or_default() += 1;
             }
-            chosen.push((index, pid));
+            chosen.push((index, owner));
         }
         if chosen.is_empty() {
             return answers;
         }
         let requests: Vec<Request> = chosen
             .iter()
-            .map(|&(_, pid)| self.request.clone().owner(Owner::Process(pid)))
+            .map(|&(_, owner)| self.request.clone().owner(Owner::Running(owner)))
             .collect();
         log::debug!("serving {} request(s) in one transaction", requests.len());
         self.stats.transactions += 1;
@@ -141,14 +142,14 @@ impl Granter {
                 return answers;
             }
         };
-        for ((index, pid), result) in chosen.into_iter().zip(results) {
+        for ((index, owner), result) in chosen.into_iter().zip(results) {
             let asker = asked[index].peer;
             match result {
                 Ok(lease) => {
-                    self.granted(asker, pid, lease.port());
+                    self.granted(asker, owner, lease.port());
                     answers[index] = Some(lease);
                 }
-                Err(Error::Exhausted { .. }) => self.refuse_exhausted(asker, pid),
+                Err(Error::Exhausted { .. }) => self.refuse_exhausted(asker, owner.pid),
                 Err(e @ Error::OwnerLimit { .. }) => {
                     self.refuse(asker, &format!("{e} (--max-per-pid)"), Refusal::OverLimit);
                 }
@@ -165,16 +166,14 @@ impl Granter {
         answers
     }
 
-    fn granted(&mut self, asker: Peer, pid: u32, port: u16) {
+    fn granted(&mut self, asker: Peer, owner: ProcessId, port: u16) {
         self.stats.total_allocations += 1;
         self.stats.ports_checked_for_last_request = self.passed_over(port);
         self.last_port = Some(port);
         if let Some(refused) = self.exhausted.take() {
             log::info!("the pool has free ports again, after {refused} refused request(s)");
         }
-        if self.max_per_uid.is_some()
-            && let Some(owner) = ProcessId::of_running(pid)
-        {
+        if self.max_per_uid.is_some() {
             self.ledger
                 .entry(asker.uid)
                 .or_default()
