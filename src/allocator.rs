@@ -148,7 +148,6 @@ impl Allocator {
             Owner::Process(pid) => {
                 Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
             }
-            Owner::Running(owner) => Some(owner),
             Owner::Nobody => None,
         };
         let token = new_token(me.pid);
@@ -188,7 +187,6 @@ impl Allocator {
                     Owner::Process(pid) => {
                         Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
                     }
-                    Owner::Running(owner) => Some(owner),
                     Owner::Nobody => None,
                 };
                 Ok((owner, new_token(me.pid)))

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::pick::{Candidates, Want};
-use crate::process::ProcessId;
 
 /// The range searched when a request names none: the seed's default, 10000-10999.
 pub const DEFAULT_RANGE: RangeInclusive<u16> = 10000..=10999;
@@ -78,10 +77,6 @@ pub enum Owner {
     CurrentProcess,
     /// Another running process, e.g. a child that will bind the port.
     Process(u32),
-    /// A running process already looked up with [`ProcessId::of_running`]: as
-    /// [`Owner::Process`], for a caller that has read it anyway (a server checking
-    /// its clients), so it is not read again.
-    Running(ProcessId),
     /// No process: the lease lives by its TTL alone ([`DEFAULT_TTL`] unless told), for
     /// callers that exit before the port is used.
     Nobody,

@@ -19,8 +19,6 @@ pub(crate) const MAX_POSTED_PORTS: usize = 64;
 
 /// A request that any lock holder can serve.
 #[derive(Debug, Clone)]
-// One per request, short-lived: boxing the request would cost more than its size.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Op {
     /// Lease ports, for `owner` (the asker resolved it), recorded as allocated by `pid`.
     Allocate {
@@ -155,10 +153,7 @@ impl From<&Request> for WireRequest {
             host: request.host,
             owner: match request.owner {
                 Owner::CurrentProcess => WireOwner::Current,
-                // The board's executor looks it up again, as for a pid.
-                Owner::Process(pid) | Owner::Running(ProcessId { pid, .. }) => {
-                    WireOwner::Process(pid)
-                }
+                Owner::Process(pid) => WireOwner::Process(pid),
                 Owner::Nobody => WireOwner::Nobody,
             },
             ttl_nanos: request.ttl.map(|ttl| ttl.as_nanos()),

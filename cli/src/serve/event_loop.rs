@@ -365,7 +365,7 @@ fn hand_over(
                     Err(reason) => Work::Refuse(peer, reason, Refusal::BadRequest),
                     Ok(pid) => match peer::check(peer, pid) {
                         Err(reason) => Work::Refuse(peer, reason, Refusal::NotPermitted),
-                        Ok(owner) => Work::Serve(Asked { peer, owner }, connection.stream),
+                        Ok(pid) => Work::Serve(Asked { peer, pid }, connection.stream),
                     },
                 }
             }

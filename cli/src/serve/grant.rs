@@ -47,8 +47,7 @@ pub(super) struct Granter {
 /// One request read off a connection, its pid checked (`peer::check`).
 pub(super) struct Asked {
     pub(super) peer: Peer,
-    /// The process the lease is for.
-    pub(super) owner: ProcessId,
+    pub(super) pid: u32,
 }
 
 impl Granter {
@@ -101,7 +100,7 @@ impl Granter {
         let mut planned: HashMap<u32, usize> = HashMap::new();
         let mut resynced = false;
         for (index, request) in asked.iter().enumerate() {
-            let owner = request.owner;
+            let pid = request.pid;
             if let Some(limit) = self.max_per_uid {
                 let uid = request.peer.uid;
                 let extra = planned.get(&uid).copied().unwrap_or(0);
@@ -120,14 +119,14 @@ impl Granter {
                 }
                 *planned.entry(uid).or_default() += 1;
             }
-            chosen.push((index, owner));
+            chosen.push((index, pid));
         }
         if chosen.is_empty() {
             return answers;
         }
         let requests: Vec<Request> = chosen
             .iter()
-            .map(|&(_, owner)| self.request.clone().owner(Owner::Running(owner)))
+            .map(|&(_, pid)| self.request.clone().owner(Owner::Process(pid)))
             .collect();
         log::debug!("serving {} request(s) in one transaction", requests.len());
         self.stats.transactions += 1;
@@ -142,14 +141,14 @@ impl Granter {
                 return answers;
             }
         };
-        for ((index, owner), result) in chosen.into_iter().zip(results) {
+        for ((index, pid), result) in chosen.into_iter().zip(results) {
             let asker = asked[index].peer;
             match result {
                 Ok(lease) => {
-                    self.granted(asker, owner, lease.port());
+                    self.granted(asker, pid, lease.port());
                     answers[index] = Some(lease);
                 }
-                Err(Error::Exhausted { .. }) => self.refuse_exhausted(asker, owner.pid),
+                Err(Error::Exhausted { .. }) => self.refuse_exhausted(asker, pid),
                 Err(e @ Error::OwnerLimit { .. }) => {
                     self.refuse(asker, &format!("{e} (--max-per-pid)"), Refusal::OverLimit);
                 }
@@ -166,14 +165,16 @@ impl Granter {
         answers
     }
 
-    fn granted(&mut self, asker: Peer, owner: ProcessId, port: u16) {
+    fn granted(&mut self, asker: Peer, pid: u32, port: u16) {
         self.stats.total_allocations += 1;
         self.stats.ports_checked_for_last_request = self.passed_over(port);
         self.last_port = Some(port);
         if let Some(refused) = self.exhausted.take() {
             log::info!("the pool has free ports again, after {refused} refused request(s)");
         }
-        if self.max_per_uid.is_some() {
+        if self.max_per_uid.is_some()
+            && let Some(owner) = ProcessId::of_running(pid)
+        {
             self.ledger
                 .entry(asker.uid)
                 .or_default()

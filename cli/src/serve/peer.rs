@@ -9,8 +9,6 @@
 
 use std::io::Read;
 
-use portlease::ProcessId;
-
 /// `PF_KTHREAD` in the flags of `/proc/PID/stat`.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
@@ -91,9 +89,8 @@ pub(super) fn parse_pid(request: &[u8]) -> Result<i64, String> {
         .map_err(|_| format!("request {text:?} is not a pid"))
 }
 
-/// Whether `peer` may have a lease for `pid`: `Ok` with the process (in the server's
-/// PID namespace), or the reason it may not.
-pub(super) fn check(peer: Peer, pid: i64) -> Result<ProcessId, String> {
+/// Whether `peer` may have a lease for `pid`: `Ok(pid)`, or the reason it may not.
+pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
     if peer.pid == 0 {
         return Err(
             "the client is in a PID namespace this server cannot see (its pid is 0 \
@@ -137,8 +134,7 @@ pub(super) fn check(peer: Peer, pid: i64) -> Result<ProcessId, String> {
             target.real_uid
         ));
     }
-    // Looked up once here, for the grant and the --max-per-uid ledger alike.
-    ProcessId::of_running(pid).ok_or_else(|| format!("pid {pid}: no such process"))
+    Ok(pid)
 }
 
 /// The pid, in the server's PID namespace, of the process a client names `claimed`.
@@ -152,9 +148,7 @@ fn seen_from_here(peer: Peer, claimed: u32) -> Result<u32, String> {
         // root): judged as a pid of the server's namespace.
         return Ok(claimed);
     };
-    static OURS: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let ours = OURS.get_or_init(|| std::fs::read_link("/proc/self/ns/pid").ok());
-    if ours.as_ref() == Some(&theirs) {
+    if std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ours| ours == theirs) {
         return Ok(claimed);
     }
     let innermost = read_small(&format!("/proc/{}/status", peer.pid)).and_then(|status| {
@@ -182,24 +176,25 @@ pub(super) fn uid_of(pid: u32) -> Option<u32> {
     inspect(pid).map(|target| target.real_uid)
 }
 
-/// Reads `/proc/PID/status` (and `/proc/PID/stat` on kernels whose status does not
-/// say whether it is a kernel thread); `None` when there is no such process (or it is
-/// a zombie).
+/// Reads `/proc/PID/stat` and `/proc/PID/status`; `None` when there is no such
+/// process (or it is a zombie).
 fn inspect(pid: u32) -> Option<Target> {
+    let stat = read_small(&format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    // The flags are field 9; the state was field 3.
+    let flags: u64 = fields.nth(5)?.parse().ok()?;
     let status = read_small(&format!("/proc/{pid}/status"))?;
     let field = |name: &str| {
         status
             .lines()
             .find_map(|line| line.strip_prefix(name))
             .map(str::split_ascii_whitespace)
-    };
-    let state = field("State:")?.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    let kernel_thread = match field("Kthread:").and_then(|mut flag| flag.next()) {
-        Some(flag) => flag == "1",
-        None => flags_say_kernel_thread(pid)?,
     };
     let tgid = field("Tgid:")?.next()?.parse().ok()?;
     let mut uids = field("Uid:")?.map(|uid| uid.parse::<u32>().ok());
@@ -210,18 +205,8 @@ fn inspect(pid: u32) -> Option<Target> {
         tgid,
         real_uid,
         saved_uid,
-        kernel_thread,
+        kernel_thread: flags & PF_KTHREAD != 0,
     })
-}
-
-/// Whether the flags in `/proc/PID/stat` mark a kernel thread.
-fn flags_say_kernel_thread(pid: u32) -> Option<bool> {
-    let stat = read_small(&format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which may itself hold spaces and parentheses.
-    let after = &stat[stat.rfind(')')? + 1..];
-    // The flags are field 9; the first after the name is the state, field 3.
-    let flags: u64 = after.split_ascii_whitespace().nth(6)?.parse().ok()?;
-    Some(flags & PF_KTHREAD != 0)
 }
 
 fn read_small(path: &str) -> Option<String> {
@@ -296,11 +281,7 @@ mod tests {
             .arg("30")
             .spawn()
             .expect("sleep runs");
-        assert_eq!(
-            check(me(), i64::from(child.id())),
-            Ok(ProcessId::of_running(child.id()).expect("sleep runs"))
-        );
-        assert_eq!(flags_say_kernel_thread(child.id()), Some(false));
+        assert_eq!(check(me(), i64::from(child.id())), Ok(child.id()));
         let other = Peer {
             uid: me().uid + 1,
             pid: 1,

@@ -120,7 +120,7 @@ fn run(mut granter: Granter, receiver: &Receiver<Work>, answers: &Sender<Answer>
                 let answer = Answer {
                     stream,
                     lease,
-                    pid: asked.owner.pid,
+                    pid: asked.pid,
                     asker: asked.peer,
                 };
                 // Fails only once the answering thread is gone; the lease then ends
