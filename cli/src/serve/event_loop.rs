@@ -134,7 +134,7 @@ impl Connection {
         {
             return Next::Serve;
         }
-        if now >= self.opened + timeout {
+        if now >= self.timed_out_at(timeout) {
             return Next::Refuse(format!(
                 "no whole request within {:.1}s",
                 timeout.as_secs_f64()
@@ -143,9 +143,18 @@ impl Connection {
         Next::Wait
     }
 
+    /// When the client's time to send its request ends; a timeout too long for the
+    /// clock (`--request-timeout 1e19`) is a century, as good as never.
+    fn timed_out_at(&self, timeout: Duration) -> Instant {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        self.opened
+            .checked_add(timeout.min(CENTURY))
+            .unwrap_or(self.opened)
+    }
+
     /// When `next` may change without the client sending anything.
     fn deadline(&self, timeout: Duration) -> Instant {
-        let timed_out = self.opened + timeout;
+        let timed_out = self.timed_out_at(timeout);
         self.last_byte
             .map_or(timed_out, |t| timed_out.min(t + PAUSE_ENDS_REQUEST))
     }
@@ -426,6 +435,16 @@ mod tests {
             connection.next(Instant::now(), TIMEOUT),
             Next::Serve
         ));
+    }
+
+    #[test]
+    fn a_timeout_too_long_for_the_clock_is_a_far_deadline() {
+        let (connection, _client) = connected(b"");
+        assert!(matches!(
+            connection.next(connection.opened, Duration::MAX),
+            Next::Wait
+        ));
+        assert!(connection.deadline(Duration::MAX) > connection.opened + TIMEOUT);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use portlease::{Allocator, Error, LeaseInfo, Owner, ProcessId, Request};
+use portlease::{Allocator, Error, Lease, LeaseInfo, Owner, ProcessId, Request};
 
 use super::peer::{self, Peer};
 use super::stats::Stats;
@@ -92,10 +92,11 @@ impl Granter {
         self.allocator.dir()
     }
 
-    /// Answers every request: a port, or `None` to close the connection in silence.
-    /// Those within the limits are served in one transaction.
-    pub(super) fn serve(&mut self, asked: &[Asked]) -> Vec<Option<u16>> {
-        let mut answers = vec![None; asked.len()];
+    /// Answers every request: a lease, to keep once the client is told its port, or
+    /// `None` to close the connection in silence. Those within the limits are served
+    /// in one transaction.
+    pub(super) fn serve(&mut self, asked: &[Asked]) -> Vec<Option<Lease>> {
+        let mut answers: Vec<Option<Lease>> = asked.iter().map(|_| None).collect();
         let mut chosen = Vec::new();
         let mut planned: HashMap<u32, usize> = HashMap::new();
         let mut resynced = false;
@@ -146,9 +147,8 @@ impl Granter {
             let asker = asked[index].peer;
             match result {
                 Ok(lease) => {
-                    let port = lease.keep()[0];
-                    self.granted(asker, owner, port);
-                    answers[index] = Some(port);
+                    self.granted(asker, owner, lease.port());
+                    answers[index] = Some(lease);
                 }
                 Err(Error::Exhausted { .. }) => self.refuse_exhausted(asker, pid),
                 Err(e @ Error::OwnerLimit { .. }) => {

@@ -4,7 +4,8 @@
 //! A client may ask for a process it could signal (kill(2)'s rule: the process's real
 //! or saved uid is the client's uid); root may ask for any. Never for a kernel thread
 //! (it never exits, so its lease would never end), a thread that is not a process,
-//! or the server itself.
+//! or the server itself. A client in a nested PID namespace may ask for itself by its
+//! own namespace's pid; one the server cannot see at all is refused.
 
 use std::io::Read;
 
@@ -15,18 +16,56 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Peer {
     pub(super) uid: u32,
+    /// 0 when the client is in a PID namespace the server cannot see.
     pub(super) pid: u32,
 }
 
 impl Peer {
     /// The credentials of the process at the other end of `socket`.
+    /// `pid` is 0 when the client is in a PID namespace the server cannot see.
     pub(super) fn of(socket: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
-        let cred = rustix::net::sockopt::socket_peercred(socket)?;
+        use std::os::fd::AsRawFd;
+        let mut cred = Ucred::default();
+        let mut len = size_of::<Ucred>() as libc::socklen_t;
+        // SAFETY: the descriptor is open for the call (borrowed from `socket`); `cred`
+        // is a writable `struct ucred` (three 32-bit integers, the kernel's layout) of
+        // `len` bytes, of which the kernel writes at most `len`; and any bytes it writes
+        // are valid values of its plain integer fields, pid 0 included.
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &mut len,
+            )
+        };
+        if result != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if len as usize != size_of::<Ucred>() {
+            return Err(std::io::Error::other(format!(
+                "SO_PEERCRED gave {len} bytes, not {}",
+                size_of::<Ucred>()
+            )));
+        }
         Ok(Peer {
-            uid: cred.uid.as_raw(),
-            pid: cred.pid.as_raw_nonzero().get().unsigned_abs(),
+            uid: cred.uid,
+            // Never negative; 0 (and anything else odd) is "not visible".
+            pid: u32::try_from(cred.pid).unwrap_or(0),
         })
     }
+}
+
+/// `struct ucred`, as `SO_PEERCRED` fills it: plain integers, since the kernel writes
+/// pid 0 for a peer in a PID namespace the reader cannot see.
+#[repr(C)]
+#[derive(Default)]
+struct Ucred {
+    pid: i32,
+    uid: u32,
+    /// Not needed: a client's rights go by its uid.
+    _gid: u32,
 }
 
 /// What `/proc` says of a process.
@@ -52,16 +91,24 @@ pub(super) fn parse_pid(request: &[u8]) -> Result<i64, String> {
 
 /// Whether `peer` may have a lease for `pid`: `Ok(pid)`, or the reason it may not.
 pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
-    match pid {
-        ..=0 => return Err(format!("pid {pid} is not a process")),
-        1 => {
-            return Err(
-                "pid 1: the client was reparented to init, so its lease would never end".into(),
-            );
-        }
-        _ => {}
+    if peer.pid == 0 {
+        return Err(
+            "the client is in a PID namespace this server cannot see (its pid is 0 \
+                    here), so neither its pid nor its processes' can be checked: run the \
+                    server in the client's PID namespace or one above it"
+                .into(),
+        );
+    }
+    if pid <= 0 {
+        return Err(format!("pid {pid} is not a process"));
     }
     let pid = u32::try_from(pid).map_err(|_| format!("pid {pid} is out of range"))?;
+    let pid = seen_from_here(peer, pid)?;
+    if pid == 1 {
+        return Err(
+            "pid 1: the client was reparented to init, so its lease would never end".into(),
+        );
+    }
     let me = std::process::id();
     if pid == me {
         return Err(format!("pid {pid} is this server"));
@@ -88,6 +135,40 @@ pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
         ));
     }
     Ok(pid)
+}
+
+/// The pid, in the server's PID namespace, of the process a client names `claimed`.
+///
+/// A client in another (nested) PID namespace names pids of its own namespace. The
+/// server can tell which process such a pid is only for the client itself: its `NSpid:`
+/// line lists its pid in each namespace from the server's down to its own.
+fn seen_from_here(peer: Peer, claimed: u32) -> Result<u32, String> {
+    let Ok(theirs) = std::fs::read_link(format!("/proc/{}/ns/pid", peer.pid)) else {
+        // Gone, or not ours to inspect (another user's, for a server that is not
+        // root): judged as a pid of the server's namespace.
+        return Ok(claimed);
+    };
+    if std::fs::read_link("/proc/self/ns/pid").is_ok_and(|ours| ours == theirs) {
+        return Ok(claimed);
+    }
+    let innermost = read_small(&format!("/proc/{}/status", peer.pid)).and_then(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("NSpid:"))?
+            .split_ascii_whitespace()
+            .next_back()?
+            .parse::<u32>()
+            .ok()
+    });
+    if innermost == Some(claimed) {
+        return Ok(peer.pid);
+    }
+    Err(format!(
+        "pid {claimed} is in the client's PID namespace, where this server can name only \
+         the client itself (pid {} here): ask from the process the port is for, or run \
+         the server in the client's PID namespace",
+        peer.pid
+    ))
 }
 
 /// The real uid of process `pid`, if it runs.
@@ -154,6 +235,19 @@ mod tests {
             uid: rustix::process::getuid().as_raw(),
             pid: std::process::id(),
         }
+    }
+
+    #[test]
+    fn credentials_come_from_the_socket() {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        let peer = Peer::of(&ours).expect("credentials");
+        assert_eq!((peer.uid, peer.pid), (me().uid, me().pid));
+        let unseen = Peer { uid: 0, pid: 0 };
+        assert!(
+            check(unseen, i64::from(std::process::id()))
+                .expect_err("refused")
+                .contains("cannot see")
+        );
     }
 
     #[test]

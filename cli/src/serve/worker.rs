@@ -9,6 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
 
+use portlease::Lease;
+
 use super::grant::{Asked, Granter, Refusal};
 use super::peer::Peer;
 use super::stats::ConnectionStats;
@@ -23,10 +25,10 @@ pub(super) enum Work {
     Dump(ConnectionStats),
 }
 
-/// A port granted, to tell the client.
+/// A port granted, to tell the client: its lease is kept only once the client is told.
 struct Answer {
     stream: UnixStream,
-    port: u16,
+    lease: Lease,
     pid: u32,
     asker: Peer,
 }
@@ -54,28 +56,37 @@ pub(super) fn spawn(granter: Granter) -> anyhow::Result<(Sender<Work>, JoinHandl
     Ok((sender, handle))
 }
 
-/// Tells each client its port, and logs the grant.
+/// Tells each client its port and keeps the lease, logging the grant; releases the
+/// lease of a client that cannot be told (nobody would know the port is theirs).
 fn answer(answers: &Receiver<Answer>) {
     for Answer {
         mut stream,
-        port,
+        lease,
         pid,
         asker,
     } in answers
     {
+        let port = lease.port();
         match stream.write_all(format!("{port}\n").as_bytes()) {
-            Ok(()) => log::info!(
-                "granted port {port} to pid {pid} (asked by uid {}, pid {})",
-                asker.uid,
-                asker.pid
-            ),
-            // The client is gone; its lease ends with its process.
-            Err(e) => log::info!(
-                "granted port {port} to pid {pid}, but could not tell the client (uid {}, pid \
-                 {}): {e}",
-                asker.uid,
-                asker.pid
-            ),
+            Ok(()) => {
+                lease.keep();
+                log::info!(
+                    "granted port {port} to pid {pid} (asked by uid {}, pid {})",
+                    asker.uid,
+                    asker.pid
+                );
+            }
+            Err(e) => {
+                log::info!(
+                    "granted port {port} to pid {pid}, but could not tell the client (uid {}, \
+                     pid {}): {e}; releasing it",
+                    asker.uid,
+                    asker.pid
+                );
+                if let Err(e) = lease.release() {
+                    log::warn!("could not release port {port}, granted to pid {pid}: {e}");
+                }
+            }
         }
     }
 }
@@ -102,17 +113,18 @@ fn run(mut granter: Granter, receiver: &Receiver<Work>, answers: &Sender<Answer>
         if asked.is_empty() {
             continue;
         }
-        let ports = granter.serve(&asked);
-        for ((stream, port), asked) in streams.into_iter().zip(ports).zip(&asked) {
+        let leases = granter.serve(&asked);
+        for ((stream, lease), asked) in streams.into_iter().zip(leases).zip(&asked) {
             // A refused client's connection closes here, without a word.
-            if let Some(port) = port {
+            if let Some(lease) = lease {
                 let answer = Answer {
                     stream,
-                    port,
+                    lease,
                     pid: asked.owner.pid,
                     asker: asked.peer,
                 };
-                // Fails only once the answering thread is gone.
+                // Fails only once the answering thread is gone; the lease then ends
+                // as it drops.
                 let _ = answers.send(answer);
             }
         }

@@ -1,6 +1,6 @@
 //! `portlease serve`: portpicker's real client and raw sockets against a running server.
 //!
-//! Ports: blocks 113-122 only. Block 113 and 114 are cut into slices of 10 (see
+//! Ports: blocks 113-122, 30 and 33-35 only. Block 113 and 114 are cut into slices of 10 (see
 //! `slice`), one per test; blocks 115-122 (800 ports) are the 8 × 100 clients' pool.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -901,4 +901,161 @@ fn eight_portpicker_clients_never_fall_back_to_guessing() {
         );
     }
     drop(server);
+}
+
+/// Whether `unshare` may make a PID namespace here; says why not when it may not.
+fn pid_namespaces_available() -> bool {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stderr(Stdio::null())
+        .status();
+    crate::helpers::required(
+        matches!(probe, Ok(status) if status.success()),
+        "PID namespaces (unshare --pid --fork --mount-proc)",
+        "run the tests as root, as CI does",
+    )
+}
+
+#[test]
+fn a_client_the_server_cannot_see_is_refused_with_the_reason() {
+    if !pid_namespaces_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(30, 0, 10);
+    let address = abstract_address("unseen");
+    // The server in a PID namespace of its own: this test's process is outside it,
+    // so the kernel gives the server pid 0 for it (SO_PEERCRED).
+    let mut command = Command::new("unshare");
+    command
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(binary())
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["serve", "--address", &address, "--pool", &arg(&pool)]);
+    let server = Server::spawn(command);
+    assert_eq!(ask_for(&address, std::process::id()), "");
+    let log = server.log_with("cannot see");
+    assert!(
+        log.contains("a PID namespace this server cannot see"),
+        "{log}"
+    );
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    assert!(leases.is_empty(), "{leases:?}");
+}
+
+/// A child process ended (killed, then waited for) when the test ends, passed or not.
+struct Ended(Child);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A portpicker client that forks a child, asks for the child's pid and then for
+/// its own (pids of its own PID namespace), prints its pid, the child's and both
+/// answers, and waits for a line on stdin.
+const NAMESPACED_PICKER: &str = r#"
+import os, sys, time, portpicker
+child = os.fork()
+if child == 0:
+    time.sleep(600)
+    os._exit(0)
+other = portpicker.get_port_from_port_server(sys.argv[1], pid=child)
+mine = portpicker.get_port_from_port_server(sys.argv[1])
+print(os.getpid(), child, other, mine, flush=True)
+sys.stdin.readline()
+os.kill(child, 9)
+"#;
+
+#[test]
+fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
+    if !portpicker_available() || !pid_namespaces_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(33, 0, 10);
+    let address = abstract_address("pidns");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    let mut client = Command::new("unshare");
+    client
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(crate::helpers::python())
+        .args(["-c", NAMESPACED_PICKER, &address])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut client = Ended(client.spawn().expect("unshare runs"));
+    let mut line = String::new();
+    BufReader::new(client.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the client's line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "{line:?}; log:\n{}", server.log());
+    let (inner_pid, child, other, mine) = (fields[0], fields[1], fields[2], fields[3]);
+    // The client's pid on this side: the one child of `unshare --fork`.
+    let unshare = client.0.id();
+    let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
+        .expect("unshare's children");
+    let host_pid: i64 = children.trim().parse().expect("one child");
+    assert_ne!(host_pid.to_string(), inner_pid, "the client is namespaced");
+    // Its own pid, as it sees it: granted, to the process it names.
+    let port: u16 = mine
+        .parse()
+        .unwrap_or_else(|_| panic!("a port, not {mine:?}; log:\n{}", server.log()));
+    assert!(pool.contains(&port));
+    // Another pid of its namespace: the server cannot tell which process that is.
+    assert_eq!(other, "None", "{}", server.log());
+    let reason = format!("pid {child} is in the client's PID namespace");
+    let log = server.log_with(&reason);
+    assert!(log.contains(&reason), "{log}");
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    let owners: Vec<(Option<u16>, Option<i64>)> = leases.iter().map(|l| (l.port, l.pid)).collect();
+    assert_eq!(owners, vec![(Some(port), Some(host_pid))]);
+    drop(client.0.stdin.take());
+    let _ = client.0.wait();
+}
+
+#[test]
+fn a_request_timeout_too_long_for_the_clock_is_no_crash() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(34, 0, 10);
+    let address = abstract_address("longtimeout");
+    let mut server = Server::start(
+        dir.path(),
+        &address,
+        &arg(&pool),
+        &["--request-timeout", "1e19"],
+    );
+    // A slow client: connected, nothing sent yet, so the server computes its deadline.
+    let _slow = connect(&address);
+    let answer = ask_for(&address, std::process::id());
+    assert!(pool.contains(&port_of(&answer, &server)));
+    assert!(
+        server.child.try_wait().expect("wait").is_none(),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn a_grant_the_client_never_hears_of_is_released() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = slice(35, 0, 10);
+    let address = abstract_address("unheard");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    // A client that will not read its answer: the server's write fails (EPIPE).
+    let mut stream = connect(&address);
+    stream.shutdown(std::net::Shutdown::Read).expect("shutdown");
+    stream
+        .write_all(format!("{}\n", std::process::id()).as_bytes())
+        .expect("send");
+    let log = server.log_with("could not tell the client");
+    assert!(log.contains("could not tell the client"), "{log}");
+    let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
+    assert!(leases.is_empty(), "{leases:?}");
+    // The port goes out again.
+    let answer = ask_for(&address, std::process::id());
+    assert!(pool.contains(&port_of(&answer, &server)));
 }
