@@ -52,6 +52,7 @@ pub(super) fn parse_pid(request: &[u8]) -> Result<i64, String> {
 
 /// Whether `peer` may have a lease for `pid`: `Ok(pid)`, or the reason it may not.
 pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
+    let pid = in_my_namespace(peer, pid)?;
     match pid {
         ..=0 => return Err(format!("pid {pid} is not a process")),
         1 => {
@@ -88,6 +89,41 @@ pub(super) fn check(peer: Peer, pid: i64) -> Result<u32, String> {
         ));
     }
     Ok(pid)
+}
+
+/// The pid a client names, as this server's PID namespace counts it. A client in a
+/// namespace of its own (a container) counts pids there; only its own pid can be
+/// mapped back (its innermost `NSpid`), and read as the host's it would name some
+/// other process, whose lease would end while the client still used the port.
+fn in_my_namespace(peer: Peer, pid: i64) -> Result<i64, String> {
+    if peer.pid == 0 {
+        return Err("the client is in a PID namespace this server cannot see".into());
+    }
+    let client = read_small(&format!("/proc/{}/status", peer.pid)).and_then(|s| nspids(&s));
+    let server = read_small("/proc/self/status").and_then(|s| nspids(&s));
+    match (client, server) {
+        (Some(client), Some(server)) if client.len() > server.len() => {
+            if client.last() == Some(&pid) {
+                Ok(i64::from(peer.pid))
+            } else {
+                Err(format!(
+                    "pid {pid} is counted in the client's own PID namespace, which this server \
+                     cannot map: a client in another PID namespace may ask only for itself"
+                ))
+            }
+        }
+        _ => Ok(pid),
+    }
+}
+
+/// A process's pid in each PID namespace it is in, outermost first (`NSpid:`).
+fn nspids(status: &str) -> Option<Vec<i64>> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))?;
+    line.split_ascii_whitespace()
+        .map(|pid| pid.parse().ok())
+        .collect()
 }
 
 /// The real uid of process `pid`, if it runs.

@@ -1,0 +1,171 @@
+//! Attacks from outside on the request board (issue 9) and `portlease serve`
+//! (issue 11), each a defect found and fixed.
+//!
+//! Ports: blocks 123 and 124 only.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{binary, portlease_in, ports, python, run_within};
+
+/// A running `portlease serve`; killed on drop.
+struct Server(Child);
+
+impl Server {
+    /// Starts a server on `address` handing out `pool`, and waits until it serves.
+    fn start(dir: &Path, address: &str, pool: &str) -> Server {
+        let mut child = Command::new(binary())
+            .arg("--dir")
+            .arg(dir)
+            .args(["serve", "--address", address, "--pool", pool])
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("portlease serve runs");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        for line in lines.by_ref() {
+            if line.expect("a log line").contains("serving ports") {
+                break;
+            }
+        }
+        // Keep reading, so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        Server(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child killed and reaped on drop.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An abstract address no other test or run uses.
+fn abstract_address(test: &str) -> String {
+    format!("@portlease-attack11-{}-{test}", std::process::id())
+}
+
+/// A client that asks for its own pid (as portpicker's does), prints the answer,
+/// then lives until its stdin closes.
+const SELF_ASKING_CLIENT: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect("\0" + sys.argv[1][1:])
+s.sendall(b"%d\n" % os.getpid())
+print(os.getpid(), s.recv(100).decode().strip(), flush=True)
+sys.stdin.readline()
+"#;
+
+#[test]
+fn a_client_in_a_pid_namespace_gets_a_lease_for_itself_not_for_the_host_process_of_its_pid() {
+    // A client in a PID namespace of its own (a container) sends its pid as that
+    // namespace counts it. The server must not read it as the host's pid: the lease
+    // would belong to whatever host process has that number, and end with it while
+    // the client still uses the port. The client's pid is steered to a host sleeper's.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *ports(123).start();
+    let address = abstract_address("pidns");
+    let _server = Server::start(dir.path(), &address, &format!("{port}-{port}"));
+    let mut sleeper = Reaped(
+        Command::new("sleep")
+            .arg("120")
+            .spawn()
+            .expect("sleep runs"),
+    );
+    let script = format!(
+        "echo {last} > /proc/sys/kernel/ns_last_pid && '{python}' -c '{SELF_ASKING_CLIENT}' {address}",
+        last = sleeper.0.id() - 1,
+        python = python(),
+    );
+    let mut client = Command::new("unshare");
+    client
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut client = Reaped(client.spawn().expect("unshare runs"));
+    let mut line = String::new();
+    let read = BufReader::new(client.0.stdout.as_mut().expect("stdout")).read_line(&mut line);
+    if read.map_or(true, |n| n == 0) {
+        let mut stderr = String::new();
+        let _ = client
+            .0
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr);
+        if stderr.contains("unshare failed")
+            || stderr.contains("Operation not permitted")
+            || stderr.contains("ns_last_pid")
+            || stderr.contains("not found")
+        {
+            eprintln!(
+                "skipped: unshare, ns_last_pid or python is refused here ({})",
+                stderr.trim()
+            );
+            return;
+        }
+        panic!("the namespaced client said nothing: {stderr}");
+    }
+    let mut words = line.split_whitespace();
+    let inner_pid: u32 = words.next().and_then(|w| w.parse().ok()).expect("its pid");
+    if inner_pid != sleeper.0.id() {
+        eprintln!("skipped: the client's pid could not be steered ({inner_pid})");
+        return;
+    }
+    let answer = words.next().unwrap_or("");
+    // The host process whose number the client sent ends; the client lives on.
+    let _ = sleeper.0.kill();
+    let _ = sleeper.0.wait();
+    if answer.is_empty() {
+        // Refused: the client guesses on its own, nothing is leased for it.
+        return;
+    }
+    assert_eq!(answer, port.to_string(), "the only port of the pool");
+    let range = format!("{port}-{port}");
+    let args = ["alloc", "--range", &range, "--lock-timeout", "10"];
+    run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
+    let _ = client
+        .0
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(b"\n"));
+}
+
+/// Sends `request` as a client would; returns the whole answer.
+#[allow(dead_code)]
+fn ask(address: &str, request: &[u8]) -> String {
+    let name = address.strip_prefix('@').expect("an abstract address");
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("an abstract name");
+    let mut stream = UnixStream::connect_addr(&addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
