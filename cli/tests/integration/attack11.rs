@@ -8,6 +8,8 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::helpers::{binary, portlease_in, ports, python, run_within};
@@ -16,25 +18,29 @@ use crate::helpers::{binary, portlease_in, ports, python, run_within};
 struct Server(Child);
 
 impl Server {
-    /// Starts a server on `address` handing out `pool`, and waits until it serves.
+    /// Starts a server on `address` handing out `pool`, its log in `dir/serve.log`, and
+    /// waits until it serves.
     fn start(dir: &Path, address: &str, pool: &str) -> Server {
-        let mut child = Command::new(binary())
+        let log_path = dir.join("serve.log");
+        let log = std::fs::File::create(&log_path).expect("a log file");
+        let child = Command::new(binary())
             .arg("--dir")
             .arg(dir)
             .args(["serve", "--address", address, "--pool", pool])
             .stdin(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("portlease serve runs");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        for line in lines.by_ref() {
-            if line.expect("a log line").contains("serving ports") {
-                break;
-            }
+        let server = Server(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("serving ports")) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never served"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
-        // Keep reading, so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        Server(child)
+        server
     }
 }
 
@@ -155,8 +161,49 @@ fn a_client_in_a_pid_namespace_gets_a_lease_for_itself_not_for_the_host_process_
         .map(|mut stdin| stdin.write_all(b"\n"));
 }
 
+#[test]
+fn a_sigusr1_storm_does_not_hold_up_the_requests() {
+    // Each SIGUSR1 asks for the statistics; a storm of them must not keep the server
+    // from serving (nor fill its memory with statistics to log).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = ports(123);
+    let address = abstract_address("usr1");
+    let server = Server::start(
+        dir.path(),
+        &address,
+        &format!("{}-{}", pool.start(), pool.end()),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let stop = Arc::clone(&stop);
+        let pid = server.0.id() as i32;
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: signals our own child, which is reaped only after this thread ends.
+                unsafe { libc::kill(pid, libc::SIGUSR1) };
+            }
+        })
+    };
+    // Up to the first request left unanswered (each waits 30 s at most).
+    let mut answers = Vec::new();
+    while answers.len() < 20 && answers.last().is_none_or(|a: &String| !a.is_empty()) {
+        answers.push(ask(
+            &address,
+            format!("{}\n", std::process::id()).as_bytes(),
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    storm.join().expect("the storm ends");
+    for answer in &answers {
+        let port: u16 = answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("every request is answered during the storm: {answers:?}"));
+        assert!(pool.contains(&port), "{port} is from the pool");
+    }
+}
+
 /// Sends `request` as a client would; returns the whole answer.
-#[allow(dead_code)]
 fn ask(address: &str, request: &[u8]) -> String {
     let name = address.strip_prefix('@').expect("an abstract address");
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("an abstract name");
