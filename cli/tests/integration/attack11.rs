@@ -203,6 +203,22 @@ fn a_sigusr1_storm_does_not_hold_up_the_requests() {
     }
 }
 
+#[test]
+fn an_empty_address_is_refused_saying_so() {
+    // An empty path binds nothing the user named (Linux picks an abstract address of
+    // its own); the error used to be "cannot restrict  to its owner".
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = format!("{}-{}", ports(124).start(), ports(124).start());
+    let args = ["serve", "--address", "", "--pool", &range];
+    let outcome = run_within(portlease_in(dir.path(), &args), Duration::from_secs(60));
+    assert_ne!(outcome.code(), 0, "refused: {}", outcome.stderr());
+    assert!(
+        outcome.stderr().contains("--address is empty"),
+        "says what was wrong: {}",
+        outcome.stderr()
+    );
+}
+
 /// Sends `request` as a client would; returns the whole answer.
 fn ask(address: &str, request: &[u8]) -> String {
     let name = address.strip_prefix('@').expect("an abstract address");
