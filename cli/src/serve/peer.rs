@@ -21,11 +21,37 @@ pub(super) struct Peer {
 impl Peer {
     /// The credentials of the process at the other end of `socket`.
     pub(super) fn of(socket: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
-        let cred = rustix::net::sockopt::socket_peercred(socket)?;
-        Ok(Peer {
-            uid: cred.uid.as_raw(),
-            pid: cred.pid.as_raw_nonzero().get().unsigned_abs(),
-        })
+        use std::os::fd::AsRawFd;
+        // Read into a plain struct: the kernel reports pid 0 for a client in a PID
+        // namespace this server cannot see, which rustix's `UCred` (a non-zero pid)
+        // cannot hold.
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred` and `len` are valid for SO_PEERCRED to fill, and `len` says
+        // how large `cred` is.
+        let failed = unsafe {
+            libc::getsockopt(
+                socket.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                std::ptr::from_mut(&mut cred).cast(),
+                &mut len,
+            )
+        } != 0;
+        if failed {
+            return Err(std::io::Error::last_os_error());
+        }
+        let pid = u32::try_from(cred.pid).ok().filter(|&pid| pid != 0);
+        let pid = pid.ok_or_else(|| {
+            std::io::Error::other(
+                "the client is in a PID namespace this server cannot see (outside the server's)",
+            )
+        })?;
+        Ok(Peer { uid: cred.uid, pid })
     }
 }
 

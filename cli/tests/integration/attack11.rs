@@ -219,6 +219,63 @@ fn an_empty_address_is_refused_saying_so() {
     );
 }
 
+#[test]
+fn a_client_the_server_cannot_see_is_refused_saying_why() {
+    // A server in a PID namespace of its own (a container) cannot see the pid of a
+    // client outside it: the kernel reports pid 0. That used to be read into a type
+    // that cannot hold 0, and logged as "Success (os error 0)".
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *ports(124).start() + 1;
+    let address = abstract_address("unseen");
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let mut server = Command::new("unshare");
+    server
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(binary())
+        .arg("--dir")
+        .arg(dir.path())
+        .args([
+            "serve",
+            "--address",
+            &address,
+            "--pool",
+            &format!("{port}-{port}"),
+        ])
+        .stdin(Stdio::null())
+        .stderr(log);
+    let _server = Reaped(server.spawn().expect("unshare runs"));
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !read_log().contains("serving ports") {
+        let log = read_log();
+        if log.contains("unshare failed") || log.contains("Operation not permitted") {
+            eprintln!("skipped: unshare is refused here ({})", log.trim());
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never served: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answer = ask(&address, format!("{}\n", std::process::id()).as_bytes());
+    assert_eq!(answer, "", "refused");
+    while !read_log().contains("closed a connection") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged: {}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        read_log().contains("PID namespace this server cannot see"),
+        "the log says why: {}",
+        read_log()
+    );
+}
+
 /// Sends `request` as a client would; returns the whole answer.
 fn ask(address: &str, request: &[u8]) -> String {
     let name = address.strip_prefix('@').expect("an abstract address");
