@@ -4,7 +4,9 @@
 //! A client may ask for a process it could signal (kill(2)'s rule: the process's real
 //! or saved uid is the client's uid); root may ask for any. Never for a kernel thread
 //! (it never exits, so its lease would never end), a thread that is not a process,
-//! or the server itself.
+//! or the server itself. A client in a PID namespace of its own names pids as that
+//! namespace counts them; only its own can be mapped back, so it may ask only for
+//! itself.
 
 use std::io::Read;
 
