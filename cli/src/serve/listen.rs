@@ -120,6 +120,10 @@ fn activated() -> anyhow::Result<Option<UnixListener>> {
 
 /// Binds the server socket on `address`.
 fn bind(address: &str) -> anyhow::Result<Socket> {
+    if address.is_empty() {
+        let message = "--address is empty: write @NAME for an abstract socket, or a path";
+        return Err(crate::args::UsageError(message.into()).into());
+    }
     if let Some(name) = address.strip_prefix('@') {
         let addr = SocketAddr::from_abstract_name(name.as_bytes())
             .map_err(|e| anyhow!("{address:?} is not a usable abstract socket name: {e}"))?;

@@ -15,6 +15,9 @@ use super::grant::{Asked, Granter, Refusal};
 use super::peer::Peer;
 use super::stats::ConnectionStats;
 
+/// The most handed-over items taken into one batch.
+const MAX_WORK_PER_BATCH: usize = 4096;
+
 /// What the accepting thread hands over.
 pub(super) enum Work {
     /// A complete request, and the connection to answer on.
@@ -96,19 +99,28 @@ fn run(mut granter: Granter, receiver: &Receiver<Work>, answers: &Sender<Answer>
         let mut asked = Vec::new();
         let mut streams = Vec::new();
         let mut next = Some(first);
+        // Bounded, and one statistics dump a batch: a storm of SIGUSR1 (or of bad
+        // requests) must not keep the batch open, and the requests in it waiting.
+        let mut taken = 0;
+        let mut dumped = false;
         while let Some(work) = next {
+            taken += 1;
             match work {
                 Work::Serve(request, stream) => {
                     asked.push(request);
                     streams.push(stream);
                 }
                 Work::Refuse(peer, reason, kind) => granter.refuse(peer, &reason, kind),
+                Work::Dump(_) if dumped => {}
                 Work::Dump(connections) => {
+                    dumped = true;
                     let held = granter.leases_held();
                     granter.stats.log(granter.pool_size(), held, connections);
                 }
             }
-            next = receiver.try_recv().ok();
+            next = (taken < MAX_WORK_PER_BATCH)
+                .then(|| receiver.try_recv().ok())
+                .flatten();
         }
         if asked.is_empty() {
             continue;
