@@ -1,0 +1,40 @@
+"""One exception class per error of the library, each a portlease.Error.
+
+Ports 14000-14099.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import pytest
+
+import portlease
+
+
+def test_every_error_of_the_library_has_its_own_class() -> None:
+    for name in ["NotLeased", "NotPortlease", "HeldByProcess", "NoRegistry", "ReadOnly"]:
+        assert name in portlease.__all__
+        kind = getattr(portlease, name)
+        assert issubclass(kind, portlease.Error) and kind is not portlease.Error
+        assert kind.__module__ == "portlease" and kind.__doc__
+
+
+def test_renewing_a_port_nobody_leased_raises_not_leased(registry: pathlib.Path) -> None:
+    allocator = portlease.Allocator(registry)
+    with pytest.raises(portlease.NotLeased) as raised:
+        allocator.renew(14000)
+    assert raised.value.port == 14000
+
+
+def test_renewing_a_lease_of_the_seed_raises_not_portlease(registry: pathlib.Path) -> None:
+    allocator = portlease.Allocator(registry)
+    # A lease in the seed's own format, held by this (live) process.
+    (registry / "port_registry.json").write_text(
+        json.dumps({"14001": {"pid": os.getpid(), "timestamp": time.time()}}))
+    with pytest.raises(portlease.NotPortlease) as raised:
+        allocator.renew(14001)
+    assert raised.value.port == 14001
