@@ -372,8 +372,15 @@ def lease(
 
 def leases(dir: Union[str, os.PathLike[str], None] = None) -> list[LeaseInfo]:
     """Every entry of the registry in ``dir`` (default: the default directory), as
-    ``portlease list --json`` shows them."""
-    return _allocator_for(dir).leases()
+    ``portlease list --json`` shows them.
+
+    Only reads, as ``portlease list`` does: creates and writes nothing, and works on a
+    registry this user may read but not write. Raises :class:`NoRegistry` when ``dir``
+    does not exist.
+    """
+    return LeaseInfo._from_json(
+        _native.existing_leases_json(None if dir is None else os.fspath(dir), DEFAULT_LOCK_TIMEOUT)
+    )
 
 
 def default_dir() -> str:

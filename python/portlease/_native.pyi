@@ -14,6 +14,10 @@ def is_port_free(port: int) -> bool:
 def default_dir() -> str:
     """The registry directory used when none is given."""
 
+def existing_leases_json(dir: Optional[str], lock_timeout: float) -> str:
+    """Every entry of the existing registry in ``dir``, as ``portlease list --json``
+    prints them; creates nothing, raises ``NoRegistry`` when ``dir`` is missing."""
+
 class NativeAllocator:
     """The registry in one directory."""
 

@@ -288,3 +288,23 @@ impl NativeAllocator {
         serde_json::to_string(&reclaimed).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 }
+
+/// Every entry of the existing registry in `dir` (default: the default directory), as
+/// the JSON of `portlease list --json`, read as `portlease list` reads it: nothing is
+/// created or written, and a missing directory is `NoRegistry`.
+#[pyfunction]
+#[pyo3(signature = (dir, lock_timeout))]
+pub(crate) fn existing_leases_json(
+    py: Python<'_>,
+    dir: Option<String>,
+    lock_timeout: f64,
+) -> PyResult<String> {
+    let timeout = seconds(lock_timeout, "lock_timeout")?;
+    let leases = py
+        .detach(move || {
+            let dir = dir.map_or_else(portlease::default_dir, Into::into);
+            Allocator::existing(dir)?.lock_timeout(timeout).leases()
+        })
+        .py_err()?;
+    serde_json::to_string(&leases).map_err(|e| PyValueError::new_err(e.to_string()))
+}

@@ -38,3 +38,20 @@ def test_renewing_a_lease_of_the_seed_raises_not_portlease(registry: pathlib.Pat
     with pytest.raises(portlease.NotPortlease) as raised:
         allocator.renew(14001)
     assert raised.value.port == 14001
+
+
+def test_leases_of_a_missing_directory_raise_no_registry_and_create_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(portlease.NoRegistry) as raised:
+        portlease.leases(missing)
+    assert isinstance(raised.value, FileNotFoundError) and raised.value.dir == str(missing)
+    assert not missing.exists(), "reading made the directory"
+
+
+def test_leases_read_a_registry_without_changing_it(registry: pathlib.Path) -> None:
+    with portlease.lease(ranges=(14010, 14019), dir=registry, label="read") as held:
+        before = sorted(p.name for p in registry.iterdir())
+        assert [(i.port, i.label) for i in portlease.leases(registry)] == [(held.port, "read")]
+        assert sorted(p.name for p in registry.iterdir()) == before
