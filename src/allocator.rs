@@ -304,7 +304,7 @@ impl Allocator {
     pub fn release_where_permitted(
         &self,
         matches: impl Fn(&LeaseInfo) -> bool,
-        may_end: impl Fn(u32) -> bool,
+        may_end: impl Fn(ProcessId) -> bool,
     ) -> Result<Vec<LeaseInfo>> {
         self.transact(|txn| {
             let released = txn
@@ -313,13 +313,10 @@ impl Allocator {
                 .filter(|info| matches(info))
                 .collect::<Vec<_>>();
             for info in &released {
-                if let Some(pid) = txn.live_holder(&info.key)
-                    && !may_end(pid)
+                if let Some(holder) = txn.live_holder(&info.key)
+                    && !may_end(holder)
                 {
-                    return Err(Error::HeldByProcess {
-                        key: info.key.clone(),
-                        pid,
-                    });
+                    return Err(Error::held_by(info.key.clone(), holder));
                 }
             }
             for info in &released {
@@ -353,16 +350,21 @@ impl Allocator {
     /// [`Error::NoSuchProcess`], [`Error::NotLeased`], [`Error::NotPortlease`],
     /// [`Error::LeaseLost`] for a lease that has ended, [`Error::HeldByProcess`]; lock
     /// and I/O errors.
-    pub fn hand_over(&self, ports: &[u16], pid: u32, may_take: impl Fn(u32) -> bool) -> Result<()> {
+    pub fn hand_over(
+        &self,
+        ports: &[u16],
+        pid: u32,
+        may_take: impl Fn(ProcessId) -> bool,
+    ) -> Result<()> {
         let to = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
         self.transact(|txn| {
             for &port in ports {
                 let key = port.to_string();
                 if let Some(holder) = txn.live_holder(&key)
-                    && holder != pid
+                    && !(holder.pid == pid && holder.is_in_own_pid_namespace())
                     && !may_take(holder)
                 {
-                    return Err(Error::HeldByProcess { key, pid: holder });
+                    return Err(Error::held_by(key, holder));
                 }
             }
             Allocator::change_leases(txn, ports, None, |lease, now| {

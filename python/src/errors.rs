@@ -33,7 +33,7 @@ fn class_of(error: &portlease::Error) -> (&'static str, Vec<(&'static str, Value
         E::Bind { addr, .. } => ("BindError", vec![("address", Text(addr.to_string()))]),
         E::NotLeased { port } => ("NotLeased", vec![("port", Number(u32::from(*port)))]),
         E::NotPortlease { port, .. } => ("NotPortlease", vec![("port", Number(u32::from(*port)))]),
-        E::HeldByProcess { key, pid } => (
+        E::HeldByProcess { key, pid, .. } => (
             "HeldByProcess",
             vec![("key", Text(key.clone())), ("pid", Number(*pid))],
         ),

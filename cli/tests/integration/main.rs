@@ -15,6 +15,7 @@ mod lock;
 mod messages;
 mod output;
 mod owners;
+mod pid_namespaces;
 mod probe;
 mod read_only;
 mod release;
