@@ -342,8 +342,9 @@ impl Allocator {
     }
 
     /// Hands the leases on `ports` to the running process `pid`, recorded by pid and
-    /// start time as [`Lease::transfer_to`] does: from now on each lasts as long as that
-    /// process runs, with no TTL. A lease held by another live process is handed on
+    /// start time as [`Lease::transfer_to`] does, but with the TTL cleared (where
+    /// `transfer_to` keeps it): from now on each lasts exactly as long as that process
+    /// runs. A lease held by another live process is handed on
     /// only if `may_take` accepts that process. All of them, or, on error, none.
     ///
     /// # Errors

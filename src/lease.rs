@@ -111,7 +111,7 @@ impl Lease {
         &self.ports
     }
 
-    /// The token that names this lease in the registry: [`Allocator::release_by_token`]
+    /// The token that names this lease in the registry: [`Allocator::release_by_token`](crate::Allocator::release_by_token)
     /// ends exactly this lease, and nothing else, however often it is retried.
     pub fn token(&self) -> &str {
         &self.token
@@ -146,7 +146,10 @@ impl Lease {
     }
 
     /// Hands the lease to another running process (say, a child spawned after the
-    /// ports were chosen): from now on it ends when that process does.
+    /// ports were chosen): from now on it ends when that process does, or when its
+    /// TTL runs out, whichever comes first. The TTL is kept as it was (a lease owned
+    /// by a process has none unless the request gave one); unlike
+    /// [`Allocator::hand_over`](crate::Allocator::hand_over), which clears it.
     ///
     /// # Errors
     /// [`Error::NoSuchProcess`], [`Error::LeaseLost`]; lock and I/O errors.

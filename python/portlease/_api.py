@@ -164,7 +164,9 @@ class Lease:
 
     def hand_to(self, pid: int) -> None:
         """Hand the lease to the running process ``pid`` (say, a server just spawned):
-        from now on it ends when that process does. Raises NoSuchProcess, LeaseLost."""
+        from now on it ends when that process does, or when its TTL runs out, whichever
+        comes first (the TTL is kept: a lease made with ``ttl=60`` still ends 60 seconds
+        after it was made or last renewed). Raises NoSuchProcess, LeaseLost."""
         self._native.hand_to(pid)
 
     def socket(self, kind: Optional[Literal["tcp", "udp"]] = None) -> _socket.socket:

@@ -81,6 +81,6 @@ class NativeLease:
     def keep(self) -> list[int]:
         """Leaves the lease in the registry when the guard goes."""
     def hand_to(self, pid: int) -> None:
-        """Hands the lease to the running process ``pid``."""
+        """Hands the lease to the running process ``pid``; its TTL is kept."""
     def bind_socket_fd(self, kind: str) -> int:
         """Binds a socket to the port, ends the lease, returns the descriptor."""
