@@ -24,4 +24,5 @@ mod seed;
 mod serve;
 mod special_files;
 mod stress;
+mod unwritable_stderr;
 mod worker;
