@@ -143,13 +143,7 @@ impl Allocator {
         request.validate()?;
         warn_if_ephemeral(request.ranges());
         let me = ProcessId::current();
-        let owner = match request.owner {
-            Owner::CurrentProcess => Some(me),
-            Owner::Process(pid) => {
-                Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
-            }
-            Owner::Nobody => None,
-        };
+        let owner = resolve_owner(&request.owner, me)?;
         let token = new_token(me.pid);
         let op = Op::Allocate {
             request: request.clone(),
@@ -182,14 +176,7 @@ impl Allocator {
             .map(|request| {
                 request.validate()?;
                 warn_if_ephemeral(request.ranges());
-                let owner = match request.owner {
-                    Owner::CurrentProcess => Some(me),
-                    Owner::Process(pid) => {
-                        Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
-                    }
-                    Owner::Nobody => None,
-                };
-                Ok((owner, new_token(me.pid)))
+                Ok((resolve_owner(&request.owner, me)?, new_token(me.pid)))
             })
             .collect();
         let picked = self.transact(|txn| {
@@ -765,6 +752,18 @@ fn new_token(pid: u32) -> String {
         nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The process a request's `owner` names, as the lease records it (`me` is the
+/// caller); `None` for a lease owned by no process.
+fn resolve_owner(owner: &Owner, me: ProcessId) -> Result<Option<ProcessId>> {
+    match *owner {
+        Owner::CurrentProcess => Ok(Some(me)),
+        Owner::Process(pid) => ProcessId::of_running(pid)
+            .map(Some)
+            .ok_or(Error::NoSuchProcess { pid }),
+        Owner::Nobody => Ok(None),
+    }
 }
 
 /// Logs a warning, once per range and process, when a range overlaps the kernel's
