@@ -148,14 +148,7 @@ impl Allocator {
         request.validate()?;
         warn_if_ephemeral(request.ranges());
         let me = ProcessId::current();
-        let owner = match request.owner {
-            Owner::CurrentProcess => Some(me),
-            Owner::Process(pid) => {
-                Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
-            }
-            Owner::Running(owner) => Some(owner),
-            Owner::Nobody => None,
-        };
+        let owner = resolve_owner(&request.owner, me)?;
         let token = new_token(me.pid);
         let op = Op::Allocate {
             request: Box::new(request.clone()),
@@ -188,15 +181,7 @@ impl Allocator {
             .map(|request| {
                 request.validate()?;
                 warn_if_ephemeral(request.ranges());
-                let owner = match request.owner {
-                    Owner::CurrentProcess => Some(me),
-                    Owner::Process(pid) => {
-                        Some(ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?)
-                    }
-                    Owner::Running(owner) => Some(owner),
-                    Owner::Nobody => None,
-                };
-                Ok((owner, new_token(me.pid)))
+                Ok((resolve_owner(&request.owner, me)?, new_token(me.pid)))
             })
             .collect();
         let picked = self.transact(|txn| {
@@ -310,7 +295,7 @@ impl Allocator {
     pub fn release_where_permitted(
         &self,
         matches: impl Fn(&LeaseInfo) -> bool,
-        may_end: impl Fn(u32) -> bool,
+        may_end: impl Fn(ProcessId) -> bool,
     ) -> Result<Vec<LeaseInfo>> {
         self.transact(|txn| {
             let released = txn
@@ -319,13 +304,10 @@ impl Allocator {
                 .filter(|info| matches(info))
                 .collect::<Vec<_>>();
             for info in &released {
-                if let Some(pid) = txn.live_holder(&info.key)
-                    && !may_end(pid)
+                if let Some(holder) = txn.live_holder(&info.key)
+                    && !may_end(holder)
                 {
-                    return Err(Error::HeldByProcess {
-                        key: info.key.clone(),
-                        pid,
-                    });
+                    return Err(Error::held_by(info.key.clone(), holder));
                 }
             }
             for info in &released {
@@ -351,24 +333,30 @@ impl Allocator {
     }
 
     /// Hands the leases on `ports` to the running process `pid`, recorded by pid and
-    /// start time as [`Lease::transfer_to`] does: from now on each lasts as long as that
-    /// process runs, with no TTL. A lease held by another live process is handed on
+    /// start time as [`Lease::transfer_to`] does, but with the TTL cleared (where
+    /// `transfer_to` keeps it): from now on each lasts exactly as long as that process
+    /// runs. A lease held by another live process is handed on
     /// only if `may_take` accepts that process. All of them, or, on error, none.
     ///
     /// # Errors
     /// [`Error::NoSuchProcess`], [`Error::NotLeased`], [`Error::NotPortlease`],
     /// [`Error::LeaseLost`] for a lease that has ended, [`Error::HeldByProcess`]; lock
     /// and I/O errors.
-    pub fn hand_over(&self, ports: &[u16], pid: u32, may_take: impl Fn(u32) -> bool) -> Result<()> {
+    pub fn hand_over(
+        &self,
+        ports: &[u16],
+        pid: u32,
+        may_take: impl Fn(ProcessId) -> bool,
+    ) -> Result<()> {
         let to = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
         self.transact(|txn| {
             for &port in ports {
                 let key = port.to_string();
                 if let Some(holder) = txn.live_holder(&key)
-                    && holder != pid
+                    && !(holder.pid == pid && holder.is_in_own_pid_namespace())
                     && !may_take(holder)
                 {
-                    return Err(Error::HeldByProcess { key, pid: holder });
+                    return Err(Error::held_by(key, holder));
                 }
             }
             Allocator::change_leases(txn, ports, None, |lease, now| {
@@ -770,6 +758,19 @@ fn new_token(pid: u32) -> String {
         nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The process a request's `owner` names, as the lease records it (`me` is the
+/// caller); `None` for a lease owned by no process.
+fn resolve_owner(owner: &Owner, me: ProcessId) -> Result<Option<ProcessId>> {
+    match *owner {
+        Owner::CurrentProcess => Ok(Some(me)),
+        Owner::Process(pid) => ProcessId::of_running(pid)
+            .map(Some)
+            .ok_or(Error::NoSuchProcess { pid }),
+        Owner::Running(owner) => Ok(Some(owner)),
+        Owner::Nobody => Ok(None),
+    }
 }
 
 /// Logs a warning, once per range and process, when a range overlaps the kernel's

@@ -92,14 +92,18 @@ pub enum Error {
     /// The lease is held by a live process that the caller may not end or hand on
     /// (see [`Allocator::release_where_permitted`](crate::Allocator::release_where_permitted)).
     #[error(
-        "the lease on {key} is held by running process {pid}: end it from that process, \
-         or force it"
+        "the lease on {key} is held by running process {pid}{}: end it from that process, \
+         or force it",
+        if *.in_other_pid_namespace { " in another PID namespace" } else { "" }
     )]
     HeldByProcess {
         /// The registry key (the port).
         key: String,
         /// The live process that holds it.
         pid: u32,
+        /// Whether `pid` is of another PID namespace than the caller's (and so names
+        /// no process, or another one, here).
+        in_other_pid_namespace: bool,
     },
 
     /// Reading or writing a file of the registry failed.
@@ -162,6 +166,15 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// The refusal to end or hand on the lease on `key` that `holder` holds.
+    pub(crate) fn held_by(key: String, holder: crate::ProcessId) -> Self {
+        Error::HeldByProcess {
+            key,
+            pid: holder.pid,
+            in_other_pid_namespace: !holder.is_in_own_pid_namespace(),
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             action,

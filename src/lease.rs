@@ -147,7 +147,10 @@ impl Lease {
     }
 
     /// Hands the lease to another running process (say, a child spawned after the
-    /// ports were chosen): from now on it ends when that process does.
+    /// ports were chosen): from now on it ends when that process does, or when its
+    /// TTL runs out, whichever comes first. The TTL is kept as it was (a lease owned
+    /// by a process has none unless the request gave one); unlike
+    /// [`Allocator::hand_over`](crate::Allocator::hand_over), which clears it.
     ///
     /// # Errors
     /// [`Error::NoSuchProcess`], [`Error::LeaseLost`]; lock and I/O errors.

@@ -73,6 +73,12 @@ impl ProcessId {
         !self.judged_here() || alive(self.pid, self.start_time, imp::start_time)
     }
 
+    /// Whether the pid is one of the caller's PID namespace (or its namespace was not
+    /// recorded, and it is taken to be): only then does it name a process here.
+    pub fn is_in_own_pid_namespace(&self) -> bool {
+        self.judged_here()
+    }
+
     /// Whether this process's pid can be judged from here: it is in the caller's
     /// PID namespace (or its namespace was not recorded).
     pub(crate) fn judged_here(&self) -> bool {

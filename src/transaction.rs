@@ -195,19 +195,18 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    /// The live process holding the entry under `key`: a live lease's owner, or a seed
-    /// entry's pid while a process with that pid runs (the seed records no start
-    /// time). `None` for a lease owned by no process, an ended one, or no entry.
-    pub(crate) fn live_holder(&mut self, key: &str) -> Option<u32> {
+    /// The live process holding the entry under `key`: a live lease's owner (perhaps
+    /// of another PID namespace), or a seed entry's pid while a process with that pid
+    /// runs (the seed records no start time). `None` for a lease owned by no process,
+    /// an ended one, or no entry.
+    pub(crate) fn live_holder(&mut self, key: &str) -> Option<ProcessId> {
         let record = self.registry.entries.get(key)?.record();
         if record.is_stale(self.now, &mut self.liveness) {
             return None;
         }
         match record {
-            Record::Lease(lease) => lease.owner.map(|owner| owner.pid),
-            Record::Seed { pid, .. } => u32::try_from(*pid)
-                .ok()
-                .filter(|&pid| ProcessId::of_running(pid).is_some()),
+            Record::Lease(lease) => lease.owner,
+            Record::Seed { pid, .. } => u32::try_from(*pid).ok().and_then(ProcessId::of_running),
             Record::Unknown => None,
         }
     }

@@ -75,7 +75,7 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
                 _ => (126, e.to_string()),
             };
             release(lease);
-            eprintln!("portlease: error: cannot run {program:?}: {why}");
+            crate::output::note(format_args!("error: cannot run {program:?}: {why}"));
             return Ok(code);
         }
     };
@@ -232,7 +232,7 @@ fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
                     OnSignal::Exit(code) => {
                         // Whatever was posted or leased is withdrawn by the board's
                         // rules, or owned by this process and ends with it.
-                        eprintln!("portlease: interrupted before the command ran");
+                        crate::output::note("interrupted before the command ran");
                         std::process::exit(code);
                     }
                     OnSignal::Send(pid) => send(pid, signal),

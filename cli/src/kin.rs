@@ -6,10 +6,15 @@ use std::io::Read;
 /// How many parents to climb before giving up (a pid chain this deep is a loop).
 const MAX_DEPTH: usize = 4096;
 
-/// Whether `pid` is this command, its parent (the shell it runs in), or a
+/// Whether `holder` is this command, its parent (the shell it runs in), or a
 /// descendant of that parent. When the parent is init (pid 1), only this command
-/// counts: every process descends from init.
-pub(crate) fn is_kin(pid: u32) -> bool {
+/// counts: every process descends from init. A process of another PID namespace is
+/// never kin: its pid names another process here, or none.
+pub(crate) fn is_kin(holder: portlease::ProcessId) -> bool {
+    if !holder.is_in_own_pid_namespace() {
+        return false;
+    }
+    let pid = holder.pid;
     let me = std::process::id();
     if pid == me {
         return true;
@@ -55,7 +60,8 @@ fn parent_of(pid: u32) -> Option<u32> {
 pub(crate) struct Refused {
     key: String,
     pid: u32,
-    /// " (its command line)", where it can be read.
+    /// " (its command line)", where it can be read; " in another PID namespace"
+    /// for a process of another one (its pid names none, or another, here).
     command: String,
     /// "release" or "hand on".
     verb: &'static str,
@@ -65,10 +71,18 @@ pub(crate) struct Refused {
 /// any other error is passed on.
 pub(crate) fn explain(error: portlease::Error, verb: &'static str) -> anyhow::Error {
     match error {
-        portlease::Error::HeldByProcess { key, pid } => Refused {
+        portlease::Error::HeldByProcess {
             key,
             pid,
-            command: command_line(pid).map_or_else(String::new, |c| format!(" ({c})")),
+            in_other_pid_namespace,
+        } => Refused {
+            key,
+            pid,
+            command: if in_other_pid_namespace {
+                " in another PID namespace".to_owned()
+            } else {
+                command_line(pid).map_or_else(String::new, |c| format!(" ({c})"))
+            },
             verb,
         }
         .into(),
@@ -95,14 +109,15 @@ mod tests {
 
     #[test]
     fn this_command_and_its_children_are_kin_and_init_is_not() {
-        assert!(is_kin(std::process::id()));
+        let here = |pid| portlease::ProcessId::of_running(pid).expect("it runs");
+        assert!(is_kin(portlease::ProcessId::current()));
         let mut child = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
             .expect("sleep runs");
-        assert!(is_kin(child.id()), "a child descends from our parent");
+        assert!(is_kin(here(child.id())), "a child descends from our parent");
         let _ = child.kill();
         let _ = child.wait();
-        assert!(!is_kin(1));
+        assert!(!is_kin(here(1)));
     }
 }

@@ -134,9 +134,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => return report_usage_error(e),
+        Err(e) => return report_usage_error(e, &args),
     };
     let default_level = match cli.command {
         Command::Serve(_) => log::LevelFilter::Info,
@@ -180,8 +181,9 @@ fn exit_code(error: &anyhow::Error) -> i32 {
     }
 }
 
-/// Help and version go to stdout as clap writes them; errors become one line.
-fn report_usage_error(error: clap::Error) -> i32 {
+/// Help and version go to stdout as clap writes them; errors become one line, pointing
+/// at the help of the subcommand `args` name.
+fn report_usage_error(error: clap::Error, args: &[std::ffi::OsString]) -> i32 {
     use clap::error::ErrorKind;
     if matches!(
         error.kind(),
@@ -205,7 +207,7 @@ fn report_usage_error(error: clap::Error) -> i32 {
         .unwrap_or(message);
     let message = message.strip_prefix("error: ").unwrap_or(message);
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let help = match subcommand_named() {
+    let help = match subcommand_named(args) {
         Some(name) => format!("portlease {name} --help"),
         None => "portlease --help".into(),
     };
@@ -213,13 +215,13 @@ fn report_usage_error(error: clap::Error) -> i32 {
     exit::USAGE
 }
 
-/// The subcommand the command line names (its first word that is one), for pointing
-/// at the right help.
-fn subcommand_named() -> Option<String> {
+/// The subcommand the command line `args` names (its first word that is one), for
+/// pointing at the right help.
+fn subcommand_named(args: &[std::ffi::OsString]) -> Option<String> {
     let command = Cli::command();
-    std::env::args_os()
+    args.iter()
         .skip(1)
-        .filter_map(|arg| arg.into_string().ok())
+        .filter_map(|arg| arg.to_str().map(str::to_owned))
         .take_while(|arg| arg != "--")
         .find(|arg| command.find_subcommand(arg).is_some())
 }

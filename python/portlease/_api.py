@@ -164,7 +164,9 @@ class Lease:
 
     def hand_to(self, pid: int) -> None:
         """Hand the lease to the running process ``pid`` (say, a server just spawned):
-        from now on it ends when that process does. Raises NoSuchProcess, LeaseLost."""
+        from now on it ends when that process does, or when its TTL runs out, whichever
+        comes first (the TTL is kept: a lease made with ``ttl=60`` still ends 60 seconds
+        after it was made or last renewed). Raises NoSuchProcess, LeaseLost."""
         self._native.hand_to(pid)
 
     def socket(self, kind: Optional[Literal["tcp", "udp"]] = None) -> _socket.socket:
@@ -372,8 +374,15 @@ def lease(
 
 def leases(dir: Union[str, os.PathLike[str], None] = None) -> list[LeaseInfo]:
     """Every entry of the registry in ``dir`` (default: the default directory), as
-    ``portlease list --json`` shows them."""
-    return _allocator_for(dir).leases()
+    ``portlease list --json`` shows them.
+
+    Only reads, as ``portlease list`` does: creates and writes nothing, and works on a
+    registry this user may read but not write. Raises :class:`NoRegistry` when ``dir``
+    does not exist.
+    """
+    return LeaseInfo._from_json(
+        _native.existing_leases_json(None if dir is None else os.fspath(dir), DEFAULT_LOCK_TIMEOUT)
+    )
 
 
 def default_dir() -> str:

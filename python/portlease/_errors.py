@@ -50,6 +50,41 @@ class LeaseLost(Error):
     port: int
 
 
+class NotLeased(Error):
+    """The port holds no lease at all (never leased, or released already), so there is
+    no lease to change. ``port`` is the port."""
+
+    port: int
+
+
+class NotPortlease(Error):
+    """The port's lease was not made by portlease (it is the seed's, or not understood),
+    so portlease neither renews nor hands it on. ``port`` is the port."""
+
+    port: int
+
+
+class HeldByProcess(Error):
+    """The lease is held by a running process that the caller may not end or hand on.
+    ``key`` is its registry key (the port), ``pid`` the process."""
+
+    key: str
+    pid: int
+
+
+class NoRegistry(Error, FileNotFoundError):
+    """A call that only reads was pointed at a registry directory that does not exist.
+    ``dir`` is the directory."""
+
+    dir: str
+
+
+class ReadOnly(Error):
+    """A change was asked of a registry opened to read only. ``dir`` is the directory."""
+
+    dir: str
+
+
 class RegistryIOError(Error, OSError):
     """Reading or writing a file of the registry failed. ``path`` names the file."""
 
@@ -71,7 +106,8 @@ class BindError(Error, OSError):
 
 # Shown as portlease.Exhausted etc., where users import them from.
 for _class in (Error, LockTimeout, Exhausted, InvalidRequest, NoSuchProcess, OwnerLimit, LeaseLost,
-               RegistryIOError, UnsafeDirectory, BindError):
+               NotLeased, NotPortlease, HeldByProcess, NoRegistry, ReadOnly, RegistryIOError,
+               UnsafeDirectory, BindError):
     _class.__module__ = "portlease"
 del _class
 
@@ -79,11 +115,16 @@ __all__ = [
     "BindError",
     "Error",
     "Exhausted",
+    "HeldByProcess",
     "InvalidRequest",
     "LeaseLost",
     "LockTimeout",
+    "NoRegistry",
     "NoSuchProcess",
+    "NotLeased",
+    "NotPortlease",
     "OwnerLimit",
+    "ReadOnly",
     "RegistryIOError",
     "UnsafeDirectory",
 ]

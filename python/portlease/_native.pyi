@@ -14,6 +14,10 @@ def is_port_free(port: int) -> bool:
 def default_dir() -> str:
     """The registry directory used when none is given."""
 
+def existing_leases_json(dir: Optional[str], lock_timeout: float) -> str:
+    """Every entry of the existing registry in ``dir``, as ``portlease list --json``
+    prints them; creates nothing, raises ``NoRegistry`` when ``dir`` is missing."""
+
 class NativeAllocator:
     """The registry in one directory."""
 
@@ -77,6 +81,6 @@ class NativeLease:
     def keep(self) -> list[int]:
         """Leaves the lease in the registry when the guard goes."""
     def hand_to(self, pid: int) -> None:
-        """Hands the lease to the running process ``pid``."""
+        """Hands the lease to the running process ``pid``; its TTL is kept."""
     def bind_socket_fd(self, kind: str) -> int:
         """Binds a socket to the port, ends the lease, returns the descriptor."""

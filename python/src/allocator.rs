@@ -68,9 +68,26 @@ impl NativeAllocator {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// This process's lease on `port` made by `allocate_kept`, if any.
-    fn take_kept(&self, port: u16) -> Option<Lease> {
-        self.kept().mine().remove(&port)
+    /// The token of this process's lease on `port` made by `allocate_kept`, if any.
+    fn kept_token(&self, port: u16) -> Option<String> {
+        self.kept()
+            .mine()
+            .get(&port)
+            .map(|lease| lease.token().to_owned())
+    }
+
+    /// Forgets the lease on `port` once it has ended, if it is still the one under
+    /// `token` (another thread may have remembered a newer one meanwhile).
+    fn forget_kept(&self, port: u16, token: &str) {
+        let mut kept = self.kept();
+        let leases = kept.mine();
+        if leases
+            .get(&port)
+            .is_some_and(|lease| lease.token() == token)
+            && let Some(lease) = leases.remove(&port)
+        {
+            let _ = lease.keep();
+        }
     }
 
     fn remember(&self, lease: Lease) -> u16 {
@@ -233,19 +250,20 @@ impl NativeAllocator {
     }
 
     /// Ends the lease on `port`, whoever holds it; returns whether there was one.
-    /// A lease `allocate_kept` made in this process is ended by its own token.
+    /// A lease `allocate_kept` made in this process is ended by its own token, and
+    /// forgotten only once that succeeded: a retry after a failure (a lock timeout)
+    /// still ends it by token, never the port's next holder's lease.
     fn release(&self, py: Python<'_>, port: u16) -> PyResult<bool> {
         let allocator = self.allocator.clone();
-        match self.take_kept(port) {
-            Some(lease) => py.detach(move || match lease.release() {
-                Ok(()) => Ok(true),
-                // It had expired and went to somebody else: theirs is left alone.
-                Err(portlease::Error::LeaseLost { .. }) => Ok(false),
-                Err(e) => Err(e),
-            }),
-            None => py.detach(move || allocator.release(port)),
+        match self.kept_token(port) {
+            Some(token) => {
+                let ended = py.detach(|| allocator.release_by_token(&token)).py_err()?;
+                self.forget_kept(port, &token);
+                // Nothing ended: it had expired and went to somebody else, left alone.
+                Ok(!ended.is_empty())
+            }
+            None => py.detach(move || allocator.release(port)).py_err(),
         }
-        .py_err()
     }
 
     /// Restarts the lease on `port`'s time, with a new TTL or its own.
@@ -269,4 +287,24 @@ impl NativeAllocator {
         let reclaimed = py.detach(move || allocator.gc()).py_err()?;
         serde_json::to_string(&reclaimed).map_err(|e| PyValueError::new_err(e.to_string()))
     }
+}
+
+/// Every entry of the existing registry in `dir` (default: the default directory), as
+/// the JSON of `portlease list --json`, read as `portlease list` reads it: nothing is
+/// created or written, and a missing directory is `NoRegistry`.
+#[pyfunction]
+#[pyo3(signature = (dir, lock_timeout))]
+pub(crate) fn existing_leases_json(
+    py: Python<'_>,
+    dir: Option<String>,
+    lock_timeout: f64,
+) -> PyResult<String> {
+    let timeout = seconds(lock_timeout, "lock_timeout")?;
+    let leases = py
+        .detach(move || {
+            let dir = dir.map_or_else(portlease::default_dir, Into::into);
+            Allocator::existing(dir)?.lock_timeout(timeout).leases()
+        })
+        .py_err()?;
+    serde_json::to_string(&leases).map_err(|e| PyValueError::new_err(e.to_string()))
 }

@@ -31,6 +31,15 @@ fn class_of(error: &portlease::Error) -> (&'static str, Vec<(&'static str, Value
             vec![("path", Text(path.display().to_string()))],
         ),
         E::Bind { addr, .. } => ("BindError", vec![("address", Text(addr.to_string()))]),
+        E::NotLeased { port } => ("NotLeased", vec![("port", Number(u32::from(*port)))]),
+        E::NotPortlease { port, .. } => ("NotPortlease", vec![("port", Number(u32::from(*port)))]),
+        E::HeldByProcess { key, pid, .. } => (
+            "HeldByProcess",
+            vec![("key", Text(key.clone())), ("pid", Number(*pid))],
+        ),
+        E::NoRegistry { dir } => ("NoRegistry", vec![("dir", Text(dir.display().to_string()))]),
+        E::ReadOnly { dir } => ("ReadOnly", vec![("dir", Text(dir.display().to_string()))]),
+        // `portlease::Error` is non-exhaustive: an error added later is still an Error.
         _ => ("Error", Vec::new()),
     }
 }

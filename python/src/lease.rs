@@ -140,7 +140,8 @@ impl NativeLease {
         self.ports.clone()
     }
 
-    /// Hands the lease to the running process `pid`: it ends when that process does.
+    /// Hands the lease to the running process `pid`: it ends when that process does,
+    /// or when its TTL (kept as it was) runs out.
     fn hand_to(&self, py: Python<'_>, pid: u32) -> PyResult<()> {
         self.in_maker()?;
         let lease = self.take()?;

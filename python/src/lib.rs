@@ -42,6 +42,7 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(run_cli, module)?)?;
     module.add_function(wrap_pyfunction!(default_dir, module)?)?;
     module.add_function(wrap_pyfunction!(is_port_free, module)?)?;
+    module.add_function(wrap_pyfunction!(allocator::existing_leases_json, module)?)?;
     module.add("DEFAULT_RANGE_START", *portlease::DEFAULT_RANGE.start())?;
     module.add("DEFAULT_RANGE_END", *portlease::DEFAULT_RANGE.end())?;
     Ok(())

@@ -9,6 +9,7 @@ import json
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import portlease
 
@@ -32,3 +33,11 @@ def test_errors_and_exit_codes_are_the_commands(registry: pathlib.Path) -> None:
                          capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.startswith("portlease: error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_usage_error_points_at_the_help_of_the_subcommand_it_was_given() -> None:
+    """run_cli's own arguments are judged, not the Python process's (here `python -c`)."""
+    code = "import sys; from portlease import _native; sys.exit(_native.run_cli(['portlease', 'alloc', '--bogus']))"
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "(see `portlease alloc --help`)" in bad.stderr, bad.stderr

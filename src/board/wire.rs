@@ -324,6 +324,8 @@ pub(crate) enum WireError {
     HeldByProcess {
         key: String,
         pid: u32,
+        #[serde(default)]
+        in_other_pid_namespace: bool,
     },
 }
 
@@ -371,9 +373,14 @@ impl From<&Error> for WireError {
                 port: *port,
                 what: what.clone(),
             },
-            Error::HeldByProcess { key, pid } => WireError::HeldByProcess {
+            Error::HeldByProcess {
+                key,
+                pid,
+                in_other_pid_namespace,
+            } => WireError::HeldByProcess {
                 key: key.clone(),
                 pid: *pid,
+                in_other_pid_namespace: *in_other_pid_namespace,
             },
         }
     }
@@ -416,7 +423,15 @@ impl WireError {
             WireError::ReadOnly { dir } => Error::ReadOnly { dir },
             WireError::NotLeased { port } => Error::NotLeased { port },
             WireError::NotPortlease { port, what } => Error::NotPortlease { port, what },
-            WireError::HeldByProcess { key, pid } => Error::HeldByProcess { key, pid },
+            WireError::HeldByProcess {
+                key,
+                pid,
+                in_other_pid_namespace,
+            } => Error::HeldByProcess {
+                key,
+                pid,
+                in_other_pid_namespace,
+            },
         }
     }
 
