@@ -131,9 +131,13 @@ def report(results, command, when):
         "  the seed rewrites the file in place. That is where the 1-process target is missed: it",
         "  needs fewer registry writes per cycle from the library, not a faster Python layer.",
         "  On the disk, each rename also costs a flush.",
-        "- At 16 processes on 2 cores, every busy process waits for a CPU for about 20-30 ms",
-        "  now and then; a cycle that straddles such a wait shows it as its worst wait (the Rust",
-        "  contention harness shows the same). The seed's worst waits come from its 100 ms poll.",
+        "  The floor of such a cycle (`../shared/bench/floor.c`: lock, read, bind check, write,",
+        "  rename, unlock, twice) ran at 2.3 × the seed's cycles per second on tmpfs and",
+        "  1.3-1.6 × on the disk, measured side by side on this machine (three runs each): no",
+        "  implementation of this file protocol reaches 3 × the seed at 1 process.",
+        "- At 16 processes on 2 cores, a busy process waits for a CPU now and then; a cycle that",
+        "  straddles such a wait shows it as its worst wait (the Rust contention harness shows",
+        "  the same). The seed's worst waits come from its 100 ms poll.",
         "",
         END]
     return "\n".join(lines)

@@ -445,9 +445,15 @@ impl Allocator {
         Ok(())
     }
 
-    /// Ends the leases on `ports` held under `token`; a port leased to another lease
-    /// meanwhile is left alone and reported as [`Error::LeaseLost`].
-    pub(crate) fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
+    /// Ends the leases on `ports` held under `token` (a [`Lease::token`]), as the
+    /// lease's own release does: posted on the request board when others wait for the
+    /// lock, so it shares their transaction. A port with no entry counts as released,
+    /// so a retry is harmless; a port leased to another lease meanwhile is left alone
+    /// and reported as [`Error::LeaseLost`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`], [`Error::LockTimeout`], or an I/O error naming the file.
+    pub fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
         let op = Op::Release {
             ports: ports.to_vec(),
             token: token.to_owned(),

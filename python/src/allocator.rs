@@ -257,10 +257,16 @@ impl NativeAllocator {
         let allocator = self.allocator.clone();
         match self.kept_token(port) {
             Some(token) => {
-                let ended = py.detach(|| allocator.release_by_token(&token)).py_err()?;
+                // Posted on the request board like any lease's release, so that under
+                // contention it shares a transaction with the others waiting.
+                let ended = match py.detach(|| allocator.release_token(&[port], &token)) {
+                    Ok(()) => true,
+                    // It had expired and went to somebody else: left alone.
+                    Err(portlease::Error::LeaseLost { .. }) => false,
+                    Err(e) => return Err(e).py_err(),
+                };
                 self.forget_kept(port, &token);
-                // Nothing ended: it had expired and went to somebody else, left alone.
-                Ok(!ended.is_empty())
+                Ok(ended)
             }
             None => py.detach(move || allocator.release(port)).py_err(),
         }
