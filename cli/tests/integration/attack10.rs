@@ -55,3 +55,43 @@ fn a_lease_is_never_given_to_a_kernel_thread_which_never_exits() {
         "the lease is not handed on: {registry:?}"
     );
 }
+
+/// A launcher that starts each command in a session of its own (a terminal
+/// multiplexer's server, a user service manager) is no shell: a `release` it starts
+/// must not end the lease of a job it started earlier in another session.
+#[test]
+fn release_started_by_a_launcher_of_sessions_spares_a_job_in_another_session() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *ports(126).start();
+    let range = format!("{port}-{port}");
+    let mut job = std::process::Command::new("setsid")
+        .arg(crate::helpers::binary())
+        .args(["exec", "--range", &range, "--", "sleep", "30"])
+        .env("PORTLEASE_DIR", dir.path())
+        .spawn()
+        .expect("setsid runs");
+    let key = port.to_string();
+    while registry_bytes(dir.path()).is_none_or(|_| !registry_json(dir.path()).contains_key(&key)) {
+        assert!(
+            job.try_wait().expect("wait").is_none(),
+            "the job ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let release = std::process::Command::new("setsid")
+        .arg(crate::helpers::binary())
+        .args(["release", &key])
+        .env("PORTLEASE_DIR", dir.path())
+        .output()
+        .expect("setsid runs");
+    let leased = registry_json(dir.path()).contains_key(&key);
+    let _ = job.kill();
+    let _ = job.wait();
+    assert_eq!(
+        release.status.code(),
+        Some(6),
+        "refused: {}",
+        String::from_utf8_lossy(&release.stderr)
+    );
+    assert!(leased, "the job's lease is still there");
+}
