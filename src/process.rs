@@ -57,8 +57,12 @@ impl ProcessId {
 
     /// The running process with this pid in the caller's PID namespace, or `None`
     /// when there is none (or no thread of it runs: it has exited and its sockets are
-    /// closed).
+    /// closed), or when it is a kernel thread, which never exits: a lease it owned
+    /// would never end.
     pub fn of_running(pid: u32) -> Option<ProcessId> {
+        if imp::is_kernel_thread(pid) {
+            return None;
+        }
         imp::start_time(pid).map(|start_time| ProcessId {
             pid,
             start_time,

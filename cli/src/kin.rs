@@ -7,9 +7,10 @@ use std::io::Read;
 const MAX_DEPTH: usize = 4096;
 
 /// Whether `holder` is this command, its parent (the shell it runs in), or a
-/// descendant of that parent. When the parent is init (pid 1), only this command
-/// counts: every process descends from init. A process of another PID namespace is
-/// never kin: its pid names another process here, or none.
+/// descendant of that parent. When the parent is init (pid 1), or is in another
+/// session (a launcher, not a shell), only this command counts: every process
+/// descends from init, and everything a launcher started from it. A process of
+/// another PID namespace is never kin: its pid names another process here, or none.
 pub(crate) fn is_kin(holder: portlease::ProcessId) -> bool {
     if !holder.is_in_own_pid_namespace() {
         return false;
@@ -22,7 +23,7 @@ pub(crate) fn is_kin(holder: portlease::ProcessId) -> bool {
     let Some(shell) = rustix::process::getppid().map(|p| p.as_raw_pid().unsigned_abs()) else {
         return false;
     };
-    if shell <= 1 {
+    if shell <= 1 || !same_session(shell) {
         return false;
     }
     let mut current = pid;
@@ -36,6 +37,17 @@ pub(crate) fn is_kin(holder: portlease::ProcessId) -> bool {
         }
     }
     false
+}
+
+/// Whether `shell` is in this command's session. A parent in another session is no
+/// shell but a launcher of sessions (a terminal multiplexer's server, a user service
+/// manager): everything it started would count as this command's kin.
+fn same_session(shell: u32) -> bool {
+    use rustix::process::{Pid, getsid};
+    let Some(shell) = i32::try_from(shell).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    matches!((getsid(None), getsid(Some(shell))), (Ok(mine), Ok(its)) if mine == its)
 }
 
 /// The parent pid of `pid`, from field 4 of `/proc/PID/stat` (after the command

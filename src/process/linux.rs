@@ -25,6 +25,29 @@ pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
     }
 }
 
+/// Whether `pid` is a kernel thread: `PF_KTHREAD` in the flags (field 9) of
+/// `/proc/PID/stat`. Read only in the caller's own PID namespace's `/proc`.
+pub(super) fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    if own_pid_namespace().is_none() {
+        return false;
+    }
+    let mut buf = [0u8; 1024];
+    let Ok(len) =
+        std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut file| file.read(&mut buf))
+    else {
+        return false;
+    };
+    let stat = &buf[..len];
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    std::str::from_utf8(&stat[close + 1..])
+        .ok()
+        .and_then(|rest| rest.split_ascii_whitespace().nth(6)?.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// The boot-time offset of the caller's time namespace, in clock ticks (0 outside
 /// one): what the kernel adds to the start times it shows the caller.
 fn own_boottime_offset() -> i64 {
