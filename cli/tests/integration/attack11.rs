@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::helpers::{binary, portlease_in, ports, python, run_within};
+use crate::helpers::{Reaped, binary, portlease_in, ports, python, run_within};
 
 /// A running `portlease serve`; killed on drop.
 struct Server(Child);
@@ -45,16 +45,6 @@ impl Server {
 }
 
 impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A child killed and reaped on drop.
-struct Reaped(Child);
-
-impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

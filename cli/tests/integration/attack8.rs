@@ -8,7 +8,7 @@ use portlease::{Allocator, Request};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::helpers::{portlease_in, ports, registry_json, run_within};
+use crate::helpers::{Reaped, portlease_in, ports, registry_json, run_within};
 
 /// Four leases kept by this (running) test process on the first ports of `block`:
 /// the registry as JSON and as written, and the ports.
@@ -212,16 +212,6 @@ fn the_seed_still_allocates_after_portlease_rewrote_its_nan_timestamp() {
         first.to_string(),
         "the seed honours the entry"
     );
-}
-
-/// Kills and reaps a child when dropped, so a failed assertion leaves no process.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A pid no process of this namespace has, nor the nine after it.

@@ -367,3 +367,49 @@ pub fn shell(dir: &Path, script: &str) -> Outcome {
         .expect("sh runs");
     Outcome(output)
 }
+
+/// Kills and reaps a child when dropped, so a failed assertion leaves no process.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `portlease exec -- sleep 120` on `port` alone, as pid 1 of a new PID namespace,
+/// once its lease is in the registry in `dir`; `None` (with the reason printed)
+/// where `unshare` is refused.
+pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
+    let range = format!("{port}-{port}");
+    let mut owner = Command::new("unshare");
+    owner
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(binary())
+        .args(["exec", "--range", &range, "--", "sleep", "120"])
+        .env("PORTLEASE_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut owner = Reaped(owner.spawn().expect("unshare runs"));
+    let registry_file = dir.join(portlease::REGISTRY_FILE);
+    loop {
+        if let Some(status) = owner.0.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            if let Some(mut err) = owner.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+            }
+            if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
+                eprintln!("skipped: unshare is refused here ({})", stderr.trim());
+                return None;
+            }
+            panic!("the namespaced owner ended first ({status}): {stderr}");
+        }
+        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
+        if text.contains(&format!("\"{port}\"")) {
+            return Some(owner);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -7,17 +7,9 @@ use std::time::Duration;
 
 use portlease::{Error, Owner, Request};
 
-use crate::helpers::{binary, first_ports, portlease_in, registry, run_within};
-
-/// Kills and reaps a child when dropped, so a failed assertion leaves no process.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::helpers::{
+    Reaped, binary, exec_in_new_pid_namespace, first_ports, portlease_in, registry, run_within,
+};
 
 #[test]
 fn an_owner_in_another_pid_namespace_keeps_its_port() {
@@ -25,35 +17,9 @@ fn an_owner_in_another_pid_namespace_keeps_its_port() {
     let port = *first_ports(77, 1).start();
     let range = format!("{port}-{port}");
     // `portlease exec` is pid 1 of a new PID namespace, and owns the lease.
-    let mut sleeper = Command::new("unshare");
-    sleeper
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(binary())
-        .args(["exec", "--range", &range, "--", "sleep", "120"])
-        .env("PORTLEASE_DIR", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut sleeper = Reaped(sleeper.spawn().expect("unshare runs"));
-    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
-    loop {
-        if let Some(status) = sleeper.0.try_wait().expect("wait") {
-            let mut stderr = String::new();
-            if let Some(mut err) = sleeper.0.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
-            }
-            if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-                eprintln!("skipped: unshare is refused here ({})", stderr.trim());
-                return;
-            }
-            panic!("the namespaced owner ended first ({status}): {stderr}");
-        }
-        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
-        if text.contains(&format!("\"{port}\"")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Some(sleeper) = exec_in_new_pid_namespace(dir.path(), port) else {
+        return;
+    };
     let lease = &crate::helpers::registry_json(dir.path())[&port.to_string()];
     assert!(
         lease["pid_ns"].is_u64(),

@@ -1,56 +1,22 @@
 //! `release` and `hand` on a lease whose owner runs in another PID namespace: its
 //! pid means nothing here, so it is neither judged kin nor named as a process of ours.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{binary, first_ports, portlease_in, registry, registry_json, run_within};
-
-/// Kills and reaps a child when dropped, so a failed assertion leaves no process.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::helpers::{
+    Reaped, exec_in_new_pid_namespace, first_ports, portlease_in, registry, registry_json,
+    run_within,
+};
 
 #[test]
 fn a_lease_held_in_another_pid_namespace_is_refused_as_such() {
     let (dir, _allocator) = registry();
     let port = *first_ports(36, 1).start();
-    let range = format!("{port}-{port}");
     // `portlease exec` runs in a new PID namespace, and owns the lease.
-    let mut owner = Command::new("unshare");
-    owner
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(binary())
-        .args(["exec", "--range", &range, "--", "sleep", "120"])
-        .env("PORTLEASE_DIR", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut owner = Reaped(owner.spawn().expect("unshare runs"));
-    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
-    loop {
-        if let Some(status) = owner.0.try_wait().expect("wait") {
-            let mut stderr = String::new();
-            if let Some(mut err) = owner.0.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
-            }
-            if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-                eprintln!("skipped: unshare is refused here ({})", stderr.trim());
-                return;
-            }
-            panic!("the namespaced owner ended first ({status}): {stderr}");
-        }
-        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
-        if text.contains(&format!("\"{port}\"")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let Some(_owner) = exec_in_new_pid_namespace(dir.path(), port) else {
+        return;
+    };
     let held_by = registry_json(dir.path())[&port.to_string()]["pid"]
         .as_u64()
         .expect("the lease names its owner's pid");
