@@ -136,6 +136,28 @@ fn poster_gives_up_while_its_server_is_stopped_at(
     range: &str,
     step: &str,
 ) -> (Child, Output) {
+    // The poster must still be waiting when the server takes its request: its 3 s
+    // deadline leaves room for a loaded machine, and it gives up only after the stop.
+    let (server, poster) = stopped_server_and_poster(dir, range, step, "3");
+    let poster = poster.wait_with_output().expect("the poster ends");
+    assert_eq!(
+        poster.status.code(),
+        Some(4),
+        "the poster gives up at its deadline: {}",
+        String::from_utf8_lossy(&poster.stderr)
+    );
+    (server, poster)
+}
+
+/// A server S and a poster P (lock timeout `poster_timeout`) post while the lock is
+/// held; S is the designated waiter, takes the lock when it is let go, serves both
+/// requests and is stopped at `step` (the test-only hook). Returns S, stopped, and P.
+fn stopped_server_and_poster(
+    dir: &Path,
+    range: &str,
+    step: &str,
+    poster_timeout: &str,
+) -> (Child, Child) {
     let lock = hold_lock(dir);
     let mut server = alloc(dir, range, "60");
     server.env("PORTLEASE_TEST_STOP_AT", step);
@@ -145,19 +167,10 @@ fn poster_gives_up_while_its_server_is_stopped_at(
     wait_until("the server waits on the lock", || {
         designated(dir) == server.id()
     });
-    // The poster must still be waiting when the server takes its request: its 3 s
-    // deadline leaves room for a loaded machine, and it gives up only after the stop.
-    let poster = spawn(alloc(dir, range, "3"));
+    let poster = spawn(alloc(dir, range, poster_timeout));
     wait_until("the poster posted", || slots_in(dir, POSTED) == 2);
     drop(lock);
     wait_stopped(&server);
-    let poster = poster.wait_with_output().expect("the poster ends");
-    assert_eq!(
-        poster.status.code(),
-        Some(4),
-        "the poster gives up at its deadline: {}",
-        String::from_utf8_lossy(&poster.stderr)
-    );
     (server, poster)
 }
 
@@ -241,19 +254,7 @@ fn a_poster_that_gives_up_after_its_server_saved_and_died_is_ended_by_the_next_h
 fn a_server_killed_after_taking_leaves_the_requests_for_the_next_holder() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(94, 10);
-    let lock = hold_lock(dir.path());
-    let mut server = alloc(dir.path(), &range, "60");
-    server.env("PORTLEASE_TEST_STOP_AT", "taken");
-    let mut server = spawn(server);
-    wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
-    // The server, not the poster to come, is the one to take the lock.
-    wait_until("the server waits on the lock", || {
-        designated(dir.path()) == server.id()
-    });
-    let poster = spawn(alloc(dir.path(), &range, "60"));
-    wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
-    drop(lock);
-    wait_stopped(&server);
+    let (mut server, poster) = stopped_server_and_poster(dir.path(), &range, "taken", "60");
     assert_eq!(slots_in(dir.path(), TAKEN), 2);
     server.kill().expect("SIGKILL");
     server.wait().expect("reaped");
@@ -276,19 +277,7 @@ fn a_server_killed_after_taking_leaves_the_requests_for_the_next_holder() {
 fn a_server_killed_after_saving_hands_the_saved_lease_out_once() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(95, 10);
-    let lock = hold_lock(dir.path());
-    let mut server = alloc(dir.path(), &range, "60");
-    server.env("PORTLEASE_TEST_STOP_AT", "saved");
-    let mut server = spawn(server);
-    wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
-    // The server, not the poster to come, is the one to take the lock.
-    wait_until("the server waits on the lock", || {
-        designated(dir.path()) == server.id()
-    });
-    let poster = spawn(alloc(dir.path(), &range, "60"));
-    wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
-    drop(lock);
-    wait_stopped(&server);
+    let (mut server, poster) = stopped_server_and_poster(dir.path(), &range, "saved", "60");
     let saved = leased(dir.path());
     assert_eq!(saved.len(), 2);
     server.kill().expect("SIGKILL");
@@ -589,19 +578,7 @@ fn posters_that_give_up_amid_stopped_servers_never_leave_a_lease() {
 fn a_poster_killed_while_its_request_is_served_gets_nothing() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(97, 10);
-    let lock = hold_lock(dir.path());
-    let mut server = alloc(dir.path(), &range, "60");
-    server.env("PORTLEASE_TEST_STOP_AT", "taken");
-    let server = spawn(server);
-    wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
-    // The server, not the poster to come, is the one to take the lock.
-    wait_until("the server waits on the lock", || {
-        designated(dir.path()) == server.id()
-    });
-    let mut poster = spawn(alloc(dir.path(), &range, "60"));
-    wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
-    drop(lock);
-    wait_stopped(&server);
+    let (server, mut poster) = stopped_server_and_poster(dir.path(), &range, "taken", "60");
     poster.kill().expect("SIGKILL, as Ctrl-C would");
     poster.wait().expect("reaped");
     signal(&server, rustix::process::Signal::CONT);
@@ -622,19 +599,7 @@ fn a_poster_killed_while_its_request_is_served_gets_nothing() {
 fn leases_saved_for_posters_that_died_with_their_server_are_ended_by_the_next_holder() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(73, 10);
-    let lock = hold_lock(dir.path());
-    let mut server = alloc(dir.path(), &range, "60");
-    server.env("PORTLEASE_TEST_STOP_AT", "saved");
-    let mut server = spawn(server);
-    wait_until("the server posted", || slots_in(dir.path(), POSTED) == 1);
-    // The server, not the poster to come, is the one to take the lock.
-    wait_until("the server waits on the lock", || {
-        designated(dir.path()) == server.id()
-    });
-    let mut poster = spawn(alloc(dir.path(), &range, "60"));
-    wait_until("the poster posted", || slots_in(dir.path(), POSTED) == 2);
-    drop(lock);
-    wait_stopped(&server);
+    let (mut server, mut poster) = stopped_server_and_poster(dir.path(), &range, "saved", "60");
     assert_eq!(leased(dir.path()).len(), 2, "both saved before the stop");
     // Both die before either prints a port: nobody knows of those leases.
     poster.kill().expect("SIGKILL");
