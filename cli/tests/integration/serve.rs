@@ -174,27 +174,9 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
     let address = abstract_address("picker");
     let server = Server::start(dir.path(), &address, &pool_arg, &[]);
 
-    let mut pickers: Vec<Child> = (0..6)
-        .map(|_| {
-            Command::new(crate::helpers::python())
-                .args(["-c", PICKER])
-                .env("PORTSERVER_ADDRESS", &address)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("python3 runs")
-        })
-        .collect();
+    let mut pickers = spawn_clients(PICKER, &address, 6);
     let mut granted = Vec::new();
-    for picker in &mut pickers {
-        let mut line = String::new();
-        BufReader::new(picker.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("a line");
-        let numbers: Vec<u32> = line
-            .split_whitespace()
-            .map(|n| n.parse().expect("a number"))
-            .collect();
+    for numbers in first_lines(&mut pickers) {
         for &port in &numbers[1..] {
             granted.push((port as u16, numbers[0]));
         }
@@ -852,29 +834,10 @@ fn eight_portpicker_clients_never_fall_back_to_guessing() {
     let pool = *ports(115).start()..=*ports(122).end();
     let address = abstract_address("eight");
     let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
-    let mut clients: Vec<Child> = (0..8)
-        .map(|_| {
-            Command::new("python3")
-                .args(["-c", EIGHTY])
-                .env("PORTSERVER_ADDRESS", &address)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("python3 runs")
-        })
-        .collect();
+    let mut clients = spawn_clients(EIGHTY, &address, 8);
     let mut granted = Vec::new();
-    for client in &mut clients {
-        let mut line = String::new();
-        BufReader::new(client.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("a line");
-        let numbers: Vec<u32> = line
-            .split_whitespace()
-            .map(|n| n.parse().expect("a number"))
-            .collect();
-        assert_eq!(numbers.len(), 101, "{line}");
+    for numbers in first_lines(&mut clients) {
+        assert_eq!(numbers.len(), 101, "{numbers:?}");
         granted.extend(numbers[1..].iter().map(|&port| (port as u16, numbers[0])));
     }
     let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
@@ -1058,4 +1021,37 @@ fn a_grant_the_client_never_hears_of_is_released() {
     // The port goes out again.
     let answer = ask_for(&address, std::process::id());
     assert!(pool.contains(&port_of(&answer, &server)));
+}
+
+/// `count` Python processes running `script`, a portpicker client of the server at
+/// `address` (stdin, stdout and stderr piped).
+fn spawn_clients(script: &str, address: &str, count: usize) -> Vec<Child> {
+    (0..count)
+        .map(|_| {
+            Command::new(crate::helpers::python())
+                .args(["-c", script])
+                .env("PORTSERVER_ADDRESS", address)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python3 runs")
+        })
+        .collect()
+}
+
+/// Each client's first line, as numbers: its pid, then the ports it was given.
+fn first_lines(clients: &mut [Child]) -> Vec<Vec<u32>> {
+    clients
+        .iter_mut()
+        .map(|client| {
+            let mut line = String::new();
+            BufReader::new(client.stdout.as_mut().expect("stdout"))
+                .read_line(&mut line)
+                .expect("a line");
+            line.split_whitespace()
+                .map(|n| n.parse().expect("a number"))
+                .collect()
+        })
+        .collect()
 }
