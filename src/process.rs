@@ -60,14 +60,14 @@ impl ProcessId {
     /// closed), or when it is a kernel thread, which never exits: a lease it owned
     /// would never end.
     pub fn of_running(pid: u32) -> Option<ProcessId> {
-        if imp::is_kernel_thread(pid) {
-            return None;
+        match imp::inspect(pid)? {
+            (_, true) => None,
+            (start_time, false) => Some(ProcessId {
+                pid,
+                start_time,
+                pid_ns: imp::recorded_pid_namespace(),
+            }),
         }
-        imp::start_time(pid).map(|start_time| ProcessId {
-            pid,
-            start_time,
-            pid_ns: imp::recorded_pid_namespace(),
-        })
     }
 
     /// Whether this very process is still running: its pid exists and, when a start

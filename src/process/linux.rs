@@ -9,36 +9,36 @@ use std::sync::{Mutex, PoisonError};
 /// start time could not be read. `Some(Some(t))`: it runs and started at `t` ticks
 /// after boot.
 pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
+    inspect(pid).map(|(start_time, _)| start_time)
+}
+
+/// As [`start_time`], with whether the process is a kernel thread, from one read of
+/// `/proc/PID/stat`.
+pub(super) fn inspect(pid: u32) -> Option<(Option<u64>, bool)> {
     // /proc/PID of another namespace's /proc is another process: ask the kernel.
     if own_pid_namespace().is_none() {
-        return super::exists(pid).then_some(None);
+        return super::exists(pid).then_some((None, false));
     }
     let mut buf = [0u8; 1024];
     match std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut file| file.read(&mut buf))
     {
         // Counted from the boot time of the reader's time namespace: taken back to
         // the host's, so that readers in any time namespace agree.
-        Ok(len) => parse_stat(&buf[..len])
-            .map(|time| time.map(|t| t.wrapping_add_signed(-own_boottime_offset()))),
+        Ok(len) => {
+            let stat = &buf[..len];
+            let start_time =
+                parse_stat(stat)?.map(|t| t.wrapping_add_signed(-own_boottime_offset()));
+            Some((start_time, is_kernel_thread(stat)))
+        }
         // /proc may hide other users' processes (hidepid): ask the kernel instead.
-        Err(_) => super::exists(pid).then_some(None),
+        Err(_) => super::exists(pid).then_some((None, false)),
     }
 }
 
-/// Whether `pid` is a kernel thread: `PF_KTHREAD` in the flags (field 9) of
-/// `/proc/PID/stat`. Read only in the caller's own PID namespace's `/proc`.
-pub(super) fn is_kernel_thread(pid: u32) -> bool {
+/// Whether the process of this `/proc/PID/stat` is a kernel thread: `PF_KTHREAD` in
+/// its flags (field 9).
+fn is_kernel_thread(stat: &[u8]) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    if own_pid_namespace().is_none() {
-        return false;
-    }
-    let mut buf = [0u8; 1024];
-    let Ok(len) =
-        std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut file| file.read(&mut buf))
-    else {
-        return false;
-    };
-    let stat = &buf[..len];
     let Some(close) = stat.iter().rposition(|&b| b == b')') else {
         return false;
     };

@@ -5,9 +5,9 @@ pub(super) fn start_time(pid: u32) -> Option<Option<u64>> {
     super::exists(pid).then_some(None)
 }
 
-/// Kernel threads are not told apart here.
-pub(super) fn is_kernel_thread(_pid: u32) -> bool {
-    false
+/// As [`start_time`]; no kernel threads are told apart here.
+pub(super) fn inspect(pid: u32) -> Option<(Option<u64>, bool)> {
+    start_time(pid).map(|start_time| (start_time, false))
 }
 
 /// No PID namespaces here.
