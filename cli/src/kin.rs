@@ -93,26 +93,16 @@ pub(crate) fn explain(error: portlease::Error, verb: &'static str) -> anyhow::Er
             command: if in_other_pid_namespace {
                 " in another PID namespace".to_owned()
             } else {
-                command_line(pid).map_or_else(String::new, |c| format!(" ({c})"))
+                crate::sockets::command_of(pid).map_or_else(String::new, |c| {
+                    // Shortened: the message is one line.
+                    format!(" ({})", c.chars().take(80).collect::<String>())
+                })
             },
             verb,
         }
         .into(),
         other => other.into(),
     }
-}
-
-/// The command line of `pid`, shortened, where it can be read.
-fn command_line(pid: u32) -> Option<String> {
-    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let words: Vec<String> = bytes
-        .split(|&b| b == 0)
-        .filter(|word| !word.is_empty())
-        .map(|word| String::from_utf8_lossy(word).into_owned())
-        .collect();
-    let line = words.join(" ");
-    let line: String = line.chars().take(80).collect();
-    (!line.is_empty()).then_some(line)
 }
 
 #[cfg(test)]

@@ -145,7 +145,9 @@ fn owners_of(inodes: &[u64]) -> HashMap<u64, u32> {
     owners
 }
 
-fn command_of(pid: u32) -> Option<String> {
+/// The command line of `pid` (its name, where the command line is empty), where it
+/// can be read.
+pub(crate) fn command_of(pid: u32) -> Option<String> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let words: Vec<String> = cmdline
         .split(|&b| b == 0)
