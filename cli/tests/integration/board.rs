@@ -36,6 +36,20 @@ fn designated(dir: &Path) -> u32 {
         .unwrap_or(0)
 }
 
+/// `portlease gc` on `dir`: a writing transaction, which must succeed.
+fn gc(dir: &Path) {
+    let gc = Command::new(binary())
+        .env("PORTLEASE_DIR", dir)
+        .args(["gc", "--json"])
+        .output()
+        .expect("gc runs");
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+}
+
 /// How many slots of the board are in `state`.
 fn slots_in(dir: &Path, state: u32) -> usize {
     let Ok(board) = std::fs::read(dir.join(BOARD_FILE)) else {
@@ -231,16 +245,7 @@ fn a_poster_that_gives_up_after_its_server_saved_and_died_is_ended_by_the_next_h
 
     // Any writing transaction of the next holder ends the withdrawn request's lease,
     // before it does anything else: here a `gc` (`list` only reads, and changes nothing).
-    let list = Command::new(binary())
-        .env("PORTLEASE_DIR", dir.path())
-        .args(["gc", "--json"])
-        .output()
-        .expect("gc runs");
-    assert!(
-        list.status.success(),
-        "{}",
-        String::from_utf8_lossy(&list.stderr)
-    );
+    gc(dir.path());
     // The dead server's own lease goes too: it died before telling anyone of it.
     assert_eq!(
         leased(dir.path()),
@@ -607,16 +612,7 @@ fn leases_saved_for_posters_that_died_with_their_server_are_ended_by_the_next_ho
     server.kill().expect("SIGKILL");
     server.wait().expect("reaped");
 
-    let gc = Command::new(binary())
-        .env("PORTLEASE_DIR", dir.path())
-        .args(["gc", "--json"])
-        .output()
-        .expect("gc runs");
-    assert!(
-        gc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
+    gc(dir.path());
     assert_eq!(
         leased(dir.path()),
         Vec::<u16>::new(),

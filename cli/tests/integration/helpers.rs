@@ -413,3 +413,14 @@ pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Runs the integration test `test` of this binary alone, with `CI` set to `ci` and
+/// the variable `env.0` pointing a requirement at `env.1`, where it is not.
+pub fn run_test_without(test: &str, ci: &str, env: (&str, &str)) -> Output {
+    Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env("CI", ci)
+        .env(env.0, env.1)
+        .output()
+        .expect("the test binary runs")
+}

@@ -4,7 +4,6 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 
 use portlease::{LeaseInfo, Request};
 use serde_json::json;
@@ -275,12 +274,11 @@ fn the_default_library_lease_lasts_while_its_process_runs() {
 fn a_missing_portpicker_fails_under_ci_and_is_skipped_with_the_reason_elsewhere() {
     let test = "serve::portpicker_clients_get_unique_leased_ports_until_they_exit";
     let run = |ci: &str| {
-        Command::new(std::env::current_exe().expect("the test binary"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env("CI", ci)
-            .env("PORTLEASE_TEST_PYTHON", "/nonexistent/python3")
-            .output()
-            .expect("the test binary runs")
+        crate::helpers::run_test_without(
+            test,
+            ci,
+            ("PORTLEASE_TEST_PYTHON", "/nonexistent/python3"),
+        )
     };
     let under_ci = run("true");
     let said = String::from_utf8_lossy(&under_ci.stdout).into_owned()

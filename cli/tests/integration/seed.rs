@@ -234,12 +234,7 @@ fn the_seed_honours_a_ttl_lease_until_its_end_and_no_longer() {
 fn a_missing_seed_copy_fails_under_ci_and_is_skipped_with_the_reason_elsewhere() {
     let test = "seed::the_seed_honours_a_ttl_lease_until_its_end_and_no_longer";
     let run = |ci: &str| {
-        Command::new(std::env::current_exe().expect("the test binary"))
-            .args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env("CI", ci)
-            .env("PORTLEASE_TEST_SEED_DIR", "/nonexistent/seed")
-            .output()
-            .expect("the test binary runs")
+        crate::helpers::run_test_without(test, ci, ("PORTLEASE_TEST_SEED_DIR", "/nonexistent/seed"))
     };
     let under_ci = run("true");
     let said = String::from_utf8_lossy(&under_ci.stdout).into_owned()
