@@ -3,6 +3,7 @@
 //! be handed on to a process started after them.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use portlease::LeaseInfo;
@@ -12,10 +13,11 @@ use crate::helpers::{
     worker,
 };
 
-/// `portlease exec` holding `port` for `sleep 600`, started outside any test shell;
-/// returns once the command runs (and so holds the lease).
+/// `portlease exec` holding `port` for `sleep 600`, started outside any test shell, in
+/// a process group of its own; returns once the command runs (and so holds the lease).
 fn job_on(dir: &std::path::Path, port: u16) -> Child {
     let mut job = Command::new(binary())
+        .process_group(0)
         .env("PORTLEASE_DIR", dir)
         .args(["exec", "--range", &format!("{port}-{port}"), "--"])
         .args(["sh", "-c", "echo running; exec sleep 600"])
@@ -31,7 +33,15 @@ fn job_on(dir: &std::path::Path, port: u16) -> Child {
     job
 }
 
+/// Kills a process and, for a `job_on`, its whole process group: `exec` and its
+/// `sleep`, which would otherwise outlive the test holding its stderr (and so hang a
+/// piped `cargo test`).
 fn stop(mut job: Child) {
+    if let Ok(group) = i32::try_from(job.id()) {
+        // SAFETY: `kill` takes any pid; a negative one names a process group (none
+        // where `job` leads no group of its own: then only `job` is killed, below).
+        unsafe { libc::kill(-group, libc::SIGKILL) };
+    }
     let _ = job.kill();
     let _ = job.wait();
 }
