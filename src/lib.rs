@@ -104,6 +104,11 @@
 //!   is never judged gone: a process counts as gone only when no thread of it runs (a
 //!   zombie thread-group leader whose other threads run is alive), and only by a
 //!   process in its own PID namespace (see the pitfalls).
+//! - A child forked without exec (multiprocessing's `fork`, a prefork server) never
+//!   shares its parent's registry lock: a fork handler points the child's copies of
+//!   the lock file's descriptors elsewhere before the child runs, so a parent that
+//!   dies holding the lock, or gives up a wait, leaves it free for everyone. A child
+//!   that uses portlease opens lock files of its own.
 //! - A process killed at any moment never leaves a torn registry; a failed write fails
 //!   the operation and leaves the registry as it was.
 //! - A damaged registry is never taken for an empty one: its bytes are kept aside as
@@ -197,7 +202,8 @@
 //!   them all), free functions over the `Ledger` trait. `board/`: the shared memory
 //!   requests are posted in: `map` the mapping, `slot` the slot protocol as a state
 //!   machine, `wire` requests and outcomes as bytes.
-//! - `lock`: the `flock` with a deadline and one reusable waiting thread.
+//! - `lock`: the `flock` with a deadline and one reusable waiting thread;
+//!   `fork_guard`: the lock files' descriptors, which no forked child keeps.
 //!   `registry`: the file, loaded with salvage and saved atomically; `salvage`:
 //!   reading what is left of a damaged one. `record`: what an entry says, and whether
 //!   it is stale.
@@ -231,6 +237,7 @@ mod board;
 mod directory;
 mod error;
 mod files;
+mod fork_guard;
 mod layout;
 mod lease;
 mod lock;

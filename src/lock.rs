@@ -13,7 +13,9 @@
 //! `flock` locks belong to an open file description, so two threads sharing one
 //! descriptor would both "hold" the lock: the descriptor an allocator keeps open
 //! (saving an open and a close per transaction) is used by one transaction at a time,
-//! and a thread that finds it in use opens its own.
+//! and a thread that finds it in use opens its own. For the same reason a forked
+//! child would share every lock file open at the fork: each is a
+//! [`LockFile`](crate::fork_guard::LockFile), which no child keeps.
 
 use std::collections::VecDeque;
 use std::fs::{File, TryLockError};
@@ -23,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
-use crate::files::{open_lasting, stat_at};
+use crate::files::stat_at;
+use crate::fork_guard::LockFile;
 use crate::layout::LOCK_FILE;
 
 /// One registry's lock file, kept open across transactions.
@@ -32,17 +35,17 @@ pub(crate) struct LockSite {
     dir: Arc<RegistryDir>,
     path: PathBuf,
     /// Used by one transaction at a time; a thread that finds it busy opens its own.
-    /// Kept with the pid that opened it: a forked child shares the open file
-    /// description, and so the `flock`, with its parent, and must open its own.
-    cached: Mutex<Option<(u32, File)>>,
+    /// A forked child finds here a placeholder of its parent's (see `fork_guard`), and
+    /// opens its own.
+    cached: Mutex<Option<LockFile>>,
     /// The one helper thread that blocks on the `flock` for waiting callers.
     waiter: Arc<Waiter>,
 }
 
 /// The lock file a transaction locked: the cached one, or one of its own.
 enum Held<'s> {
-    Cached(MutexGuard<'s, Option<(u32, File)>>),
-    Own(File),
+    Cached(MutexGuard<'s, Option<LockFile>>),
+    Own(LockFile),
 }
 
 /// A caller's turn with the site's helper thread; dropping it gives up the turn (a
@@ -67,7 +70,7 @@ impl LockWait {
     }
 
     /// The locked file, waiting for it until `deadline` at most; `None` on timeout.
-    fn until(self, deadline: Instant) -> Result<Option<File>> {
+    fn until(self, deadline: Instant) -> Result<Option<LockFile>> {
         let mut state = self.waiter.state();
         loop {
             if let Some((_, locked)) = state.ready.take_if(|(id, _)| *id == self.id) {
@@ -111,7 +114,7 @@ struct WaitState {
     /// Callers waiting for the lock, oldest first.
     queue: VecDeque<Turn>,
     /// A lock the helper got, and whose turn it is.
-    ready: Option<(u64, Result<File>)>,
+    ready: Option<(u64, Result<LockFile>)>,
     next_id: u64,
     /// The pid whose helper thread runs (a forked child has none: it starts its own).
     helper_of: Option<u32>,
@@ -152,8 +155,9 @@ impl Waiter {
                     return;
                 }
             }
-            let locked = open_lock_file(&self.dir).and_then(|file| {
-                file.lock()
+            let locked = LockFile::open(&self.dir).and_then(|file| {
+                file.file()
+                    .lock()
                     .map(|()| file)
                     .map_err(|e| Error::io("cannot lock", &self.path, e))
             });
@@ -209,7 +213,7 @@ impl LockSite {
     fn lock_with(
         &self,
         me: u32,
-        wait: impl Fn() -> Result<Option<File>>,
+        wait: impl Fn() -> Result<Option<LockFile>>,
     ) -> Result<Option<RegistryLock<'_>>> {
         let mut held = self.lock_file(me)?;
         loop {
@@ -226,9 +230,9 @@ impl LockSite {
             }
             // Deleted or replaced meanwhile: others lock the new file, and so must we.
             let _ = held.file().unlock();
-            let reopened = open_lock_file(&self.dir)?;
+            let reopened = LockFile::open(&self.dir)?;
             match &mut held {
-                Held::Cached(cached) => **cached = Some((me, reopened)),
+                Held::Cached(cached) => **cached = Some(reopened),
                 Held::Own(file) => *file = reopened,
             }
         }
@@ -268,8 +272,8 @@ impl LockSite {
 
     /// The lock, from a file the caller locked: `None` if that file is no longer the
     /// one at the path (then it is dropped, and so unlocked).
-    fn adopt(&self, file: File) -> Option<RegistryLock<'_>> {
-        is_same_file(&file, &self.dir).then_some(RegistryLock {
+    fn adopt(&self, file: LockFile) -> Option<RegistryLock<'_>> {
+        is_same_file(file.file(), &self.dir).then_some(RegistryLock {
             held: Held::Own(file),
         })
     }
@@ -278,12 +282,12 @@ impl LockSite {
     fn lock_file(&self, me: u32) -> Result<Held<'_>> {
         Ok(match self.cached.try_lock() {
             Ok(mut cached) => {
-                if cached.as_ref().is_none_or(|(opener, _)| *opener != me) {
-                    *cached = Some((me, open_lock_file(&self.dir)?));
+                if cached.as_ref().is_none_or(|file| file.opener() != me) {
+                    *cached = Some(LockFile::open(&self.dir)?);
                 }
                 Held::Cached(cached)
             }
-            Err(_) => Held::Own(open_lock_file(&self.dir)?),
+            Err(_) => Held::Own(LockFile::open(&self.dir)?),
         })
     }
 }
@@ -293,10 +297,10 @@ impl Held<'_> {
         match self {
             // Set just before a `Cached` is made, and only ever replaced.
             Held::Cached(cached) => match cached.as_ref() {
-                Some((_, file)) => file,
+                Some(file) => file.file(),
                 None => unreachable!("the cached lock file is open"),
             },
-            Held::Own(file) => file,
+            Held::Own(file) => file.file(),
         }
     }
 }
@@ -339,8 +343,4 @@ fn is_same_file(file: &File, dir: &RegistryDir) -> bool {
         (Ok(open), Ok(Some(named))) => open.dev() == named.st_dev && open.ino() == named.st_ino,
         _ => false,
     }
-}
-
-fn open_lock_file(dir: &RegistryDir) -> Result<File> {
-    open_lasting(dir, LOCK_FILE)
 }
