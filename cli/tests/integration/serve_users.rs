@@ -16,8 +16,7 @@ use portlease::LeaseInfo;
 
 use crate::helpers::{Reaped, Run, ports, python, run_within};
 use crate::serve::{
-    PICKER, Server, abstract_address, first_lines, nobody_runs, portpicker_available,
-    spawn_clients,
+    PICKER, Server, abstract_address, first_lines, nobody_runs, portpicker_available, spawn_clients,
 };
 
 /// How many silent connections the flooding user keeps open: more than the server's
@@ -33,7 +32,10 @@ fn line_after(stdout: &mut ChildStdout, prefix: &str) -> String {
     BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
-        .find_map(|line| line.split_once(prefix).map(|(_, rest)| rest.trim().to_owned()))
+        .find_map(|line| {
+            line.split_once(prefix)
+                .map(|(_, rest)| rest.trim().to_owned())
+        })
         .unwrap_or_default()
 }
 
@@ -51,20 +53,49 @@ fn one_users_silent_connections_do_not_shut_out_another_users_requests() {
     if !portpicker_available() {
         return;
     }
+    // The defaults: --max-connections 256, half of them for one user, and
+    // --request-timeout 2.
+    let Some(log) = sixty_requests_while_nobody_floods(&[]) else {
+        return;
+    };
+    assert!(
+        log.contains(
+            "uid 65534 holds 128 connections, the most one user may \
+             (--max-connections-per-uid 128): closing its oldest idle connections"
+        ),
+        "the flood never reached its share of the connections: {log}"
+    );
+    // With no share (more than the table), the user holding the most makes room.
+    let Some(log) = sixty_requests_while_nobody_floods(&["--max-connections-per-uid", "1000"])
+    else {
+        return;
+    };
+    assert!(
+        log.contains(
+            "uid 65534 holds 256 connections, the most of all users, and all 256 are open \
+             (--max-connections): closing its oldest idle connections"
+        ),
+        "the flood never filled the table: {log}"
+    );
+}
+
+/// Starts a server with `flags` on block 57, floods it with `FLOOD` silent
+/// connections from `nobody`, and has root's portpicker client ask it for 60 ports
+/// meanwhile, every one of which must be granted; returns the server's log once it
+/// said it closes the flood's connections (`None`: skipped, not root).
+fn sixty_requests_while_nobody_floods(flags: &[&str]) -> Option<String> {
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = ports(57);
     let pool_arg = format!("{}-{}", pool.start(), pool.end());
-    let address = abstract_address("flood");
-    // The defaults: --max-connections 256, --request-timeout 2.
-    let server = Server::start(dir.path(), &address, &pool_arg, &["--verbose"]);
+    let address = abstract_address(&format!("flood{}", flags.len()));
+    let mut args = vec!["--verbose"];
+    args.extend_from_slice(flags);
+    let server = Server::start(dir.path(), &address, &pool_arg, &args);
     let env = [
         ("PORTLEASE_FLOOD_ADDRESS", address.clone()),
         ("PORTLEASE_FLOOD_COUNT", FLOOD.to_string()),
     ];
-    let Some((child, _copy)) = nobody_runs("serve_users::flood_of_silent_connections", &env)
-    else {
-        return;
-    };
+    let (child, _copy) = nobody_runs("serve_users::flood_of_silent_connections", &env)?;
     let mut flood = Reaped(child);
     let flooding = line_after(flood.0.stdout.as_mut().expect("stdout"), "FLOODING");
     assert!(
@@ -97,19 +128,11 @@ fn one_users_silent_connections_do_not_shut_out_another_users_requests() {
     granted.sort_unstable();
     granted.dedup();
     assert_eq!(granted.len(), 60, "every port unique");
-
-    // The flood did press on the server: it was held to its share, oldest first.
-    let evicted = "closing its oldest idle connections";
-    let log = server.log_with(evicted);
-    assert!(
-        log.contains("uid 65534 holds 128 connections") && log.contains(evicted),
-        "the flood never reached its share of the connections: {log}"
-    );
-    let flood_pid = flood.0.id();
     assert!(
         flood.0.try_wait().expect("wait").is_none(),
-        "the flood (pid {flood_pid}) ran throughout"
+        "the flood ran throughout"
     );
+    Some(server.log_with("closing its oldest idle connections"))
 }
 
 #[test]
@@ -216,13 +239,8 @@ fn portpicker_reaches_a_server_on_a_private_path_socket_that_others_cannot() {
     let path = dir.path().join("run/portserver.sock");
     let address = path.to_str().expect("a UTF-8 path").to_owned();
     let server = Server::start(dir.path(), &address, &pool_arg, &[]);
-    let mode = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .expect("exists")
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
     assert_eq!(mode(path.parent().expect("a parent")), 0o700);
     assert_eq!(mode(&path), 0o600);
 
