@@ -265,6 +265,24 @@ fn portpicker_reaches_a_server_on_a_private_path_socket_that_others_cannot() {
         picker.wait().expect("the client ends");
     }
 
+    // A directory other users may write is served, with a warning that says so.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let in_shared = shared.join("portserver.sock");
+    let second = Server::start(
+        dir.path(),
+        in_shared.to_str().expect("a UTF-8 path"),
+        &pool_arg,
+        &[],
+    );
+    let log = second.log();
+    assert!(
+        log.contains("is writable by other users (mode 1777") && log.contains("only you can write"),
+        "{log}"
+    );
+    drop(second);
+
     // Another user cannot even connect.
     let env = [("PORTLEASE_CONNECT_ADDRESS", address.clone())];
     if let Some((child, _copy)) = nobody_runs("serve_users::connect_attempt", &env) {
