@@ -338,7 +338,7 @@ fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
     let run = Run::new(dir.path())
         .args(["serve", "--address", &taken, "--pool", &pool_arg])
         .run();
-    run.fails(1, "already listens");
+    run.fails(1, "is taken: pid");
 }
 
 #[test]
