@@ -9,7 +9,8 @@
 //! checks each complete request (`peer`: the client's credentials and the pid it
 //! names), then hands it to another (`worker`), which serves everything handed over
 //! since its last transaction in one registry transaction (`grant`); a third tells
-//! the clients. `listen` finds or makes the socket, `stats` counts for SIGUSR1.
+//! the clients. `room` decides which connection goes when one user holds too many or
+//! the table is full, `listen` finds or makes the socket, `stats` counts for SIGUSR1.
 
 mod event_loop;
 mod grant;
@@ -39,10 +40,21 @@ use super::args::{UsageError, parse_range};
 /// server once the transaction in progress is done (a path socket is removed). Under
 /// systemd socket activation (LISTEN_FDS) it serves the socket it is passed.
 ///
+/// On a host shared with other users, serve on a socket path, not an abstract name:
+/// an abstract name (@NAME) has no owner and no permissions, so whoever binds it first,
+/// any local user, answers every client that asks it, and this server then cannot
+/// start. A path is made 0600, in a directory created 0700 if missing, so only this
+/// user's clients reach it. One user's many or silent connections cannot shut out
+/// another's: see --max-connections-per-uid.
+///
 /// Example: portlease serve & export PORTSERVER_ADDRESS=@unittest-portserver
+///
+/// Shared host: portlease serve --address "$XDG_RUNTIME_DIR/portlease/portserver.sock" &
+/// export PORTSERVER_ADDRESS="$XDG_RUNTIME_DIR/portlease/portserver.sock"
 #[derive(clap::Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// The socket: @NAME in the abstract namespace, or a filesystem path
+    /// The socket: @NAME in the abstract namespace (first come, any user: for a host
+    /// of one user), or a filesystem path (made 0600; a missing directory is made 0700)
     #[arg(
         long,
         value_name = "ADDR",
