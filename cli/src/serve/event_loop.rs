@@ -392,17 +392,23 @@ fn seat(
             let closed = connections.remove(index);
             connections.push(newcomer);
             stats.evicted += 1;
-            let idle = if closed.request.is_empty() {
-                "idle".to_string()
-            } else {
-                format!("{} bytes sent", closed.request.len())
-            };
             let open_for = closed.opened.elapsed().as_secs_f64();
-            log::debug!(
-                "closed a connection of uid {uid} (pid {}, open {open_for:.2}s, {idle}) to make \
-                 room for a newer one",
-                closed.peer.pid
-            );
+            if closed.request.is_empty() {
+                log::debug!(
+                    "closed an idle connection of uid {uid} (pid {}, open {open_for:.2}s) to \
+                     make room for a newer one",
+                    closed.peer.pid
+                );
+            } else {
+                // A request cut short: a refusal, logged as the others are.
+                log::info!(
+                    "refused a request from uid {uid} (pid {}): its connection was closed after \
+                     {open_for:.2}s, {} bytes sent, to make room for a newer one (its user holds \
+                     the most connections)",
+                    closed.peer.pid,
+                    closed.request.len()
+                );
+            }
             report_crowding(accepting, uid, held, why, limits);
         }
     }
@@ -446,7 +452,7 @@ fn report_crowding(
         ),
     };
     log::warn!(
-        "uid {uid} holds {held} connections, {cause}: closing its oldest idle connections to \
+        "uid {uid} holds {held} connection(s), {cause}: closing its oldest idle connections to \
          make room for new ones{count}; other users' connections are kept; saying so at most \
          once a minute"
     );

@@ -2,7 +2,8 @@
 //! must not shut out another's requests, a squatted abstract name is a clear error, and
 //! a private path socket serves portpicker's client.
 //!
-//! Ports: blocks 57-59 only, one a test. Other users are `nobody` (uid 65534), run
+//! Ports: blocks 57-59 only, one a test (block 58: two tests, of which one never
+//! starts a server that grants). Other users are `nobody` (uid 65534), run
 //! with `setpriv`; those tests are skipped where this is not root.
 
 use std::io::{BufRead, BufReader, Write};
@@ -60,7 +61,7 @@ fn one_users_silent_connections_do_not_shut_out_another_users_requests() {
     };
     assert!(
         log.contains(
-            "uid 65534 holds 128 connections, the most one user may \
+            "uid 65534 holds 128 connection(s), the most one user may \
              (--max-connections-per-uid 128): closing its oldest idle connections"
         ),
         "the flood never reached its share of the connections: {log}"
@@ -72,7 +73,7 @@ fn one_users_silent_connections_do_not_shut_out_another_users_requests() {
     };
     assert!(
         log.contains(
-            "uid 65534 holds 256 connections, the most of all users, and all 256 are open \
+            "uid 65534 holds 256 connection(s), the most of all users, and all 256 are open \
              (--max-connections): closing its oldest idle connections"
         ),
         "the flood never filled the table: {log}"
@@ -302,4 +303,44 @@ fn connect_attempt() {
         Ok(_) => println!("CONNECT connected"),
         Err(e) => println!("CONNECT {:?}", e.kind()),
     }
+}
+
+#[test]
+fn a_user_over_its_share_loses_its_own_oldest_idle_connection() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = ports(58);
+    let pool_arg = format!("{}-{}", pool.start(), pool.end());
+    let address = abstract_address("share");
+    let server = Server::start(
+        dir.path(),
+        &address,
+        &pool_arg,
+        &["--max-connections-per-uid", "1", "--request-timeout", "600"],
+    );
+    // Silent, and older than the request that follows.
+    let mut silent = crate::serve::connect(&address);
+    let answer = crate::serve::ask_for(&address, std::process::id());
+    let port: u16 = answer
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("a port, not {answer:?}: {}", server.log()));
+    assert!(pool.contains(&port));
+    // A bound on a server that never closes it (a failure, not a hang).
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    let mut buf = [0u8; 8];
+    let read = std::io::Read::read(&mut silent, &mut buf);
+    assert!(
+        matches!(read, Ok(0)),
+        "the silent connection was closed: {read:?}"
+    );
+    let log = server.log_with("closing its oldest idle");
+    assert!(
+        log.contains(&format!(
+            "uid {} holds 1 connection(s), the most one user may (--max-connections-per-uid 1)",
+            rustix::process::getuid().as_raw()
+        )),
+        "{log}"
+    );
 }
