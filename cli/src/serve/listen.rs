@@ -202,10 +202,10 @@ fn prepare_socket_path(path: &Path) -> anyhow::Result<()> {
         );
     }
     match UnixStream::connect(path) {
-        Ok(_) => bail!(
+        Ok(stream) => bail!(
             "a server is already listening on {}: {}; stop it, or choose another --address",
             path.display(),
-            holder(rustix::net::SocketAddrUnix::new(path))
+            describe_peer(super::peer::Peer::of(&stream))
         ),
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
             log::info!(
@@ -272,7 +272,12 @@ fn holder(addr: rustix::io::Result<rustix::net::SocketAddrUnix>) -> String {
     if let Err(e) = rustix::net::connect(&socket, &addr) {
         return unknown(&format!("connecting to it failed: {e}"));
     }
-    match super::peer::Peer::of(&socket) {
+    describe_peer(super::peer::Peer::of(&socket))
+}
+
+/// The listener at the other end of a connection, by its credentials.
+fn describe_peer(peer: std::io::Result<super::peer::Peer>) -> String {
+    match peer {
         Ok(peer) if peer.pid == 0 => format!(
             "a process of uid {} in a PID namespace this one cannot see",
             peer.uid
@@ -287,7 +292,9 @@ fn holder(addr: rustix::io::Result<rustix::net::SocketAddrUnix>) -> String {
             };
             format!("pid {}{command} of uid {}{yours}", peer.pid, peer.uid)
         }
-        Err(e) => unknown(&format!("its credentials cannot be read: {e}")),
+        Err(e) => {
+            format!("a process this server cannot name (its credentials cannot be read: {e})")
+        }
     }
 }
 

@@ -319,7 +319,9 @@ fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
     let second = Run::new(dir.path())
         .args(["serve", "--address", &address, "--pool", &pool_arg])
         .run();
-    second.fails(1, "already listening");
+    let stderr = second.fails(1, "already listening");
+    let holder = format!("pid {} (", server.child.id());
+    assert!(stderr.contains(&holder), "{holder:?} not in {stderr}");
     assert_eq!(server.stop(), Some(0));
     assert!(!path.exists(), "removed on SIGTERM");
 
