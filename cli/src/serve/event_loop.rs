@@ -3,6 +3,7 @@
 //! SIGINT or SIGTERM (the serving thread finishes what it was handed), ask for the
 //! statistics on SIGUSR1.
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use super::Limits;
 use super::grant::{Asked, Granter, Refusal};
 use super::listen::Socket;
 use super::peer::{self, Peer};
+use super::room::{self, Admission, Crowding, Seat};
 use super::stats::ConnectionStats;
 use super::worker::{self, Work};
 
@@ -33,6 +35,9 @@ const PAUSE_ENDS_REQUEST: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// The most connections accepted in one turn of the loop, so reading keeps up.
 const ACCEPT_PER_TURN: usize = 64;
+/// How often, at most, the log says again that one user's connections are closed to
+/// make room (each closing is logged at debug level).
+const CROWDING_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// The signals the loop heeds, and a socket that wakes it from `poll` when one comes.
 pub(super) struct Signals {
@@ -166,6 +171,9 @@ struct AcceptState {
     paused_until: Option<Instant>,
     /// Failed accepts in the current burst; `None` when accepting works.
     failing: Option<u64>,
+    /// Per uid whose connections were closed to make room: when the log last said
+    /// so, and how many were closed since.
+    crowded: HashMap<u32, (Instant, u64)>,
 }
 
 /// Serves until SIGINT or SIGTERM; returns the signal's number once the requests
@@ -212,18 +220,19 @@ fn accept_and_read(
         }
         let readable = wait(signals, socket, listening, &connections, deadline, now)?;
         signals.drain();
-        let mut fresh = 0;
-        if readable.listener {
-            accepting.paused_until = None;
-            fresh = accept(socket, &mut connections, &mut accepting, &mut stats, limits);
-        }
-        let old = connections.len() - fresh;
+        // Read first, so that what is idle is known when newcomers need room.
         for (index, connection) in connections.iter_mut().enumerate() {
-            if index >= old || readable.connections.get(index) == Some(&true) {
+            if readable.connections.get(index) == Some(&true) {
                 connection.read();
             }
         }
         hand_over(&mut connections, work, limits);
+        if readable.listener {
+            accepting.paused_until = None;
+            if accept(socket, &mut connections, &mut accepting, &mut stats, limits) > 0 {
+                hand_over(&mut connections, work, limits);
+            }
+        }
     }
 }
 
@@ -275,7 +284,8 @@ fn wait(
     })
 }
 
-/// Accepts waiting connections; returns how many were added.
+/// Accepts waiting connections, reading each at once, and makes room for them
+/// (`room`); returns how many were accepted.
 fn accept(
     socket: &Socket,
     connections: &mut Vec<Connection>,
@@ -283,7 +293,7 @@ fn accept(
     stats: &mut ConnectionStats,
     limits: &Limits,
 ) -> usize {
-    let before = connections.len();
+    let mut accepted = 0;
     for _ in 0..ACCEPT_PER_TURN {
         let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
         match rustix::net::accept_with(&socket.listener, flags) {
@@ -292,29 +302,26 @@ fn accept(
                     log::info!("accepting connections again, after {failed} failed accept(s)");
                 }
                 stats.accepted += 1;
+                accepted += 1;
                 let stream = UnixStream::from(fd);
-                if connections.len() >= limits.max_connections {
-                    stats.over_limit += 1;
-                    log::info!(
-                        "closed a connection: {} connections are open already (--max-connections)",
-                        limits.max_connections
-                    );
-                    continue;
-                }
-                match Peer::of(&stream) {
-                    Ok(peer) => connections.push(Connection {
-                        stream,
-                        peer,
-                        request: Vec::new(),
-                        opened: Instant::now(),
-                        last_byte: None,
-                        ended: false,
-                        failed: None,
-                    }),
+                let peer = match Peer::of(&stream) {
+                    Ok(peer) => peer,
                     Err(e) => {
-                        log::warn!("closed a connection whose credentials cannot be read: {e}")
+                        log::warn!("closed a connection whose credentials cannot be read: {e}");
+                        continue;
                     }
-                }
+                };
+                let mut connection = Connection {
+                    stream,
+                    peer,
+                    request: Vec::new(),
+                    opened: Instant::now(),
+                    last_byte: None,
+                    ended: false,
+                    failed: None,
+                };
+                connection.read();
+                seat(connection, connections, accepting, stats, limits);
             }
             Err(Errno::AGAIN) => break,
             Err(Errno::INTR | Errno::CONNABORTED) => {}
@@ -340,7 +347,115 @@ fn accept(
             }
         }
     }
-    connections.len() - before
+    accepted
+}
+
+/// Gives a newcomer its place in the table, closing another connection to make room
+/// or the newcomer itself (`room`), and logs why.
+fn seat(
+    newcomer: Connection,
+    connections: &mut Vec<Connection>,
+    accepting: &mut AcceptState,
+    stats: &mut ConnectionStats,
+    limits: &Limits,
+) {
+    let as_seat = |c: &Connection| Seat {
+        uid: c.peer.uid,
+        idle: c.request.is_empty() && !c.ended && c.failed.is_none(),
+        opened: c.opened,
+    };
+    let admission = room::admit(
+        connections,
+        as_seat,
+        newcomer.peer.uid,
+        limits.max_connections,
+        limits.max_connections_per_uid,
+    );
+    match admission {
+        Admission::Take => connections.push(newcomer),
+        Admission::Refuse => {
+            stats.over_limit += 1;
+            log::info!(
+                "closed a connection from uid {} (pid {}): all {} connections are open \
+                 (--max-connections), and no other user holds more of them than this one would",
+                newcomer.peer.uid,
+                newcomer.peer.pid,
+                limits.max_connections
+            );
+        }
+        Admission::Replace {
+            index,
+            uid,
+            held,
+            why,
+        } => {
+            let closed = connections.remove(index);
+            connections.push(newcomer);
+            stats.evicted += 1;
+            let open_for = closed.opened.elapsed().as_secs_f64();
+            if closed.request.is_empty() {
+                log::debug!(
+                    "closed an idle connection of uid {uid} (pid {}, open {open_for:.2}s) to \
+                     make room for a newer one",
+                    closed.peer.pid
+                );
+            } else {
+                // A request cut short: a refusal, logged as the others are.
+                log::info!(
+                    "refused a request from uid {uid} (pid {}): its connection was closed after \
+                     {open_for:.2}s, {} bytes sent, to make room for a newer one (its user holds \
+                     the most connections)",
+                    closed.peer.pid,
+                    closed.request.len()
+                );
+            }
+            report_crowding(accepting, uid, held, why, limits);
+        }
+    }
+}
+
+/// Says, at most once a minute per user, that its connections are closed to make room.
+fn report_crowding(
+    accepting: &mut AcceptState,
+    uid: u32,
+    held: usize,
+    why: Crowding,
+    limits: &Limits,
+) {
+    let now = Instant::now();
+    let count = match accepting.crowded.get_mut(&uid) {
+        None => {
+            accepting.crowded.insert(uid, (now, 0));
+            String::new()
+        }
+        Some((last, since)) => {
+            *since += 1;
+            if now.duration_since(*last) < CROWDING_REPORT_EVERY {
+                return;
+            }
+            let count = format!(
+                " ({since} closed in the last {}s)",
+                now.duration_since(*last).as_secs()
+            );
+            (*last, *since) = (now, 0);
+            count
+        }
+    };
+    let cause = match why {
+        Crowding::OwnShare => format!(
+            "the most one user may (--max-connections-per-uid {})",
+            limits.max_connections_per_uid
+        ),
+        Crowding::TableFull => format!(
+            "the most of all users, and all {} are open (--max-connections)",
+            limits.max_connections
+        ),
+    };
+    log::warn!(
+        "uid {uid} holds {held} connection(s), {cause}: closing its oldest idle connections to \
+         make room for new ones{count}; other users' connections are kept; saying so at most \
+         once a minute"
+    );
 }
 
 /// Checks every complete request (here, while the serving thread is in a

@@ -1,5 +1,11 @@
 //! The server's socket: the one systemd passes (socket activation), or one bound on
 //! the address given, abstract (`@name`) or a path made private.
+//!
+//! An abstract name has no owner and no permissions: whoever binds it first, any local
+//! user, answers every client that connects to it, and a server that comes later
+//! cannot start. So a name already taken is an error that names the process holding
+//! it (by its credentials, which the kernel gives whoever connects) and the cure on a
+//! host shared between users: a socket path in a directory only this user can write.
 
 use std::io::ErrorKind;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
@@ -129,7 +135,15 @@ fn bind(address: &str) -> anyhow::Result<Socket> {
             .map_err(|e| anyhow!("{address:?} is not a usable abstract socket name: {e}"))?;
         let listener = UnixListener::bind_addr(&addr).map_err(|e| match e.kind() {
             ErrorKind::AddrInUse => anyhow!(
-                "another server already listens on {address}; stop it, or choose another --address"
+                "{address} is taken: {} listens on it. An abstract name belongs to whoever \
+                 binds it first, and any local user may: stop that process if it is yours, \
+                 else (and on any host shared with other users) serve on a socket path in a \
+                 directory only you can write, e.g. --address {}, and set \
+                 PORTSERVER_ADDRESS to that path",
+                holder(rustix::net::SocketAddrUnix::new_abstract_name(
+                    name.as_bytes()
+                )),
+                private_path_example()
             ),
             _ => anyhow!("cannot listen on {address}: {e}"),
         })?;
@@ -177,6 +191,7 @@ fn prepare_socket_path(path: &Path) -> anyhow::Result<()> {
             .create(parent)
             .map_err(|e| anyhow!("cannot create {}: {e}", parent.display()))?;
     }
+    warn_if_shared(path);
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
     };
@@ -187,9 +202,10 @@ fn prepare_socket_path(path: &Path) -> anyhow::Result<()> {
         );
     }
     match UnixStream::connect(path) {
-        Ok(_) => bail!(
-            "a server is already listening on {}; stop it, or choose another --address",
-            path.display()
+        Ok(stream) => bail!(
+            "a server is already listening on {}: {}; stop it, or choose another --address",
+            path.display(),
+            describe_peer(super::peer::Peer::of(&stream))
         ),
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
             log::info!(
@@ -203,4 +219,98 @@ fn prepare_socket_path(path: &Path) -> anyhow::Result<()> {
             path.display()
         )),
     }
+}
+
+/// Warns when another user could take or replace the socket `path`: its directory
+/// is writable by others, or theirs.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let Ok(meta) = std::fs::metadata(&dir) else {
+        return;
+    };
+    let me = rustix::process::geteuid().as_raw();
+    let others_write = meta.mode() & 0o022 != 0;
+    let theirs = meta.uid() != me && meta.uid() != 0;
+    if others_write || theirs {
+        log::warn!(
+            "the directory {} of the socket is {} (mode {:o}, owner uid {}): another user \
+             could take the name {} first, or put their own server there; on a host shared \
+             with other users, use a directory only you can write (a missing one is created \
+             0700)",
+            dir.display(),
+            if theirs {
+                "another user's"
+            } else {
+                "writable by other users"
+            },
+            meta.mode() & 0o7777,
+            meta.uid(),
+            path.display()
+        );
+    }
+}
+
+/// Who listens on `addr`, as the kernel tells a client that connects (`SO_PEERCRED`:
+/// the listener's pid and uid), for an error message.
+fn holder(addr: rustix::io::Result<rustix::net::SocketAddrUnix>) -> String {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let unknown = |why: &str| format!("a process this server cannot name ({why})");
+    let Ok(addr) = addr else {
+        return unknown("the address is not usable");
+    };
+    // Without blocking: a listener whose queue is full must not stall the start.
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let socket =
+        match rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None) {
+            Ok(socket) => socket,
+            Err(e) => return unknown(&format!("cannot create a socket to ask: {e}")),
+        };
+    if let Err(e) = rustix::net::connect(&socket, &addr) {
+        return unknown(&format!("connecting to it failed: {e}"));
+    }
+    describe_peer(super::peer::Peer::of(&socket))
+}
+
+/// The listener at the other end of a connection, by its credentials.
+fn describe_peer(peer: std::io::Result<super::peer::Peer>) -> String {
+    match peer {
+        Ok(peer) if peer.pid == 0 => format!(
+            "a process of uid {} in a PID namespace this one cannot see",
+            peer.uid
+        ),
+        Ok(peer) => {
+            let command = crate::sockets::command_of(peer.pid)
+                .map_or_else(String::new, |command| format!(" ({command})"));
+            let yours = if peer.uid == rustix::process::getuid().as_raw() {
+                " (you)"
+            } else {
+                " (another user)"
+            };
+            format!("pid {}{command} of uid {}{yours}", peer.pid, peer.uid)
+        }
+        Err(e) => {
+            format!("a process this server cannot name (its credentials cannot be read: {e})")
+        }
+    }
+}
+
+/// A socket path in a directory only this user may write, for the advice to use one:
+/// under `$XDG_RUNTIME_DIR` (the user's own, 0700), else under the home directory.
+fn private_path_example() -> String {
+    let under = |var: &str, rest: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(rest))
+    };
+    under("XDG_RUNTIME_DIR", "portlease/portserver.sock")
+        .or_else(|| under("HOME", ".portlease/portserver.sock"))
+        .map_or_else(
+            || "/PRIVATE/DIR/portserver.sock".into(),
+            |path| path.display().to_string(),
+        )
 }

@@ -9,12 +9,14 @@
 //! checks each complete request (`peer`: the client's credentials and the pid it
 //! names), then hands it to another (`worker`), which serves everything handed over
 //! since its last transaction in one registry transaction (`grant`); a third tells
-//! the clients. `listen` finds or makes the socket, `stats` counts for SIGUSR1.
+//! the clients. `room` decides which connection goes when one user holds too many or
+//! the table is full, `listen` finds or makes the socket, `stats` counts for SIGUSR1.
 
 mod event_loop;
 mod grant;
 mod listen;
 mod peer;
+mod room;
 mod stats;
 mod worker;
 
@@ -38,10 +40,21 @@ use super::args::{UsageError, parse_range};
 /// server once the transaction in progress is done (a path socket is removed). Under
 /// systemd socket activation (LISTEN_FDS) it serves the socket it is passed.
 ///
+/// On a host shared with other users, serve on a socket path, not an abstract name:
+/// an abstract name (@NAME) has no owner and no permissions, so whoever binds it first,
+/// any local user, answers every client that asks it, and this server then cannot
+/// start. A path is made 0600, in a directory created 0700 if missing, so only this
+/// user's clients reach it. One user's many or silent connections cannot shut out
+/// another's: see --max-connections-per-uid.
+///
 /// Example: portlease serve & export PORTSERVER_ADDRESS=@unittest-portserver
+///
+/// Shared host: portlease serve --address "$XDG_RUNTIME_DIR/portlease/portserver.sock" &
+/// export PORTSERVER_ADDRESS="$XDG_RUNTIME_DIR/portlease/portserver.sock"
 #[derive(clap::Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// The socket: @NAME in the abstract namespace, or a filesystem path
+    /// The socket: @NAME in the abstract namespace (first come, any user: for a host
+    /// of one user), or a filesystem path (made 0600; a missing directory is made 0700)
     #[arg(
         long,
         value_name = "ADDR",
@@ -67,9 +80,16 @@ pub(crate) struct ServeArgs {
     /// from the server at once, for a pool shared between users [default: no limit]
     #[arg(long, value_name = "N")]
     max_per_uid: Option<usize>,
-    /// The most connections served at once; more are closed at once
+    /// The most connections being read at once. When all are open, a newcomer takes
+    /// the place of the oldest idle connection of the user holding the most, or is
+    /// closed if its own user would hold the most
     #[arg(long, value_name = "N", default_value = "256")]
     max_connections: usize,
+    /// The most of those connections one user (uid) may hold; its newcomer beyond
+    /// that takes the place of its own oldest idle connection, so one user's silent
+    /// connections never shut out another's [default: half of --max-connections]
+    #[arg(long, value_name = "N")]
+    max_connections_per_uid: Option<usize>,
     /// Seconds a client has to send its whole request
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = super::args::parse_seconds)]
     request_timeout: Duration,
@@ -92,14 +112,20 @@ fn parse_pool(text: &str) -> Result<Pool, String> {
 /// Limits and timeouts the loop applies.
 pub(super) struct Limits {
     max_connections: usize,
+    max_connections_per_uid: usize,
     request_timeout: Duration,
 }
 
 pub(crate) fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<i32> {
-    let zero = [args.max_per_pid, args.max_per_uid].contains(&Some(0));
+    let zero = [
+        args.max_per_pid,
+        args.max_per_uid,
+        args.max_connections_per_uid,
+    ]
+    .contains(&Some(0));
     if zero || args.max_connections == 0 || args.request_timeout.is_zero() {
-        let message = "--max-per-pid, --max-per-uid, --max-connections and --request-timeout \
-                       must be above 0";
+        let message = "--max-per-pid, --max-per-uid, --max-connections, \
+                       --max-connections-per-uid and --request-timeout must be above 0";
         return Err(UsageError(message.into()).into());
     }
     if args.debug {
@@ -120,6 +146,9 @@ pub(crate) fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<i32> {
     let socket = listen::open(&args.address)?;
     let limits = Limits {
         max_connections: args.max_connections,
+        max_connections_per_uid: args
+            .max_connections_per_uid
+            .unwrap_or(args.max_connections.div_ceil(2)),
         request_timeout: args.request_timeout,
     };
     let signals = event_loop::Signals::register()?;

@@ -28,9 +28,11 @@ pub(super) struct Stats {
 /// What the accepting thread counts.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct ConnectionStats {
-    /// Connections accepted, and those closed at once over `--max-connections`.
+    /// Connections accepted, and those closed at once, the table full (`room`).
     pub(super) accepted: u64,
     pub(super) over_limit: u64,
+    /// Connections closed to make room for newer ones (`room`).
+    pub(super) evicted: u64,
     /// Failed accepts (out of descriptors, ...).
     pub(super) accept_errors: u64,
     /// Connections open when the statistics were asked for.
@@ -43,7 +45,7 @@ impl Stats {
     pub(super) fn log(&self, pool: usize, held: Option<usize>, connections: ConnectionStats) {
         log::info!("Dumping statistics:");
         let held = held.map_or_else(|| "unknown".to_string(), |n| n.to_string());
-        let lines: [(&str, String); 17] = [
+        let lines: [(&str, String); 18] = [
             (
                 "client-request-errors",
                 self.client_request_errors.to_string(),
@@ -70,6 +72,7 @@ impl Stats {
             ("connections-accepted", connections.accepted.to_string()),
             ("connections-open", connections.open.to_string()),
             ("connections-over-limit", connections.over_limit.to_string()),
+            ("connections-evicted", connections.evicted.to_string()),
             ("accept-errors", connections.accept_errors.to_string()),
             ("pid", std::process::id().to_string()),
             ("version", env!("CARGO_PKG_VERSION").to_string()),

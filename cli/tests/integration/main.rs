@@ -24,6 +24,7 @@ mod release;
 mod salvage;
 mod seed;
 mod serve;
+mod serve_users;
 mod special_files;
 mod stress;
 mod unwritable_stderr;

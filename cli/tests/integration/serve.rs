@@ -32,14 +32,14 @@ fn arg(range: &std::ops::RangeInclusive<u16>) -> String {
 }
 
 /// A running `portlease serve`, its log collected; stopped with SIGTERM on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Starts a server and waits until it says it serves.
-    fn start(dir: &Path, address: &str, pool: &str, extra: &[&str]) -> Server {
+    pub(crate) fn start(dir: &Path, address: &str, pool: &str, extra: &[&str]) -> Server {
         let mut args = vec!["--address", address, "--pool", pool];
         args.extend_from_slice(extra);
         Server::start_with(dir, &args)
@@ -79,13 +79,13 @@ impl Server {
         Server { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log").join("\n")
     }
 
     /// The log, once it holds `needle` (the server logs after it answers), or after a
     /// bounded wait.
-    fn log_with(&self, needle: &str) -> String {
+    pub(crate) fn log_with(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let log = self.log();
@@ -97,7 +97,7 @@ impl Server {
     }
 
     /// Sends `signal` to the server.
-    fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: signals our own child process, which has not been waited for.
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
@@ -117,11 +117,11 @@ impl Drop for Server {
 }
 
 /// An abstract address no other test or run uses.
-fn abstract_address(test: &str) -> String {
+pub(crate) fn abstract_address(test: &str) -> String {
     format!("@portlease-test-{}-{test}", std::process::id())
 }
 
-fn connect(address: &str) -> UnixStream {
+pub(crate) fn connect(address: &str) -> UnixStream {
     match address.strip_prefix('@') {
         Some(name) => {
             let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("an abstract name");
@@ -145,14 +145,14 @@ fn ask(address: &str, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-const PICKER: &str = r#"
+pub(crate) const PICKER: &str = r#"
 import os, sys, portpicker
 ports = [portpicker.pick_unused_port() for _ in range(3)]
 print(os.getpid(), *ports, flush=True)
 sys.stdin.readline()
 "#;
 
-fn portpicker_available() -> bool {
+pub(crate) fn portpicker_available() -> bool {
     let found = Command::new(crate::helpers::python())
         .args(["-c", "import portpicker"])
         .status();
@@ -319,7 +319,9 @@ fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
     let second = Run::new(dir.path())
         .args(["serve", "--address", &address, "--pool", &pool_arg])
         .run();
-    second.fails(1, "already listening");
+    let stderr = second.fails(1, "already listening");
+    let holder = format!("pid {} (", server.child.id());
+    assert!(stderr.contains(&holder), "{holder:?} not in {stderr}");
     assert_eq!(server.stop(), Some(0));
     assert!(!path.exists(), "removed on SIGTERM");
 
@@ -338,7 +340,7 @@ fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
     let run = Run::new(dir.path())
         .args(["serve", "--address", &taken, "--pool", &pool_arg])
         .run();
-    run.fails(1, "already listens");
+    run.fails(1, "is taken: pid");
 }
 
 #[test]
@@ -364,7 +366,7 @@ fn one_pid_cannot_drain_the_pool() {
 }
 
 /// Asks for `pid` with a newline, as portpicker's client does.
-fn ask_for(address: &str, pid: u32) -> String {
+pub(crate) fn ask_for(address: &str, pid: u32) -> String {
     ask(address, format!("{pid}\n").as_bytes())
 }
 
@@ -476,6 +478,23 @@ fn a_kernel_thread() -> Option<u32> {
 /// `serve::client_of_another_user`, from a copy in a temp dir (returned, to be kept
 /// while it runs); `None` when this is not root or setpriv is missing.
 fn as_nobody(address: &str, claim: u32) -> Option<(Child, tempfile::TempDir)> {
+    nobody_runs(
+        "serve::client_of_another_user",
+        &[
+            ("PORTLEASE_CLIENT_ADDRESS", address.to_owned()),
+            ("PORTLEASE_CLIENT_CLAIM", claim.to_string()),
+        ],
+    )
+}
+
+/// Runs the ignored test `test` of this binary as `nobody` (uid 65534) with
+/// `setpriv`, from a copy in a temp dir (returned, to be kept while it runs), with
+/// `env` set and stdin and stdout piped; `None` when this is not root or setpriv is
+/// missing.
+pub(crate) fn nobody_runs(
+    test: &str,
+    env: &[(&str, String)],
+) -> Option<(Child, tempfile::TempDir)> {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: only root can run a client as another user");
         return None;
@@ -490,14 +509,13 @@ fn as_nobody(address: &str, claim: u32) -> Option<(Child, tempfile::TempDir)> {
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&copy)
         .args([
-            "serve::client_of_another_user",
+            test,
             "--exact",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("PORTLEASE_CLIENT_ADDRESS", address)
-        .env("PORTLEASE_CLIENT_CLAIM", claim.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn();
@@ -1025,7 +1043,7 @@ fn a_grant_the_client_never_hears_of_is_released() {
 
 /// `count` Python processes running `script`, a portpicker client of the server at
 /// `address` (stdin, stdout and stderr piped).
-fn spawn_clients(script: &str, address: &str, count: usize) -> Vec<Child> {
+pub(crate) fn spawn_clients(script: &str, address: &str, count: usize) -> Vec<Child> {
     (0..count)
         .map(|_| {
             Command::new(crate::helpers::python())
@@ -1041,7 +1059,7 @@ fn spawn_clients(script: &str, address: &str, count: usize) -> Vec<Child> {
 }
 
 /// Each client's first line, as numbers: its pid, then the ports it was given.
-fn first_lines(clients: &mut [Child]) -> Vec<Vec<u32>> {
+pub(crate) fn first_lines(clients: &mut [Child]) -> Vec<Vec<u32>> {
     clients
         .iter_mut()
         .map(|client| {
