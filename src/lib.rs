@@ -113,6 +113,15 @@
 //!   port for the seed's 300 s. What Python's `json` writes (`NaN`, `Infinity`, a
 //!   BOM) is read. Entries portlease does not understand are kept, and their ports
 //!   not handed out.
+//! - The registry stays readable by every party: a label or source longer than
+//!   [`MAX_TEXT_BYTES`] is refused ([`Error::InvalidRequest`]), and a transaction
+//!   whose write would make the registry larger than [`MAX_REGISTRY_BYTES`] fails
+//!   with [`Error::TooLarge`], changing nothing (releases and `gc` still work). A
+//!   larger registry written by someone else is read only in part: the entries in
+//!   its first quarter are salvaged and the whole file is kept aside (hard-linked
+//!   as `port_registry.json.corrupt-<time>`) by the next writer. A reader that
+//!   writes nothing ([`Allocator::existing`]) keeps nothing aside, and says so.
+//! - A failed write leaves no temporary file behind.
 //!
 //! # Security
 //! The registry directory is created with mode 0700 and its files 0600. It is opened
@@ -124,7 +133,7 @@
 //! following links and without blocking, and checked to be a regular file, with one
 //! link where portlease writes through it; a FIFO, a device, a link or a hard link in
 //! a file's place is refused with [`Error::Unsafe`] before anything is read or
-//! written. A registry past 64 MiB is refused. [`Allocator::existing`] reads a
+//! written. [`Allocator::existing`] reads a
 //! registry without creating or writing anything. To share ports between users, run
 //! one `portlease serve` that all of them ask. Leases are cooperative: they keep out processes that ask portlease (or the
 //! seed, or a portpicker client of `portlease serve`); the bind check catches the
@@ -249,7 +258,7 @@ mod transaction;
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
 pub use directory::{DIR_ENV, default_dir, is_ram_backed};
 pub use error::{Error, Result};
-pub use layout::{BOARD_FILE, LOCK_FILE, REGISTRY_FILE};
+pub use layout::{BOARD_FILE, LOCK_FILE, MAX_REGISTRY_BYTES, MAX_TEXT_BYTES, REGISTRY_FILE};
 pub use lease::Lease;
 pub use process::ProcessId;
 pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS};

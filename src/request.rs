@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::layout::MAX_TEXT_BYTES;
 use crate::pick::{Candidates, Want};
 
 /// The range searched when a request names none: the seed's default, 10000-10999.
@@ -213,13 +214,15 @@ impl Request {
         self
     }
 
-    /// A label shown by `portlease list`, and by which leases can be released together.
+    /// A label shown by `portlease list`, and by which leases can be released together;
+    /// at most [`MAX_TEXT_BYTES`] bytes.
     pub fn label(mut self, label: impl Into<String>) -> Request {
         self.label = Some(label.into());
         self
     }
 
-    /// Which tool asked (recorded in the lease; default "library").
+    /// Which tool asked (recorded in the lease; default "library"); at most
+    /// [`MAX_TEXT_BYTES`] bytes.
     pub fn source(mut self, source: impl Into<String>) -> Request {
         self.source = source.into();
         self
@@ -272,6 +275,12 @@ impl Request {
                 )));
             }
         }
+        for (what, text) in [
+            ("label", self.label.as_deref()),
+            ("source", Some(&*self.source)),
+        ] {
+            check_text(what, text)?;
+        }
         check_ttl(self.effective_ttl())?;
         if self.effective_ttl().is_none() && self.owner == Owner::Nobody {
             return Err(Error::invalid(
@@ -322,6 +331,19 @@ impl Request {
     }
 }
 
+/// Refuses free text longer than [`MAX_TEXT_BYTES`]: it is written into the lease's
+/// entry, and a registry every party can read must stay bounded.
+fn check_text(what: &str, text: Option<&str>) -> Result<()> {
+    match text {
+        Some(text) if text.len() > MAX_TEXT_BYTES => Err(Error::invalid(format!(
+            "a {what} of {} bytes: the most a {what} may hold is {MAX_TEXT_BYTES} bytes \
+             (UTF-8); shorten it",
+            text.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a TTL of 0, which would end a lease as it is made.
 pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<()> {
     if ttl == Some(Duration::ZERO) {
@@ -368,6 +390,9 @@ mod tests {
             .contains("block of 4")
         );
         assert!(invalid(Request::new().owner(Owner::Nobody).ttl(None)).contains("TTL"));
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        assert!(invalid(Request::new().label(long.clone())).contains("4096 bytes"));
+        assert!(invalid(Request::new().source(long)).contains("source"));
     }
 
     #[test]

@@ -303,6 +303,10 @@ pub(crate) enum WireError {
         path: PathBuf,
         reason: String,
     },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+    },
     Bind {
         addr: SocketAddr,
         errno: Option<i32>,
@@ -361,6 +365,10 @@ impl From<&Error> for WireError {
                 path: path.clone(),
                 reason: reason.clone(),
             },
+            Error::TooLarge { path, size } => WireError::TooLarge {
+                path: path.clone(),
+                size: *size,
+            },
             Error::Bind { addr, source } => WireError::Bind {
                 addr: *addr,
                 errno: source.raw_os_error(),
@@ -411,6 +419,7 @@ impl WireError {
                 source: source(errno, message),
             },
             WireError::Unsafe { path, reason } => Error::Unsafe { path, reason },
+            WireError::TooLarge { path, size } => Error::TooLarge { path, size },
             WireError::Bind {
                 addr,
                 errno,
@@ -452,6 +461,7 @@ impl WireError {
             WireError::LockTimeout { dir, .. }
             | WireError::NoRegistry { dir }
             | WireError::ReadOnly { dir } => cut_path(dir),
+            WireError::TooLarge { path, .. } => cut_path(path),
             WireError::Exhausted { wanted, ranges } => {
                 cut(wanted);
                 cut(ranges);
