@@ -113,6 +113,9 @@ pub enum Owner {
 pub struct Request {
     pub(crate) preferred: Option<u16>,
     pub(crate) ranges: Vec<RangeInclusive<u16>>,
+    /// Whether the ranges were given as a list ([`Request::set_ranges`]): then an
+    /// empty one is refused, not read as the default range.
+    pub(crate) ranges_set: bool,
     pub(crate) excluded: BTreeSet<u16>,
     pub(crate) count: usize,
     pub(crate) block: bool,
@@ -132,6 +135,7 @@ impl Default for Request {
         Request {
             preferred: None,
             ranges: Vec::new(),
+            ranges_set: false,
             excluded: BTreeSet::new(),
             count: 1,
             block: false,
@@ -164,6 +168,17 @@ impl Request {
     /// later calls add more ranges, searched in order.
     pub fn range(mut self, range: RangeInclusive<u16>) -> Request {
         self.ranges.push(range);
+        self
+    }
+
+    /// Search exactly these ranges, in order, replacing any given before: for callers
+    /// that hold their ranges as a list (a configuration file, another language's
+    /// arguments). An empty list is refused by
+    /// [`Allocator::allocate`](crate::Allocator::allocate) with
+    /// [`Error::InvalidRequest`], never read as the default range.
+    pub fn set_ranges(mut self, ranges: impl IntoIterator<Item = RangeInclusive<u16>>) -> Request {
+        self.ranges = ranges.into_iter().collect();
+        self.ranges_set = true;
         self
     }
 
@@ -257,6 +272,12 @@ impl Request {
     pub(crate) fn validate(&self) -> Result<()> {
         if self.count == 0 {
             return Err(Error::invalid("a count of 0 ports: ask for at least 1"));
+        }
+        if self.ranges_set && self.ranges.is_empty() {
+            return Err(Error::invalid(
+                "an empty list of ranges: name at least one range to search (or set none, \
+                 for the default 10000-10999)",
+            ));
         }
         if self.preferred == Some(0) || self.excluded.contains(&0) {
             return Err(Error::invalid("port 0 is not a port: use 1-65535"));
@@ -390,6 +411,9 @@ mod tests {
             .contains("block of 4")
         );
         assert!(invalid(Request::new().owner(Owner::Nobody).ttl(None)).contains("TTL"));
+        assert!(invalid(Request::new().set_ranges([])).contains("empty list of ranges"));
+        assert!(invalid(Request::new().range(1..=3).set_ranges([])).contains("empty list"));
+        assert!(Request::new().set_ranges([1..=3]).validate().is_ok());
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         assert!(invalid(Request::new().label(long.clone())).contains("4096 bytes"));
         assert!(invalid(Request::new().source(long)).contains("source"));

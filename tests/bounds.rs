@@ -187,3 +187,19 @@ fn a_registry_past_the_read_limit_is_salvaged_not_refused() {
     assert!(registry.contains_key("38020") && registry.contains_key("38021"));
     lease.release().expect("the release");
 }
+
+#[test]
+fn an_empty_list_of_ranges_is_refused_not_read_as_the_default() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
+    let none: Vec<std::ops::RangeInclusive<u16>> = Vec::new();
+    match allocator.allocate(&Request::new().range(38030..=38031).set_ranges(none)) {
+        Err(Error::InvalidRequest(message)) => assert!(message.contains("empty"), "{message}"),
+        other => panic!("expected an invalid request, got {other:?}"),
+    }
+    assert_eq!(registry_bytes(dir.path()), None, "nothing written");
+    let lease = allocator
+        .allocate(&Request::new().set_ranges([38030..=38031]))
+        .expect("a port");
+    assert!((38030..=38031).contains(&lease.port()));
+}

@@ -197,6 +197,8 @@ impl WireRequest {
             },
             ttl,
             ttl_set: self.ttl_set,
+            // Its poster refused an empty list before posting: these ranges are as given.
+            ranges_set: false,
             label: self.label,
             source: self.source,
             max_per_owner: self.max_per_owner,
