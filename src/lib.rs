@@ -85,13 +85,21 @@
 //! portlease writes `timestamp` as the moment the seed should start counting, and
 //! judges its own leases by its own fields (`leased_at` is when a lease was made or
 //! last renewed):
-//! - a lease with a TTL: `leased_at + ttl - 300`, so the seed reclaims it exactly when
-//!   it ends;
+//! - a lease with a TTL: `leased_at + ttl + 86400 - 300`, so the seed reclaims it a
+//!   day after it ends ([`SKEW_ALLOWANCE_SECS`]), unless a portlease allocation that
+//!   meets it, a sweep or a `gc` removes it first: the day keeps a seed whose clock is
+//!   up to a day ahead of the writer's from ending the lease early (with its end
+//!   alone, a writer a day behind would have its lease taken at once);
 //! - a lease that lasts while its owner process runs: a day ahead
 //!   ([`OWNER_HORIZON_SECS`]), moved ahead again, at most hourly, by every transaction
 //!   that meets the lease alive (an allocation that meets its port, a sweep, a `gc`).
 //!   Once the owner is gone, the first allocation or `gc` that meets the lease removes
 //!   it (listing only shows it), and seed processes may take the port from then on.
+//!   Here clocks that disagree are allowed for less: a seed whose clock is ahead of
+//!   the writer's by D may take the port while the owner runs once the stamp is a
+//!   day less D old (a transaction that meets a stamp an hour old or more moves it
+//!   on, so a lease met at least hourly is safe against a clock up to 23 hours
+//!   behind; one no transaction meets, against none once its stamp is a day old).
 //!
 //! # Guarantees
 //! - No two live leases, from any number of processes and threads, share a port.
@@ -261,7 +269,7 @@ pub use error::{Error, Result};
 pub use layout::{BOARD_FILE, LOCK_FILE, MAX_REGISTRY_BYTES, MAX_TEXT_BYTES, REGISTRY_FILE};
 pub use lease::Lease;
 pub use process::ProcessId;
-pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS};
+pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS, SKEW_ALLOWANCE_SECS};
 pub use request::{DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, Request};
 pub use seed_api::{allocate_port, release_port};
 pub use snapshot::{EntryKind, LeaseInfo};

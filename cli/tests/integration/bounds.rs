@@ -1,14 +1,17 @@
 //! Bounds and truths (issue 17), through the real binary: a `--label` past the limit
 //! is refused, no call writes a registry past the size every party reads, one past it
-//! is salvaged, a failed save leaves no temporary file, and a reader that writes
-//! nothing does not claim to keep anything.
+//! is salvaged, a failed save leaves no temporary file, a reader that writes nothing
+//! does not claim to keep anything, and the seed never takes a TTL lease that a
+//! writer whose clock is a day behind still holds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
 
-use crate::helpers::{Run, range_arg, registry_bytes, required};
+use crate::helpers::{
+    Run, python, range_arg, registry_bytes, registry_json, required, seed_module,
+};
 
 /// The read limit every party applies to the registry.
 const READ_LIMIT: usize = 64 << 20;
@@ -220,5 +223,62 @@ fn a_failed_rename_leaves_no_temporary_file() {
     assert!(
         !names.iter().any(|n| n.ends_with(".tmp")),
         "the temporary file is removed: {names:?}"
+    );
+}
+
+const SEED_TAKES: &str = r#"
+import sys, pathlib
+sys.path.insert(0, sys.argv[1])
+import port_allocator as seed
+a = seed.CrossProcessPortAllocator(registry_dir=pathlib.Path(sys.argv[2]))
+port = int(sys.argv[3])
+try:
+    print(a.allocate(preferred=port, range_start=port, range_size=1))
+except RuntimeError:
+    print("refused")
+"#;
+
+#[test]
+fn the_seed_leaves_a_ttl_lease_of_a_writer_a_day_behind_alone() {
+    let Some(seed) = seed_module() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = crate::helpers::first_ports(117, 20).end().to_owned();
+    let one = format!("{port}-{port}");
+    Run::new(dir.path())
+        .args(["alloc", "--range", &one, "--ttl", "900"])
+        .run()
+        .success();
+    // What a writer whose clock is a day behind writes: every time it writes is its
+    // clock's now plus a constant, so the same entry shifted a day back.
+    let mut registry = registry_json(dir.path());
+    let entry = registry
+        .get_mut(&port.to_string())
+        .and_then(|entry| entry.as_object_mut())
+        .expect("the lease");
+    for field in ["leased_at", "timestamp"] {
+        let value = entry[field].as_f64().expect("a time");
+        entry[field] = json!(value - 86_400.0);
+    }
+    std::fs::write(
+        dir.path().join("port_registry.json"),
+        serde_json::to_vec(&registry).expect("JSON"),
+    )
+    .expect("write");
+
+    let output = Command::new(python())
+        .args(["-c", SEED_TAKES])
+        .arg(seed.parent().expect("the seed's directory"))
+        .arg(dir.path())
+        .arg(port.to_string())
+        .output()
+        .expect("python3 runs");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        said.trim(),
+        "refused",
+        "the seed took a lease its writer holds for 900 s more"
     );
 }
