@@ -360,13 +360,20 @@ fn remove_quietly(dir: &RegistryDir, name: &str) {
     }
 }
 
-/// The most bytes the salvaged entries take once written (as
-/// [`Registry::encode_into`] writes them).
+/// How many bytes the salvaged entries take once written, as
+/// [`Registry::encode_into`] writes them.
 fn salvage_size(salvaged: &salvage::Salvaged) -> usize {
+    let key_size = |key: &str| {
+        if needs_no_escape(key) {
+            key.len() + 2
+        } else {
+            serde_json::to_string(key).map_or(key.len() * 6 + 2, |quoted| quoted.len())
+        }
+    };
     salvaged
         .entries
         .iter()
-        .map(|(key, raw)| key.len() * 6 + raw.get().len() + 8)
+        .map(|(key, raw)| 2 + key_size(key) + 2 + raw.get().len())
         .sum::<usize>()
         + 4
 }
@@ -399,5 +406,32 @@ mod round_trip {
             again,
             serde_json::from_slice::<Value>(text).expect("valid JSON")
         );
+    }
+
+    #[test]
+    fn a_salvage_that_would_pass_the_limit_is_cut_to_one_that_fits() {
+        // Compact entries, near the limit, then damage: written back one a line, each
+        // grows by a few bytes, and the whole would pass the limit.
+        let value = format!("\"{}\"", "v".repeat(4 << 10));
+        let mut text = String::from("{");
+        let mut i = 0;
+        while (text.len() + value.len() + 32) as u64 <= MAX_REGISTRY_BYTES - 64 {
+            text.push_str(&format!("\"k{i}\":{value},"));
+            i += 1;
+        }
+        text.push_str("garbage");
+        let whole = salvage::read(text.as_bytes(), 0.0);
+        assert!(
+            salvage_size(&whole) as u64 > MAX_REGISTRY_BYTES,
+            "the case is real"
+        );
+        let registry = Registry::parse(text.as_bytes(), Path::new("test"), true);
+        assert!(registry.was_damaged());
+        let written = registry.encode();
+        assert!(written.len() as u64 <= MAX_REGISTRY_BYTES);
+        // The estimate is the size written, give or take the first entry's comma.
+        let estimate = salvage_size(&salvage::read(&written, 0.0));
+        assert!((written.len()..=written.len() + 1).contains(&estimate));
+        assert!(registry.entries.len() > 3000, "the first quarter's entries");
     }
 }
