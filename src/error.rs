@@ -129,7 +129,9 @@ pub enum Error {
 
     /// The transaction's write would have made the registry larger than every party
     /// reads ([`MAX_REGISTRY_BYTES`](crate::MAX_REGISTRY_BYTES)): it was refused, and
-    /// nothing changed.
+    /// nothing changed. Requests served together in one transaction (through the
+    /// request board) fail alike; releases and `gc`, which only shrink the registry,
+    /// still work.
     #[error(
         "refusing to write {}: the registry would be {size} bytes, past the {} MiB that \
          every reader accepts, so nothing was changed; release leases (`portlease gc` \

@@ -159,7 +159,8 @@ impl Registry {
         } else {
             let whole = salvage::read(bytes, unix_now());
             if salvage_size(&whole) as u64 > MAX_REGISTRY_BYTES {
-                // Placeholders grew it past the limit: salvage what fits for sure.
+                // Written back it would pass the limit (each entry gains a few bytes of
+                // punctuation, a placeholder more): salvage what fits by construction.
                 salvage::read(&bytes[..SALVAGE_PREFIX.min(bytes.len())], unix_now())
             } else {
                 whole
