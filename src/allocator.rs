@@ -141,8 +141,11 @@ impl Allocator {
     /// reclaimed on the way.
     ///
     /// # Errors
-    /// [`Error::InvalidRequest`], [`Error::NoSuchProcess`] for an owner that does not
-    /// run, [`Error::Exhausted`], [`Error::OwnerLimit`], [`Error::LockTimeout`], or an
+    /// [`Error::InvalidRequest`] (a label or source past
+    /// [`MAX_TEXT_BYTES`](crate::MAX_TEXT_BYTES) among others), [`Error::NoSuchProcess`]
+    /// for an owner that does not run, [`Error::Exhausted`], [`Error::OwnerLimit`],
+    /// [`Error::TooLarge`] when the registry would pass
+    /// [`MAX_REGISTRY_BYTES`](crate::MAX_REGISTRY_BYTES), [`Error::LockTimeout`], or an
     /// I/O error naming the file. On error the registry is unchanged.
     pub fn allocate(&self, request: &Request) -> Result<Lease> {
         request.validate()?;

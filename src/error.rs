@@ -127,6 +127,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// The transaction's write would have made the registry larger than every party
+    /// reads ([`MAX_REGISTRY_BYTES`](crate::MAX_REGISTRY_BYTES)): it was refused, and
+    /// nothing changed. Requests served together in one transaction (through the
+    /// request board) fail alike; releases and `gc`, which only shrink the registry,
+    /// still work.
+    #[error(
+        "refusing to write {}: the registry would be {size} bytes, past the {} MiB that \
+         every reader accepts, so nothing was changed; release leases (`portlease gc` \
+         reclaims stale ones) or shorten their labels",
+        path.display(),
+        crate::layout::MAX_REGISTRY_BYTES >> 20
+    )]
+    TooLarge {
+        /// The registry file.
+        path: PathBuf,
+        /// The size, in bytes, the registry would have had.
+        size: u64,
+    },
+
     /// A command that only reads was pointed at a registry directory that does not
     /// exist.
     #[error(

@@ -18,6 +18,18 @@ pub const LOCK_FILE: &str = "port_registry.lock";
 /// for whoever holds the lock to serve.
 pub const BOARD_FILE: &str = "port_registry.queue";
 
+/// The largest registry every party reads, in bytes (64 MiB). portlease refuses a
+/// write that would make the registry larger (a real one holds at most 65535
+/// entries of a few hundred bytes), and reads a larger one, written by someone
+/// else, only in part: it salvages the entries in its first [`MAX_REGISTRY_BYTES`]
+/// / 4 bytes and keeps the whole file aside.
+pub const MAX_REGISTRY_BYTES: u64 = 64 << 20;
+
+/// The most bytes (UTF-8) of free text a request may write into an entry: its
+/// label, and its source. Longer text is refused with
+/// [`Error::InvalidRequest`](crate::Error::InvalidRequest).
+pub const MAX_TEXT_BYTES: usize = 4096;
+
 /// Where a new registry is written before it is renamed over the old one.
 pub(crate) const TEMP_FILE: &str = "port_registry.json.tmp";
 

@@ -85,13 +85,21 @@
 //! portlease writes `timestamp` as the moment the seed should start counting, and
 //! judges its own leases by its own fields (`leased_at` is when a lease was made or
 //! last renewed):
-//! - a lease with a TTL: `leased_at + ttl - 300`, so the seed reclaims it exactly when
-//!   it ends;
+//! - a lease with a TTL: `leased_at + ttl + 86400 - 300`, so the seed reclaims it a
+//!   day after it ends ([`SKEW_ALLOWANCE_SECS`]), unless a portlease allocation that
+//!   meets it, a sweep or a `gc` removes it first: the day keeps a seed whose clock is
+//!   up to a day ahead of the writer's from ending the lease early (with its end
+//!   alone, a writer a day behind would have its lease taken at once);
 //! - a lease that lasts while its owner process runs: a day ahead
 //!   ([`OWNER_HORIZON_SECS`]), moved ahead again, at most hourly, by every transaction
 //!   that meets the lease alive (an allocation that meets its port, a sweep, a `gc`).
 //!   Once the owner is gone, the first allocation or `gc` that meets the lease removes
 //!   it (listing only shows it), and seed processes may take the port from then on.
+//!   Here clocks that disagree are allowed for less: a seed whose clock is ahead of
+//!   the writer's by D may take the port while the owner runs once the stamp is a
+//!   day less D old (a transaction that meets a stamp an hour old or more moves it
+//!   on, so a lease met at least hourly is safe against a clock up to 23 hours
+//!   behind; one no transaction meets, against none once its stamp is a day old).
 //!
 //! # Guarantees
 //! - No two live leases, from any number of processes and threads, share a port.
@@ -118,6 +126,15 @@
 //!   port for the seed's 300 s. What Python's `json` writes (`NaN`, `Infinity`, a
 //!   BOM) is read. Entries portlease does not understand are kept, and their ports
 //!   not handed out.
+//! - The registry stays readable by every party: a label or source longer than
+//!   [`MAX_TEXT_BYTES`] is refused ([`Error::InvalidRequest`]), and a transaction
+//!   whose write would make the registry larger than [`MAX_REGISTRY_BYTES`] fails
+//!   with [`Error::TooLarge`], changing nothing (releases and `gc` still work). A
+//!   larger registry written by someone else is read only in part: the entries in
+//!   its first quarter are salvaged and the whole file is kept aside (hard-linked
+//!   as `port_registry.json.corrupt-<time>`) by the next writer. A reader that
+//!   writes nothing ([`Allocator::existing`]) keeps nothing aside, and says so.
+//! - A failed write leaves no temporary file behind.
 //!
 //! # Security
 //! The registry directory is created with mode 0700 and its files 0600. It is opened
@@ -129,7 +146,7 @@
 //! following links and without blocking, and checked to be a regular file, with one
 //! link where portlease writes through it; a FIFO, a device, a link or a hard link in
 //! a file's place is refused with [`Error::Unsafe`] before anything is read or
-//! written. A registry past 64 MiB is refused. [`Allocator::existing`] reads a
+//! written. [`Allocator::existing`] reads a
 //! registry without creating or writing anything. To share ports between users, run
 //! one `portlease serve` that all of them ask. Leases are cooperative: they keep out processes that ask portlease (or the
 //! seed, or a portpicker client of `portlease serve`); the bind check catches the
@@ -256,10 +273,10 @@ mod transaction;
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
 pub use directory::{DIR_ENV, default_dir, is_ram_backed};
 pub use error::{Error, Result};
-pub use layout::{BOARD_FILE, LOCK_FILE, REGISTRY_FILE};
+pub use layout::{BOARD_FILE, LOCK_FILE, MAX_REGISTRY_BYTES, MAX_TEXT_BYTES, REGISTRY_FILE};
 pub use lease::Lease;
 pub use process::ProcessId;
-pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS};
+pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS, SKEW_ALLOWANCE_SECS};
 pub use request::{DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, Request};
 pub use seed_api::{allocate_port, release_port};
 pub use snapshot::{EntryKind, LeaseInfo};

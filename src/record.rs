@@ -12,8 +12,14 @@
 //! The seed reclaims an entry once `now - timestamp > 300`, whatever else it says. So
 //! in its own leases portlease writes `timestamp` as the moment the seed should start
 //! counting, and keeps the truth in its own fields (`leased_at`, `ttl`, `owner`):
-//! - a lease with a TTL: its end minus 300 s, so the seed reclaims it exactly when it
-//!   ends;
+//! - a lease with a TTL: its end plus a day ([`SKEW_ALLOWANCE_SECS`]) minus 300 s,
+//!   so the seed reclaims it a day after it ends, unless a portlease transaction
+//!   removes it first (an allocation that meets it, a sweep, a `gc`). The day is for
+//!   clocks that disagree: a writer whose clock is behind the seed's by D stamps
+//!   everything D early, and with `end - 300` the seed would end the lease D before
+//!   its writer does (at once, for a day behind and a TTL under a day). With the
+//!   day, the seed never ends a TTL lease before its writer's clock says it ended,
+//!   unless that clock is more than a day behind the seed's;
 //! - a lease that lives as long as its owner process: a day ahead
 //!   ([`OWNER_HORIZON_SECS`]), moved ahead again by any transaction that meets the lease
 //!   alive once it is an hour old ([`REFRESH_AFTER_SECS`]). When the owner is gone, the
@@ -32,6 +38,11 @@ pub const SEED_LEASE_SECS: f64 = 300.0;
 /// the seed judges it by: the seed leaves it alone for this long even if no portlease
 /// process runs meanwhile.
 pub const OWNER_HORIZON_SECS: f64 = 86_400.0;
+
+/// How far behind the seed's clock a writer's clock may be without the seed ending
+/// one of its TTL leases early: a TTL lease's `timestamp` is its end plus this,
+/// minus [`SEED_LEASE_SECS`] (see the module docs).
+pub const SKEW_ALLOWANCE_SECS: f64 = 86_400.0;
 
 /// A live process-owned lease met by a transaction gets a new `timestamp` once its
 /// current one is this much older than a fresh one would be: so a busy registry is
@@ -198,11 +209,12 @@ impl LeaseRecord {
     }
 
     /// The `timestamp` to write at `now` so that the seed reclaims the lease only once
-    /// it has ended: its end minus 300 s, or for a lease that lasts while its owner
-    /// lives, a day ahead.
+    /// it has ended: a day past its end (less the seed's 300 s), so that a writer's
+    /// clock up to a day behind the seed's does not end it early; or, for a lease
+    /// that lasts while its owner lives, a day ahead.
     pub(crate) fn seed_timestamp(&self, now: f64) -> f64 {
         match self.ttl {
-            Some(ttl) => self.since + ttl - SEED_LEASE_SECS,
+            Some(ttl) => self.since + ttl + SKEW_ALLOWANCE_SECS - SEED_LEASE_SECS,
             None => now + OWNER_HORIZON_SECS,
         }
     }
@@ -297,10 +309,17 @@ mod tests {
     }
 
     #[test]
-    fn a_ttl_lease_tells_the_seed_to_count_from_its_end_minus_300_seconds() {
+    fn a_ttl_lease_tells_the_seed_to_count_from_a_day_past_its_end_minus_300_seconds() {
         let mut ttl_lease = lease(Some(900.0), false);
         ttl_lease.restamp(1000.0);
-        assert_eq!(ttl_lease.timestamp, 1000.0 + 900.0 - SEED_LEASE_SECS);
+        assert_eq!(
+            ttl_lease.timestamp,
+            1000.0 + 900.0 + SKEW_ALLOWANCE_SECS - SEED_LEASE_SECS
+        );
+        // The seed's rule, on a clock a day (less a second) ahead of the writer's,
+        // a second before the lease ends by the writer's clock: not yet stale.
+        let seed_now = 1000.0 + 900.0 - 1.0 + SKEW_ALLOWANCE_SECS - 1.0;
+        assert!(seed_now - ttl_lease.timestamp <= SEED_LEASE_SECS);
         assert!(!ttl_lease.needs_restamp(1e9), "a TTL lease keeps its stamp");
     }
 

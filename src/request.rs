@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::layout::MAX_TEXT_BYTES;
 use crate::pick::{Candidates, Want};
 
 /// The range searched when a request names none: the seed's default, 10000-10999.
@@ -112,6 +113,9 @@ pub enum Owner {
 pub struct Request {
     pub(crate) preferred: Option<u16>,
     pub(crate) ranges: Vec<RangeInclusive<u16>>,
+    /// Whether the ranges were given as a list ([`Request::set_ranges`]): then an
+    /// empty one is refused, not read as the default range.
+    pub(crate) ranges_set: bool,
     pub(crate) excluded: BTreeSet<u16>,
     pub(crate) count: usize,
     pub(crate) block: bool,
@@ -131,6 +135,7 @@ impl Default for Request {
         Request {
             preferred: None,
             ranges: Vec::new(),
+            ranges_set: false,
             excluded: BTreeSet::new(),
             count: 1,
             block: false,
@@ -163,6 +168,17 @@ impl Request {
     /// later calls add more ranges, searched in order.
     pub fn range(mut self, range: RangeInclusive<u16>) -> Request {
         self.ranges.push(range);
+        self
+    }
+
+    /// Search exactly these ranges, in order, replacing any given before: for callers
+    /// that hold their ranges as a list (a configuration file, another language's
+    /// arguments). An empty list is refused by
+    /// [`Allocator::allocate`](crate::Allocator::allocate) with
+    /// [`Error::InvalidRequest`], never read as the default range.
+    pub fn set_ranges(mut self, ranges: impl IntoIterator<Item = RangeInclusive<u16>>) -> Request {
+        self.ranges = ranges.into_iter().collect();
+        self.ranges_set = true;
         self
     }
 
@@ -213,13 +229,15 @@ impl Request {
         self
     }
 
-    /// A label shown by `portlease list`, and by which leases can be released together.
+    /// A label shown by `portlease list`, and by which leases can be released together;
+    /// at most [`MAX_TEXT_BYTES`] bytes.
     pub fn label(mut self, label: impl Into<String>) -> Request {
         self.label = Some(label.into());
         self
     }
 
-    /// Which tool asked (recorded in the lease; default "library").
+    /// Which tool asked (recorded in the lease; default "library"); at most
+    /// [`MAX_TEXT_BYTES`] bytes.
     pub fn source(mut self, source: impl Into<String>) -> Request {
         self.source = source.into();
         self
@@ -255,6 +273,12 @@ impl Request {
         if self.count == 0 {
             return Err(Error::invalid("a count of 0 ports: ask for at least 1"));
         }
+        if self.ranges_set && self.ranges.is_empty() {
+            return Err(Error::invalid(
+                "an empty list of ranges: name at least one range to search (or set none, \
+                 for the default 10000-10999)",
+            ));
+        }
         if self.preferred == Some(0) || self.excluded.contains(&0) {
             return Err(Error::invalid("port 0 is not a port: use 1-65535"));
         }
@@ -271,6 +295,12 @@ impl Request {
                     describe_range(range)
                 )));
             }
+        }
+        for (what, text) in [
+            ("label", self.label.as_deref()),
+            ("source", Some(&*self.source)),
+        ] {
+            check_text(what, text)?;
         }
         check_ttl(self.effective_ttl())?;
         if self.effective_ttl().is_none() && self.owner == Owner::Nobody {
@@ -322,6 +352,19 @@ impl Request {
     }
 }
 
+/// Refuses free text longer than [`MAX_TEXT_BYTES`]: it is written into the lease's
+/// entry, and a registry every party can read must stay bounded.
+fn check_text(what: &str, text: Option<&str>) -> Result<()> {
+    match text {
+        Some(text) if text.len() > MAX_TEXT_BYTES => Err(Error::invalid(format!(
+            "a {what} of {} bytes: the most a {what} may hold is {MAX_TEXT_BYTES} bytes \
+             (UTF-8); shorten it",
+            text.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses a TTL of 0, which would end a lease as it is made.
 pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<()> {
     if ttl == Some(Duration::ZERO) {
@@ -368,6 +411,12 @@ mod tests {
             .contains("block of 4")
         );
         assert!(invalid(Request::new().owner(Owner::Nobody).ttl(None)).contains("TTL"));
+        assert!(invalid(Request::new().set_ranges([])).contains("empty list of ranges"));
+        assert!(invalid(Request::new().range(1..=3).set_ranges([])).contains("empty list"));
+        assert!(Request::new().set_ranges([1..=3]).validate().is_ok());
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        assert!(invalid(Request::new().label(long.clone())).contains("4096 bytes"));
+        assert!(invalid(Request::new().source(long)).contains("source"));
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub(crate) struct LeaseOptions {
     /// How long the lease lives, in seconds, or `none` for as long as its owner lives
     #[arg(long, value_name = "SECS|none", value_parser = parse_ttl, allow_hyphen_values = true)]
     pub(crate) ttl: Option<Ttl>,
-    /// A label, shown by `list` and usable by `release --label`
+    /// A label, shown by `list` and usable by `release --label` (at most 4096 bytes)
     #[arg(long, value_name = "TEXT")]
     pub(crate) label: Option<String>,
 }

@@ -197,6 +197,8 @@ impl WireRequest {
             },
             ttl,
             ttl_set: self.ttl_set,
+            // Its poster refused an empty list before posting: these ranges are as given.
+            ranges_set: false,
             label: self.label,
             source: self.source,
             max_per_owner: self.max_per_owner,
@@ -303,6 +305,10 @@ pub(crate) enum WireError {
         path: PathBuf,
         reason: String,
     },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+    },
     Bind {
         addr: SocketAddr,
         errno: Option<i32>,
@@ -361,6 +367,10 @@ impl From<&Error> for WireError {
                 path: path.clone(),
                 reason: reason.clone(),
             },
+            Error::TooLarge { path, size } => WireError::TooLarge {
+                path: path.clone(),
+                size: *size,
+            },
             Error::Bind { addr, source } => WireError::Bind {
                 addr: *addr,
                 errno: source.raw_os_error(),
@@ -411,6 +421,7 @@ impl WireError {
                 source: source(errno, message),
             },
             WireError::Unsafe { path, reason } => Error::Unsafe { path, reason },
+            WireError::TooLarge { path, size } => Error::TooLarge { path, size },
             WireError::Bind {
                 addr,
                 errno,
@@ -452,6 +463,7 @@ impl WireError {
             WireError::LockTimeout { dir, .. }
             | WireError::NoRegistry { dir }
             | WireError::ReadOnly { dir } => cut_path(dir),
+            WireError::TooLarge { path, .. } => cut_path(path),
             WireError::Exhausted { wanted, ranges } => {
                 cut(wanted);
                 cut(ranges);

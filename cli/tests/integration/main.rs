@@ -7,6 +7,7 @@ mod attack10;
 mod attack11;
 mod attack8;
 mod board;
+mod bounds;
 mod cli;
 mod corruption;
 mod exec;

@@ -203,7 +203,7 @@ fn the_seed_takes_a_dead_owners_port_once_portlease_has_met_the_lease() {
 }
 
 #[test]
-fn the_seed_honours_a_ttl_lease_until_its_end_and_no_longer() {
+fn the_seed_honours_a_ttl_lease_until_a_day_past_its_end() {
     let Some(seed) = seed_module() else {
         return;
     };
@@ -219,20 +219,29 @@ fn the_seed_honours_a_ttl_lease_until_its_end_and_no_longer() {
         ])
         .run()
         .success();
-    // 20 s either side of the end: far more than the test's own steps take.
+    // 20 s either side of the end, and of a day past it: far more than the test's
+    // own steps take. The day is for a writer whose clock is behind the seed's.
     assert!(
         !seed_takes(&seed, dir.path(), port, 880.0),
         "the seed took a TTL lease before its end"
     );
     assert!(
-        seed_takes(&seed, dir.path(), port, 920.0),
-        "the seed keeps out of a TTL lease after its end"
+        !seed_takes(&seed, dir.path(), port, 920.0),
+        "the seed took a TTL lease that a writer a minute behind still holds"
+    );
+    assert!(
+        !seed_takes(&seed, dir.path(), port, 86_400.0 + 880.0),
+        "the seed took a TTL lease before a day past its end"
+    );
+    assert!(
+        seed_takes(&seed, dir.path(), port, 86_400.0 + 920.0),
+        "the seed keeps out of a TTL lease a day after its end"
     );
 }
 
 #[test]
 fn a_missing_seed_copy_fails_under_ci_and_is_skipped_with_the_reason_elsewhere() {
-    let test = "seed::the_seed_honours_a_ttl_lease_until_its_end_and_no_longer";
+    let test = "seed::the_seed_honours_a_ttl_lease_until_a_day_past_its_end";
     let run = |ci: &str| {
         crate::helpers::run_test_without(test, ci, ("PORTLEASE_TEST_SEED_DIR", "/nonexistent/seed"))
     };

@@ -139,7 +139,7 @@ fn fifos_devices_and_hard_links_in_place_of_each_file_are_refused() {
 }
 
 #[test]
-fn a_registry_past_the_size_limit_is_refused() {
+fn a_registry_past_the_size_limit_is_salvaged_and_kept_aside_not_refused() {
     let root = tempfile::tempdir().expect("a temp dir");
     let dir = private_dir(root.path(), "registry");
     let huge = std::fs::File::create(dir.join("port_registry.json")).expect("create");
@@ -149,18 +149,23 @@ fn a_registry_past_the_size_limit_is_refused() {
         first_ports(81, 1).start(),
         first_ports(81, 1).end()
     );
-    run_within(
+    let outcome = run_within(
         portlease_in(&dir, &["alloc", "--range", &range, "--lock-timeout", "2"]),
         LIMIT,
-    )
-    .fails(1, "larger than 64 MiB");
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    );
+    outcome.success();
+    assert!(
+        outcome.stderr().contains("larger than 64 MiB"),
+        "{}",
+        outcome.stderr()
+    );
+    let aside: Vec<_> = std::fs::read_dir(&dir)
         .expect("the dir")
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|e| e.file_name().to_string_lossy().contains("corrupt"))
+        .map(|e| e.metadata().expect("stat").len())
         .collect();
-    assert!(
-        !names.iter().any(|n| n.contains("corrupt")),
-        "nothing kept aside or rewritten: {names:?}"
-    );
+    assert_eq!(aside, [65 << 20], "the original kept aside whole");
+    let registry = std::fs::metadata(dir.join("port_registry.json")).expect("stat");
+    assert!(registry.len() < 4096, "a new, small registry");
 }
