@@ -9,6 +9,7 @@ mod attack8;
 mod board;
 mod cli;
 mod corruption;
+mod default_dir;
 mod exec;
 mod helpers;
 mod lease;
