@@ -120,7 +120,12 @@
 //!   not handed out.
 //!
 //! # Security
-//! The registry directory is created with mode 0700 and its files 0600. It is opened
+//! The default registry ([`default_dir`]) is a place no other user can create first:
+//! the per-user runtime directory, else a state directory under `HOME`, each used only
+//! if its parent is the caller's alone; one that is not is passed over with a warning.
+//! Only without either does it fall back to a name in a world-writable directory
+//! (`/dev/shm`), and a squat there is refused saying so. The registry directory is
+//! created with mode 0700 and its files 0600. It is opened
 //! once (`O_DIRECTORY | O_NOFOLLOW`) and checked by that descriptor: portlease refuses
 //! a directory that is a symbolic link (in a sticky world-writable parent such as
 //! `/dev/shm`, another user could plant one and re-point it), is owned by another
