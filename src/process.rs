@@ -98,6 +98,19 @@ impl ProcessId {
         self.judged_here()
     }
 
+    /// Whether `self` and `other` record the same process: the same pid, start time
+    /// and PID namespace, and the same pidfs inode where both record one (a lease
+    /// written by a version or kernel that records none still matches).
+    pub(crate) fn same_process(&self, other: &ProcessId) -> bool {
+        self.pid == other.pid
+            && self.start_time == other.start_time
+            && self.pid_ns == other.pid_ns
+            && match (self.pidfs_inode, other.pidfs_inode) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                _ => true,
+            }
+    }
+
     /// Whether this process's pid can be judged from here: it is in the caller's
     /// PID namespace (or its namespace was not recorded).
     pub(crate) fn judged_here(&self) -> bool {
@@ -198,6 +211,14 @@ mod tests {
             pid_ns: None,
             pidfs_inode,
         }
+    }
+
+    #[test]
+    fn a_record_without_a_pidfs_inode_is_the_same_process_as_one_with() {
+        assert!(owner(Some(7), None).same_process(&owner(Some(7), Some(100))));
+        assert!(owner(Some(7), Some(100)).same_process(&owner(Some(7), Some(100))));
+        assert!(!owner(Some(7), Some(100)).same_process(&owner(Some(7), Some(101))));
+        assert!(!owner(Some(7), None).same_process(&owner(Some(8), None)));
     }
 
     #[test]
