@@ -78,8 +78,8 @@
 //! The file format is the one of the Python module portlease grew from (the "seed"),
 //! so its processes and portlease can share one directory: keys are decimal ports,
 //! values objects with at least `pid` and `timestamp`. portlease adds its own fields
-//! inside each entry (`leased_at`, `owner`, `start_time`, `ttl`, `proto`, `label`,
-//! `source`, `token`) and keeps whatever else it finds.
+//! inside each entry (`leased_at`, `owner`, `start_time`, `pid_ns`, `pidfs_inode`,
+//! `ttl`, `proto`, `label`, `source`, `token`) and keeps whatever else it finds.
 //!
 //! The seed reclaims an entry 300 s after its `timestamp`, whatever else it says. So
 //! portlease writes `timestamp` as the moment the seed should start counting, and
@@ -108,7 +108,12 @@
 //!   any local address, and a port in `TIME_WAIT`).
 //! - A lease ends when its owner is gone: the owner is recorded as pid plus process
 //!   start time (as the host counts it, whatever time namespace the owner or the
-//!   reader is in), so a reused pid does not keep a dead lease alive. A running process
+//!   reader is in) plus, on Linux 6.9+, the inode of a pidfd of it (pidfs gives each
+//!   process of a boot its own), so a reused pid does not keep a dead lease alive, even
+//!   one reused within the 10 ms clock tick in which the owner started. Without pidfs
+//!   (older kernels, 32-bit ones, or a lease written by a portlease that did not record
+//!   the inode), the start time alone is compared, and a pid reused within that tick
+//!   passes for its owner: the lease then lasts until that process ends. A running process
 //!   is never judged gone: a process counts as gone only when no thread of it runs (a
 //!   zombie thread-group leader whose other threads run is alive), and only by a
 //!   process in its own PID namespace (see the pitfalls).
@@ -137,7 +142,12 @@
 //! - A failed write leaves no temporary file behind.
 //!
 //! # Security
-//! The registry directory is created with mode 0700 and its files 0600. It is opened
+//! The default registry ([`default_dir`]) is a place no other user can create first:
+//! the per-user runtime directory, else a state directory under `HOME`, each used only
+//! if its parent is the caller's alone; one that is not is passed over with a warning.
+//! Only without either does it fall back to a name in a world-writable directory
+//! (`/dev/shm`), and a squat there is refused saying so. The registry directory is
+//! created with mode 0700 and its files 0600. It is opened
 //! once (`O_DIRECTORY | O_NOFOLLOW`) and checked by that descriptor: portlease refuses
 //! a directory that is a symbolic link (in a sticky world-writable parent such as
 //! `/dev/shm`, another user could plant one and re-point it), is owned by another

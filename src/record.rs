@@ -94,6 +94,7 @@ struct Fields<'a> {
     owner: Option<&'a str>,
     start_time: Option<u64>,
     pid_ns: Option<u64>,
+    pidfs_inode: Option<u64>,
     #[serde(default, deserialize_with = "present")]
     ttl: Option<Option<f64>>,
     proto: Option<&'a str>,
@@ -142,6 +143,7 @@ impl LeaseRecord {
                 pid,
                 start_time: fields.start_time,
                 pid_ns: fields.pid_ns,
+                pidfs_inode: fields.pidfs_inode,
             }),
             "none" => None,
             _ => return None,
@@ -191,6 +193,9 @@ impl LeaseRecord {
         }
         if let Some(pid_ns) = self.owner.and_then(|o| o.pid_ns) {
             map.insert("pid_ns".into(), pid_ns.into());
+        }
+        if let Some(pidfs_inode) = self.owner.and_then(|o| o.pidfs_inode) {
+            map.insert("pidfs_inode".into(), pidfs_inode.into());
         }
         for (key, value) in [
             ("label", &self.label),
@@ -267,6 +272,7 @@ mod tests {
                 pid: 42,
                 start_time: Some(7),
                 pid_ns: Some(4026531836),
+                pidfs_inode: Some(1234),
             }),
             ttl: Some(300.0),
             protocol: Protocol::Both,
@@ -289,6 +295,7 @@ mod tests {
                 pid: 42,
                 start_time: None,
                 pid_ns: None,
+                pidfs_inode: None,
             }),
             ttl,
             protocol: Protocol::Tcp,

@@ -342,7 +342,7 @@ impl<'a> Transaction<'a> {
             .entries
             .values()
             .filter(
-                |entry| matches!(entry.record(), Record::Lease(lease) if lease.owner == Some(owner)),
+                |entry| matches!(entry.record(), Record::Lease(lease) if lease.owner.is_some_and(|o| o.same_process(&owner))),
             )
             .count()
     }

@@ -76,7 +76,7 @@ struct Cli {
 /// Options of every subcommand.
 #[derive(clap::Args)]
 pub(crate) struct Global {
-    /// The registry directory [default: $PORTLEASE_DIR, else a per-user RAM-backed dir]
+    /// The registry directory [default: $PORTLEASE_DIR, else a per-user dir no other user can create]
     #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV)]
     dir: Option<PathBuf>,
     /// Seconds to wait for the registry lock

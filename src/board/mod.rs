@@ -221,6 +221,7 @@ impl Board {
                 pid: current,
                 start_time: Some(start).filter(|&s| s != 0),
                 pid_ns: None,
+                pidfs_inode: None,
             };
             if waiter.is_alive() {
                 return false;
@@ -269,6 +270,7 @@ impl Board {
             pid,
             start_time: None,
             pid_ns: None,
+            pidfs_inode: None,
         };
         if !holder.is_alive() {
             self.clear_holder(pid);

@@ -58,6 +58,7 @@ fn runs(pid: u32) -> bool {
         pid,
         start_time: None,
         pid_ns: None,
+        pidfs_inode: None,
     }
     .is_alive()
 }
@@ -133,6 +134,7 @@ impl Board {
             pid: self.slot_u32(slot, OWNER_PID).load(Ordering::Acquire),
             start_time: Some(start).filter(|&s| s != 0),
             pid_ns: None,
+            pidfs_inode: None,
         }
     }
 
@@ -370,6 +372,7 @@ mod tests {
             pid: 1,
             start_time: None,
             pid_ns: None,
+            pidfs_inode: None,
         }
     }
 

@@ -59,6 +59,7 @@ impl Op {
             } => WireOp::Allocate {
                 request: Box::new(WireRequest::from(&**request)),
                 owner: owner.map(|o| (o.pid, o.start_time, o.pid_ns)),
+                owner_pidfs_inode: owner.and_then(|o| o.pidfs_inode),
                 pid: *pid,
                 token,
             },
@@ -76,6 +77,7 @@ impl Op {
             WireOp::Allocate {
                 request,
                 owner,
+                owner_pidfs_inode,
                 pid,
                 token,
             } => Op::Allocate {
@@ -84,6 +86,7 @@ impl Op {
                     pid,
                     start_time,
                     pid_ns,
+                    pidfs_inode: owner_pidfs_inode,
                 }),
                 pid,
                 token: token.to_owned(),
@@ -102,6 +105,10 @@ enum WireOp<'a> {
         request: Box<WireRequest>,
         /// Pid, start time and pid namespace: the owner as the lease records it.
         owner: Option<(u32, Option<u64>, Option<u64>)>,
+        /// The owner's pidfs inode: a field of its own, which a server of an older
+        /// version skips (recording the owner by its start time alone).
+        #[serde(default)]
+        owner_pidfs_inode: Option<u64>,
         pid: u32,
         #[serde(borrow)]
         token: &'a str,
@@ -525,9 +532,25 @@ mod tests {
                 pid: 7,
                 start_time: Some(9),
                 pid_ns: Some(4026531836),
+                pidfs_inode: Some(77),
             }),
             pid: 7,
             token: token.into(),
+        }
+    }
+
+    #[test]
+    fn a_request_posted_without_a_pidfs_inode_reads_as_one_of_unknown_inode() {
+        // As a poster of an older version writes it.
+        let bytes = String::from_utf8(allocate(1, "t").encode().expect("encodes"))
+            .expect("JSON")
+            .replace(",\"owner_pidfs_inode\":77", "");
+        assert!(!bytes.contains("owner_pidfs_inode"), "{bytes}");
+        match Op::decode(bytes.as_bytes()) {
+            Some(Op::Allocate { owner, .. }) => {
+                assert_eq!(owner.map(|o| o.pidfs_inode), Some(None));
+            }
+            other => panic!("{other:?}"),
         }
     }
 
@@ -564,11 +587,11 @@ mod tests {
                 assert_eq!(request.count, 3);
                 assert_eq!(request.ranges, [20000..=20099]);
                 assert_eq!(request.label.as_deref(), Some("x"));
-                // The whole owner, pid namespace included: a lease served for another
-                // process records it as that process would have.
+                // The whole owner, pid namespace and pidfs inode included: a lease
+                // served for another process records it as that process would have.
                 assert_eq!(
-                    owner.map(|o| (o.pid, o.start_time, o.pid_ns)),
-                    Some((7, Some(9), Some(4026531836)))
+                    owner.map(|o| (o.pid, o.start_time, o.pid_ns, o.pidfs_inode)),
+                    Some((7, Some(9), Some(4026531836), Some(77)))
                 );
                 assert_eq!((pid, token.as_str()), (7, "t1"));
             }

@@ -1,6 +1,6 @@
 //! Linux: a process's start time from `/proc/PID/stat` (taken back to the host's
-//! boot time from the caller's time namespace), and the caller's PID namespace from
-//! `/proc/self/ns/pid`.
+//! boot time from the caller's time namespace), its pidfs inode from a pidfd (Linux
+//! 6.9+), and the caller's PID namespace from `/proc/self/ns/pid`.
 
 use std::io::Read;
 use std::sync::{Mutex, PoisonError};
@@ -33,6 +33,37 @@ pub(super) fn inspect(pid: u32) -> Option<(Option<u64>, bool)> {
         // /proc may hide other users' processes (hidepid): ask the kernel instead.
         Err(_) => super::exists(pid).then_some((None, false)),
     }
+}
+
+/// The inode number of a pidfd of process `pid` (a thread-group leader), where pidfds
+/// are files of pidfs (Linux 6.9+): there, each process gets its own inode number,
+/// from a 64-bit counter never reused until reboot, whatever pid it has, so it tells
+/// apart two processes that had the same pid within one clock tick, which their start
+/// times cannot. It is the same seen from any PID namespace.
+///
+/// `None`: no such process. `Some(None)`: unknown (an older kernel, where every pidfd
+/// shares one inode; a 32-bit one, where pidfs inode numbers may wrap; or the pid is
+/// not a thread-group leader's). `Some(Some(inode))`: the process's inode.
+pub(super) fn pidfs_inode(pid: u32) -> Option<Option<u64>> {
+    const PID_FS_MAGIC: i64 = 0x5049_4446;
+    if !cfg!(target_pointer_width = "64") {
+        return Some(None);
+    }
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)?;
+    let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => pidfd,
+        Err(rustix::io::Errno::SRCH) => return None,
+        Err(_) => return Some(None),
+    };
+    // f_type's width and sign differ between platforms, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
+    let on_pidfs = rustix::fs::fstatfs(&pidfd).is_ok_and(|fs| fs.f_type as i64 == PID_FS_MAGIC);
+    if !on_pidfs {
+        return Some(None);
+    }
+    Some(rustix::fs::fstat(&pidfd).ok().map(|stat| stat.st_ino))
 }
 
 /// Whether the process of this `/proc/PID/stat` is a kernel thread: `PF_KTHREAD` in
@@ -177,6 +208,26 @@ mod tests {
             super::parse_boottime_offset("boottime -2 0"),
             Some(-2 * per_sec)
         );
+    }
+
+    #[test]
+    fn a_pidfs_inode_names_one_process() {
+        let me = super::pidfs_inode(std::process::id());
+        assert!(me.is_some(), "this process exists");
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .expect("sleep runs");
+        let child_inode = super::pidfs_inode(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(child_inode.is_some(), "the child existed");
+        // Where pidfs is there, the two differ; elsewhere both are unknown.
+        assert!(
+            me.flatten().is_none() || me != child_inode,
+            "{me:?} {child_inode:?}"
+        );
+        assert_eq!(me, super::pidfs_inode(std::process::id()), "stable");
     }
 
     #[test]

@@ -10,6 +10,11 @@ pub(super) fn inspect(pid: u32) -> Option<(Option<u64>, bool)> {
     start_time(pid).map(|start_time| (start_time, false))
 }
 
+/// No pidfs here: as [`start_time`], with the inode unknown.
+pub(super) fn pidfs_inode(pid: u32) -> Option<Option<u64>> {
+    start_time(pid)
+}
+
 /// No PID namespaces here.
 pub(super) fn own_pid_namespace() -> Option<u64> {
     None

@@ -10,6 +10,7 @@ mod board;
 mod bounds;
 mod cli;
 mod corruption;
+mod default_dir;
 mod exec;
 mod helpers;
 mod lease;
