@@ -169,7 +169,8 @@ fn judge(candidate: &Candidate, uid: u32) -> Judged {
     };
     if let Some(problem) = not_private(&stat, uid) {
         return Judged::Unsafe(format!(
-            "{described} {problem}, so another user could create the registry there first;              set PORTLEASE_DIR to a directory of your own"
+            "{described} {problem}, so another user could create the registry there first; \
+             set PORTLEASE_DIR to a directory of your own"
         ));
     }
     if ancestor != parent {
