@@ -328,9 +328,8 @@ impl Allocator {
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release_by_token(&self, token: &str) -> Result<Vec<u16>> {
         self.transact(|txn| {
-            let mut ports = txn.ports_of_token(token);
+            let ports = txn.ports_of_token(token);
             txn.end_token(token);
-            ports.sort_unstable();
             Ok(ports)
         })
     }

@@ -328,12 +328,16 @@ impl<'a> Transaction<'a> {
 
     /// The ports leased under `token`, ascending.
     pub(crate) fn ports_of_token(&self, token: &str) -> Vec<u16> {
-        self.registry
+        let mut ports: Vec<u16> = self
+            .registry
             .entries
             .iter()
             .filter(|(_, entry)| matches!(entry.record(), Record::Lease(lease) if lease.token.as_deref() == Some(token)))
             .filter_map(|(key, _)| port_of_key(key))
-            .collect()
+            .collect();
+        // The keys sort as text ("10000" before "9999"): sort them as ports.
+        ports.sort_unstable();
+        ports
     }
 
     /// How many live-or-not leases `owner` (this very process) holds.
@@ -412,6 +416,16 @@ mod tests {
         let renewed = txn.live_lease(26301, Some("t")).expect("the lease");
         assert!(txn.update_lease(26301, renewed));
         assert!(txn.changed());
+    }
+
+    #[test]
+    fn the_ports_of_a_token_come_in_ascending_order_of_port_not_of_key_text() {
+        let (_temp, dir) = registry_holding("{}");
+        let mut txn = Transaction::begin(&dir, None, &CURSOR, &CACHE).expect("a transaction");
+        for port in [10000, 9999, 65535, 1024] {
+            txn.insert_lease(port, lease("t"));
+        }
+        assert_eq!(txn.ports_of_token("t"), [1024, 9999, 10000, 65535]);
     }
 
     #[test]
