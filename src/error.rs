@@ -1,5 +1,6 @@
 //! The one error type of the crate.
 
+use std::borrow::Cow;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -109,8 +110,9 @@ pub enum Error {
     /// Reading or writing a file of the registry failed.
     #[error("{action} {}: {source}", path.display())]
     Io {
-        /// What was being done, e.g. "cannot write the registry".
-        action: &'static str,
+        /// What was being done, e.g. "cannot write the registry" (owned when the
+        /// error came from another process, through the request board).
+        action: Cow<'static, str>,
         /// The file or directory concerned.
         path: PathBuf,
         /// The underlying error.
@@ -196,7 +198,7 @@ impl Error {
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
-            action,
+            action: Cow::Borrowed(action),
             path: path.into(),
             source,
         }

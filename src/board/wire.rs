@@ -3,6 +3,7 @@
 //! are not a wire format. Nothing decoded here is trusted: a request is validated
 //! again by its server, an outcome is checked by its poster.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -365,7 +366,7 @@ impl From<&Error> for WireError {
                 path,
                 source,
             } => WireError::Io {
-                action: (*action).to_owned(),
+                action: action.clone().into_owned(),
                 path: path.clone(),
                 errno: source.raw_os_error(),
                 message: source.to_string(),
@@ -423,7 +424,7 @@ impl WireError {
                 errno,
                 message,
             } => Error::Io {
-                action: intern(action),
+                action: Cow::Owned(action),
                 path,
                 source: source(errno, message),
             },
@@ -499,26 +500,6 @@ impl WireError {
             | WireError::NotLeased { .. } => {}
         }
     }
-}
-
-/// An I/O error's action as a `&'static str`, as `Error::Io` holds it. Actions are a
-/// handful of texts in this crate: each is kept once; past a few dozen (bytes that no
-/// portlease wrote), a general text stands in.
-fn intern(action: String) -> &'static str {
-    static KNOWN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    const GENERAL: &str = "the transaction that served this request failed on";
-    let Ok(mut known) = KNOWN.lock() else {
-        return GENERAL;
-    };
-    if let Some(&text) = known.iter().find(|&&text| text == action) {
-        return text;
-    }
-    if known.len() >= 32 {
-        return GENERAL;
-    }
-    let text: &'static str = Box::leak(action.into_boxed_str());
-    known.push(text);
-    text
 }
 
 #[cfg(test)]
@@ -644,6 +625,29 @@ mod tests {
                 other => panic!("{other}"),
             },
             _ => panic!("the outcome reads back"),
+        }
+    }
+
+    #[test]
+    fn every_io_action_read_off_the_board_is_kept_as_it_was_sent() {
+        let op = allocate(1, "mine");
+        // More distinct texts than any table of them would hold.
+        for n in 0..100 {
+            let sent = Error::Io {
+                action: Cow::Owned(format!("cannot do step {n} on")),
+                path: PathBuf::from("/r"),
+                source: std::io::Error::from_raw_os_error(5),
+            };
+            let bytes = Outcome::Failed(WireError::from(&sent)).encode("mine", OUT);
+            match Outcome::decode(&bytes, &op).map(|outcome| match outcome {
+                Outcome::Failed(wire) => wire.into_error(),
+                _ => panic!("a failure was sent"),
+            }) {
+                Some(Error::Io { action, .. }) => {
+                    assert_eq!(action, format!("cannot do step {n} on"))
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 
