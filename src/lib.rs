@@ -174,7 +174,10 @@
 //!   timeout while another process holds the lock. In async code, release elsewhere
 //!   (see [Dropping blocks](Lease#dropping-blocks)), run the rest with your runtime's
 //!   `spawn_blocking` where a stall matters, and hand the runtime a non-blocking socket
-//!   ([`Lease::into_listener`] is blocking, as std's listeners are).
+//!   ([`Lease::into_listener`] is blocking, as std's listeners are). A program that
+//!   must answer a signal (Ctrl-C) while a call waits installs a check with
+//!   [`interrupt::with_check`]: the wait consults it every 100 ms, and gives up with
+//!   [`Error::Interrupted`] when it says stop, leaving nothing leased.
 //!
 //! # Features
 //! - `tokio` (off by default): `Lease::into_tokio_listener` and
@@ -197,7 +200,8 @@
 //!   them all), free functions over the `Ledger` trait. `board/`: the shared memory
 //!   requests are posted in: `map` the mapping, `slot` the slot protocol as a state
 //!   machine, `wire` requests and outcomes as bytes.
-//! - `lock`: the `flock` with a deadline and one reusable waiting thread.
+//! - `lock`: the `flock` with a deadline and one reusable waiting thread. `interrupt`:
+//!   the caller's check, which `lock` and `batch` consult while they wait.
 //!   `registry`: the file, loaded with salvage and saved atomically; `salvage`:
 //!   reading what is left of a damaged one. `record`: what an entry says, and whether
 //!   it is stale.
@@ -231,6 +235,7 @@ mod board;
 mod directory;
 mod error;
 mod files;
+pub mod interrupt;
 mod layout;
 mod lease;
 mod lock;
