@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Optional
 
 import pytest
 
@@ -78,11 +79,14 @@ def test_sigint_while_waiting_for_the_lock_raises_keyboard_interrupt_at_once(reg
     portlease.Allocator(registry).leases()  # makes the directory and its lock file
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(registry), CALLS[call]],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(registry / "port_registry.lock")],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdin and child.stdout and holder.stdin and holder.stdout
+    assert child.stdin and child.stdout
+    holder: Optional[subprocess.Popen[str]] = None
     try:
         assert child.stdout.readline() == "ready\n"
+        # Locked only now: the child's own lease (HELD) was taken without waiting.
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(registry / "port_registry.lock")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout is not None
         assert holder.stdout.readline() == "locked\n"
         child.stdin.write("go\n")
         child.stdin.flush()
@@ -105,8 +109,9 @@ def test_sigint_while_waiting_for_the_lock_raises_keyboard_interrupt_at_once(reg
     finally:
         child.kill()
         child.wait()
-        holder.kill()
-        holder.wait()
+        if holder is not None:
+            holder.kill()
+            holder.wait()
     # Nothing leased behind: only the child's own held lease, which ended with it.
     assert [i.port for i in portlease.leases(registry) if not i.stale] == []
 
