@@ -117,7 +117,7 @@ def pick_unused_port(
     except Exhausted as e:
         # portpicker's name for it, still an Exhausted with what was searched.
         raised = NoFreePortFoundError(str(e))
-        raised.ranges = e.ranges
+        raised.ranges = getattr(e, "ranges", "")
         raise raised from None
     lease.keep()
     with _picked_lock:

@@ -96,11 +96,11 @@ class CrossProcessPortAllocator:
                 f"range_size must be an int from 1 to {65536 - range_start} (the range of ports from "
                 f"{range_start} must end by 65535), not {range_size!r}"
             )
-        host = _checks.text(host, "host")
-        if host in ("localhost",):
-            host = "127.0.0.1"
+        address = _checks.text(host, "host")
+        if address in ("localhost",):
+            address = "127.0.0.1"
         port = self._allocator().allocate_kept(
-            preferred, range_start, range_size, host or None, _checks.seconds(self.lease_timeout, "lease_timeout")
+            preferred, range_start, range_size, address or None, _checks.seconds(self.lease_timeout, "lease_timeout")
         )
         logger.debug("Allocated port %d", port)
         return port
