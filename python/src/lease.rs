@@ -1,8 +1,11 @@
-//! `NativeLease`: the library's lease guard, safe across `fork`.
+//! `NativeLease`: the library's lease guard, safe across `fork` and shared by threads.
 //!
 //! A forked child inherits its parent's Python objects, leases among them; when the
 //! child frees them, it must not release its parent's ports. So a lease remembers the
 //! pid that made it, and anywhere else it only lets go of the guard.
+//!
+//! Threads share the guard (an `Arc`) for their calls; ending the lease waits until it
+//! is the guard's only holder, so that a release never misses a call in progress.
 
 use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,11 +109,15 @@ impl NativeLease {
             }
             state.ending = true;
             loop {
-                match state.lease.take().map(Arc::try_unwrap) {
-                    Some(Ok(lease)) => return Ok(Some(lease)),
+                // Only an ending takes the guard out, and this thread is the one ending.
+                let Some(shared) = state.lease.take() else {
+                    state.ending = false;
+                    return Ok(None);
+                };
+                match Arc::try_unwrap(shared) {
+                    Ok(lease) => return Ok(Some(lease)),
                     // Still in use by another thread's call: wait for it to return.
-                    Some(Err(shared)) => state.lease = Some(shared),
-                    None => unreachable!("only an ending takes the guard out"),
+                    Err(shared) => state.lease = Some(shared),
                 }
                 state = match self.wait_a_slice(state) {
                     Ok(state) => state,

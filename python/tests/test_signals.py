@@ -1,11 +1,13 @@
 """Ctrl-C while a call waits: the handler's exception (KeyboardInterrupt) arrives while
-another process still holds the registry lock, and nothing is left leased.
+another process still holds the registry lock, and nothing is left leased; the same
+while the call's request waits on the request board, taken by a server.
 
 Ports 13000-13099.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 import signal
 import subprocess
@@ -115,3 +117,76 @@ def test_sigint_while_waiting_for_the_lock_raises_keyboard_interrupt_at_once(reg
     # Nothing leased behind: only the child's own held lease, which ended with it.
     assert [i.port for i in portlease.leases(registry) if not i.stale] == []
 
+
+
+POSTER = textwrap.dedent(
+    """
+    import os, sys
+    import portlease
+    allocator = portlease.Allocator(sys.argv[1], lock_timeout=600)
+    print("posting", flush=True)
+    try:
+        held = allocator.allocate(ranges=(13010, 13019))
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+    else:
+        print(held.port, flush=True)
+        sys.stdin.readline()
+    os._exit(0)
+    """
+)
+
+
+def _state(pid: int) -> str:
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_sigint_while_the_request_waits_with_a_stopped_server_leases_nothing(registry: pathlib.Path) -> None:
+    """The server (the first poster, which gets the lock) stops itself once it has taken
+    both requests (PORTLEASE_TEST_STOP_AT=taken) and holds the lock; the second poster,
+    waiting on the board, gets SIGINT, withdraws, and the server leaves its request out."""
+    portlease.Allocator(registry).leases()
+    started: list[subprocess.Popen[str]] = []
+
+    def start(script: str, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:
+        started.append(subprocess.Popen([sys.executable, "-c", script, *args], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        return started[-1]
+
+    try:
+        holder = start(HOLDER, str(registry / "port_registry.lock"))
+        assert holder.stdout and holder.stdout.readline() == "locked\n"
+        server = start(POSTER, str(registry), env={**os.environ, "PORTLEASE_TEST_STOP_AT": "taken"})
+        assert server.stdout and server.stdout.readline() == "posting\n"
+        for _ in range(600):  # it waits for the lock for every poster
+            if "portlease-lock" in _threads(server.pid):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the first poster never waited for the lock")
+        poster = start(POSTER, str(registry))
+        assert poster.stdout and poster.stdout.readline() == "posting\n"
+        time.sleep(1)  # its request is posted
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait()
+        for _ in range(600):
+            if _state(server.pid) == "T":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the server never stopped with both requests taken")
+        poster.send_signal(signal.SIGINT)
+        try:
+            out, _ = poster.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGINT did not interrupt the wait on the request board")
+        assert _state(server.pid) == "T", "the server went on before the poster ended"
+        assert out.strip() == "KeyboardInterrupt", out
+        server.send_signal(signal.SIGCONT)
+        served = int(server.stdout.readline())
+        assert [i.port for i in portlease.leases(registry)] == [served], "the withdrawn request was left leased"
+    finally:
+        for process in started:
+            process.kill()
+            process.wait()
