@@ -59,6 +59,7 @@ class CrossProcessPortAllocator:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT_S,
     ) -> None:
         """Opens (or creates) the registry directory."""
+        _checks.directory(registry_dir or None, "registry_dir")
         self.registry_dir: Path = Path(registry_dir or DEFAULT_REGISTRY_DIR)
         self.registry_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.registry_file: Path = self.registry_dir / DEFAULT_REGISTRY_FILE

@@ -128,6 +128,8 @@ for name, options in {
 for value in [True, "13200", 13200.0, None]:
     CASES[f"aidb.release({value!r})"] = lambda r, _, v=value: aidb.CrossProcessPortAllocator(r).release(v)
     CASES[f"aidb.release_port({value!r})"] = lambda r, _, v=value: aidb.release_port(v)
+CASES["aidb.CrossProcessPortAllocator(registry_dir=5)"] = lambda r, _: aidb.CrossProcessPortAllocator(5)  # type: ignore[arg-type]
+CASES["aidb.get_allocator(registry_dir=5)"] = lambda r, _: aidb.get_allocator(5)  # type: ignore[arg-type]
 CASES["aidb.allocate_port(range_size=2**64)"] = lambda r, _: aidb.allocate_port(range_start=R[0], range_size=2**64)
 CASES["aidb.allocate_port(preferred=True)"] = lambda r, _: aidb.allocate_port(True, R[0], 10)
 
