@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use crate::board::wire::{Op, Outcome, WireError};
 use crate::board::{Board, OUTCOME_MAX, REQUEST_MAX, Taken, Withdrawn};
 use crate::error::{Error, Result};
+use crate::interrupt;
 use crate::lock::{LockSite, RegistryLock};
 use crate::process::ProcessId;
 
-/// How long a poster sleeps before it checks that the processes it waits on live.
+/// How long a poster sleeps before it checks that the processes it waits on live (and
+/// consults the caller's interrupt check: at most [`interrupt::SLICE`]).
 const CHECK: Duration = Duration::from_millis(50);
 
 /// A request read from the board, to serve.
@@ -141,6 +143,8 @@ fn wait_for_outcome(
             return Err(ledger.timed_out(started));
         }
         board.wait(slot, wakes, (deadline - now).min(CHECK));
+        // Told to stop: given up as at the deadline (the caller withdraws the request).
+        interrupt::check(ledger.lock_site().path())?;
         quiet = now.elapsed() >= CHECK;
     }
 }
@@ -174,6 +178,11 @@ fn wait_designated(
             wakes,
             deadline.saturating_duration_since(now).min(CHECK),
         );
+        if let Err(e) = interrupt::check(ledger.lock_site().path()) {
+            // As out of time: the next poster takes over the waiting.
+            ledger.wake_next();
+            return Err(e);
+        }
     }
 }
 

@@ -25,6 +25,19 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// The caller's interrupt check (see [`interrupt::with_check`](crate::interrupt::with_check))
+    /// asked to stop while the call waited; the wait was abandoned as at a lock timeout,
+    /// so nothing was leased or changed.
+    #[error(
+        "interrupted while waiting for the lock on {}: nothing was leased or changed; \
+         retry when ready",
+        path.display()
+    )]
+    Interrupted {
+        /// The lock file the call waited for.
+        path: PathBuf,
+    },
+
     /// No port (or block of ports) in the requested ranges is free.
     #[error(
         "no {wanted} free in {ranges}: every port there is leased, excluded or bound; \

@@ -206,7 +206,10 @@
 //!   timeout while another process holds the lock. In async code, release elsewhere
 //!   (see [Dropping blocks](Lease#dropping-blocks)), run the rest with your runtime's
 //!   `spawn_blocking` where a stall matters, and hand the runtime a non-blocking socket
-//!   ([`Lease::into_listener`] is blocking, as std's listeners are).
+//!   ([`Lease::into_listener`] is blocking, as std's listeners are). A program that
+//!   must answer a signal (Ctrl-C) while a call waits installs a check with
+//!   [`interrupt::with_check`]: the wait consults it every 100 ms, and gives up with
+//!   [`Error::Interrupted`] when it says stop, leaving nothing leased.
 //!
 //! # Features
 //! - `tokio` (off by default): `Lease::into_tokio_listener` and
@@ -231,6 +234,8 @@
 //!   machine, `wire` requests and outcomes as bytes.
 //! - `lock`: the `flock` with a deadline and one reusable waiting thread;
 //!   `fork_guard`: the lock files' descriptors, which no forked child keeps.
+//!   `interrupt`: the caller's check, which `lock` and `batch` consult while they
+//!   wait.
 //!   `registry`: the file, loaded with salvage and saved atomically; `salvage`:
 //!   reading what is left of a damaged one. `record`: what an entry says, and whether
 //!   it is stale.
@@ -265,6 +270,7 @@ mod directory;
 mod error;
 mod files;
 mod fork_guard;
+pub mod interrupt;
 mod layout;
 mod lease;
 mod lock;

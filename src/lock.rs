@@ -27,6 +27,7 @@ use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
 use crate::files::stat_at;
 use crate::fork_guard::LockFile;
+use crate::interrupt;
 use crate::layout::LOCK_FILE;
 
 /// One registry's lock file, kept open across transactions.
@@ -70,20 +71,30 @@ impl LockWait {
     }
 
     /// The locked file, waiting for it until `deadline` at most; `None` on timeout.
+    /// Consults the caller's interrupt check every [`interrupt::SLICE`], without the
+    /// state locked; when it says stop, gives up as at the deadline, with its error.
     fn until(self, deadline: Instant) -> Result<Option<LockFile>> {
         let mut state = self.waiter.state();
+        let mut check_at = Instant::now() + interrupt::SLICE;
         loop {
             if let Some((_, locked)) = state.ready.take_if(|(id, _)| *id == self.id) {
                 return locked.map(Some);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let now = Instant::now();
+            if now >= deadline {
                 return Ok(None);
+            }
+            if now >= check_at {
+                drop(state);
+                interrupt::check(&self.waiter.path)?;
+                check_at = now + interrupt::SLICE;
+                state = self.waiter.state();
+                continue;
             }
             state = self
                 .waiter
                 .changed
-                .wait_timeout(state, left)
+                .wait_timeout(state, deadline.min(check_at) - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -268,6 +279,11 @@ impl LockSite {
             waiter: Arc::clone(waiter),
             id,
         })
+    }
+
+    /// The lock file's path, for messages.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     /// The lock, from a file the caller locked: `None` if that file is no longer the

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Iterable, Literal, Optional, Sequence, Tuple, Union, cast
 
-from portlease import _native
+from portlease import _checks, _native
 from portlease._errors import InvalidRequest
 
 #: How long a call waits for the registry lock unless told otherwise, in seconds.
@@ -31,21 +31,26 @@ OwnerSpec = Union[int, None, Literal["self"]]
 TtlSpec = Union[float, None, Literal["default"]]
 
 
-def _check_port(port: object, what: str) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise InvalidRequest(f"{what} must be a port number from 1 to 65535, not {port!r}")
-    return port
+_check_port = _checks.port
+
+#: The most ports one request may ask for.
+MAX_COUNT = 65535
+
+
+def _is_decimal(text: str) -> bool:
+    # str.isdigit() also takes superscripts and other scripts' digits, which int() refuses.
+    return text.isascii() and text.isdigit()
 
 
 def _normalise_range(spec: PortRange) -> Tuple[int, int]:
     if isinstance(spec, range):
-        if spec.step != 1 or len(spec) == 0:
-            raise InvalidRequest(f"{spec!r} must be a non-empty range with step 1")
+        if spec.step != 1:
+            raise InvalidRequest(f"{spec!r} must be a range with step 1")
         start, end = spec.start, spec.stop - 1
     elif isinstance(spec, str):
-        parts = spec.strip().split("-")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise InvalidRequest(f"range {spec!r} must be written START-END, e.g. 15000-15999")
+        parts = [p.strip() for p in spec.strip().split("-")]
+        if len(parts) != 2 or not all(_is_decimal(p) for p in parts):
+            raise InvalidRequest(f"range {spec!r} must be written START-END in digits 0-9, e.g. 15000-15999")
         start, end = int(parts[0]), int(parts[1])
     elif isinstance(spec, tuple) and len(spec) == 2:
         start, end = spec
@@ -61,13 +66,30 @@ def _normalise_range(spec: PortRange) -> Tuple[int, int]:
 
 
 def _normalise_ranges(ranges: Union[PortRange, Iterable[PortRange], None]) -> list[Tuple[int, int]]:
+    """The ranges as (start, end) pairs; ``[]`` for None (the default range)."""
     if ranges is None:
         return []
     if isinstance(ranges, (range, str)) or (
         isinstance(ranges, tuple) and len(ranges) == 2 and all(isinstance(x, int) for x in ranges)
     ):
         return [_normalise_range(cast(PortRange, ranges))]
-    return [_normalise_range(r) for r in cast(Iterable[PortRange], ranges)]
+    try:
+        specs = list(cast(Iterable[PortRange], ranges))
+    except TypeError:
+        raise InvalidRequest(
+            f"ranges {ranges!r} must be a range or an iterable of ranges ((start, end), range objects, 'START-END')"
+        ) from None
+    if not specs:
+        raise InvalidRequest(f"ranges={ranges!r} names no port range: give one, or leave ranges out for the default")
+    return [_normalise_range(r) for r in specs]
+
+
+def _ports(ports: Iterable[int], what: str) -> list[int]:
+    try:
+        items = list(ports)
+    except TypeError:
+        raise InvalidRequest(f"{what} must be an iterable of port numbers, not {ports!r}") from None
+    return [_check_port(p, f"every port in {what}") for p in items]
 
 
 @dataclass(frozen=True)
@@ -146,8 +168,10 @@ class Lease:
     def release(self) -> None:
         """End the lease now; a lease already ended is left alone.
 
-        Raises LeaseLost when a port went to somebody else meanwhile (this lease had
-        expired); the other ports are released all the same.
+        Another thread's call on this lease finishes first. Raises LeaseLost when a port
+        went to somebody else meanwhile (this lease had expired); the other ports are
+        released all the same. When the release fails (LockTimeout, or Ctrl-C while it
+        waits), the lease is still held, and the release can be retried.
         """
         self._native.release()
 
@@ -155,7 +179,7 @@ class Lease:
         """Start the lease's time again from now, with ``ttl`` seconds as its new
         lifetime, or the lifetime it had (``None``). Raises LeaseLost if it ended
         (released, turned into a socket, or expired)."""
-        self._native.renew(ttl)
+        self._native.renew(None if ttl is None else _checks.seconds(ttl, "ttl"))
 
     def keep(self) -> Tuple[int, ...]:
         """Leave the lease in the registry when this object goes (it ends when its
@@ -167,7 +191,7 @@ class Lease:
         from now on it ends when that process does, or when its TTL runs out, whichever
         comes first (the TTL is kept: a lease made with ``ttl=60`` still ends 60 seconds
         after it was made or last renewed). Raises NoSuchProcess, LeaseLost."""
-        self._native.hand_to(pid)
+        self._native.hand_to(_checks.pid(pid, "pid"))
 
     def socket(self, kind: Optional[Literal["tcp", "udp"]] = None) -> _socket.socket:
         """Bind a socket to the one leased port and end the lease: the bound socket
@@ -178,6 +202,8 @@ class Lease:
         """
         if kind is None:
             kind = "udp" if self._protocol == "udp" else "tcp"
+        elif kind not in ("tcp", "udp") or not isinstance(kind, str):
+            raise InvalidRequest(f"unknown socket kind {kind!r}: use 'tcp' or 'udp'")
         fd = self._native.bind_socket_fd(kind)
         return _socket.socket(fileno=fd)
 
@@ -219,7 +245,7 @@ class Allocator:
     ) -> None:
         """Opens (or creates) the registry directory ``dir``."""
         self._native = _native.NativeAllocator(
-            None if dir is None else os.fspath(dir), float(lock_timeout)
+            _checks.directory(dir), _checks.seconds(lock_timeout, "lock_timeout")
         )
 
     @property
@@ -257,37 +283,37 @@ class Allocator:
 
         Raises Exhausted, InvalidRequest, NoSuchProcess, LockTimeout, RegistryIOError.
         """
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise InvalidRequest(f"count must be an int, not {count!r}")
-        if count < 1:
+        if isinstance(count, int) and not isinstance(count, bool) and count < 1:
             raise InvalidRequest(f"a count of {count} asks for no port: ask for 1 or more")
-        if protocol not in ("tcp", "udp", "both"):
+        count = _checks.count(count, "count", MAX_COUNT)
+        _checks.flag(block, "block")
+        if not isinstance(protocol, str) or protocol not in ("tcp", "udp", "both"):
             raise InvalidRequest(f"unknown protocol {protocol!r}: use 'tcp', 'udp' or 'both'")
         owner_kind, owner_pid = "self", None
         if owner is None:
             owner_kind = "none"
-        elif owner != "self":
-            if isinstance(owner, bool) or not isinstance(owner, int) or owner <= 0:
+        elif not (isinstance(owner, str) and owner == "self"):
+            if isinstance(owner, bool) or not isinstance(owner, int):
                 raise InvalidRequest(f"owner must be 'self', a pid or None, not {owner!r}")
-            owner_kind, owner_pid = "pid", owner
-        ttl_given = ttl != "default"
-        if ttl_given and ttl is not None and not isinstance(ttl, (int, float)):
-            raise InvalidRequest(f"ttl must be seconds, None or 'default', not {ttl!r}")
+            owner_kind, owner_pid = "pid", _checks.pid(owner, "owner")
+        ttl_given = not (isinstance(ttl, str) and ttl == "default")
+        ttl_seconds = None if not ttl_given or ttl is None else _checks.seconds(ttl, "ttl")
+        host = _checks.text(host, "host")
         if host == "localhost":
             host = "127.0.0.1"
         native = self._native.allocate(
             _normalise_ranges(ranges),
             None if preferred is None else _check_port(preferred, "preferred"),
-            [_check_port(p, "an excluded port") for p in exclude],
+            _ports(exclude, "exclude"),
             count,
-            bool(block),
+            block,
             protocol,
             host or None,
             owner_kind,
             owner_pid,
             ttl_given,
-            None if ttl is None or ttl == "default" else float(ttl),
-            label,
+            ttl_seconds,
+            _checks.text(label, "label"),
             "python",
         )
         return Lease(native, protocol)
@@ -298,7 +324,7 @@ class Allocator:
 
     def renew(self, port: int, ttl: Optional[float] = None) -> None:
         """Restart the lease on ``port``'s time, with a new TTL or its own."""
-        self._native.renew(_check_port(port, "port"), ttl)
+        self._native.renew(_check_port(port, "port"), None if ttl is None else _checks.seconds(ttl, "ttl"))
 
     def leases(self) -> list[LeaseInfo]:
         """Every entry of the registry, stale ones included (marked)."""
@@ -330,7 +356,8 @@ os.register_at_fork(after_in_child=_new_lock_in_child)
 def _allocator_for(dir: Union[str, os.PathLike[str], None], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Allocator:
     """One Allocator per directory, made on first use (it keeps the lock file open)."""
     # The default directory is looked up each time: $PORTLEASE_DIR may have changed.
-    key = (_native.default_dir() if dir is None else os.fspath(dir), float(lock_timeout))
+    path = _checks.directory(dir)
+    key = (_native.default_dir() if path is None else path, _checks.seconds(lock_timeout, "lock_timeout"))
     with _allocators_lock:
         allocator = _allocators.get(key)
         if allocator is None:
@@ -381,7 +408,7 @@ def leases(dir: Union[str, os.PathLike[str], None] = None) -> list[LeaseInfo]:
     does not exist.
     """
     return LeaseInfo._from_json(
-        _native.existing_leases_json(None if dir is None else os.fspath(dir), DEFAULT_LOCK_TIMEOUT)
+        _native.existing_leases_json(_checks.directory(dir), DEFAULT_LOCK_TIMEOUT)
     )
 
 

@@ -27,6 +27,12 @@ class Exhausted(Error, RuntimeError):
     ranges: str
 
 
+class NoFreePortFoundError(Exhausted):
+    """portpicker's name for no free port: raised by ``pick_unused_port`` when no port
+    is free, and when the portserver asked answered without a port (it refused: out of
+    ports, or over its limit for this user). An :class:`Exhausted` too."""
+
+
 class InvalidRequest(Error, ValueError):
     """The request cannot be satisfied as written (a bad port, range, count or TTL)."""
 
@@ -105,7 +111,7 @@ class BindError(Error, OSError):
 
 
 # Shown as portlease.Exhausted etc., where users import them from.
-for _class in (Error, LockTimeout, Exhausted, InvalidRequest, NoSuchProcess, OwnerLimit, LeaseLost,
+for _class in (Error, LockTimeout, Exhausted, NoFreePortFoundError, InvalidRequest, NoSuchProcess, OwnerLimit, LeaseLost,
                NotLeased, NotPortlease, HeldByProcess, NoRegistry, ReadOnly, RegistryIOError,
                UnsafeDirectory, BindError):
     _class.__module__ = "portlease"
@@ -119,6 +125,7 @@ __all__ = [
     "InvalidRequest",
     "LeaseLost",
     "LockTimeout",
+    "NoFreePortFoundError",
     "NoRegistry",
     "NoSuchProcess",
     "NotLeased",

@@ -1,7 +1,12 @@
 """portpicker's calls: ``pick_unused_port``, ``return_port`` and ``is_port_free``, on
 portlease leases.
 
-``import portlease as portpicker`` works for the calls test suites make.
+``import portlease as portpicker`` works for the calls test suites make. One deliberate
+difference: a portserver that answers but refuses (it closes without a port, say over
+its per-user limit, or answers something that is no port) is final, and
+``pick_unused_port`` raises ``NoFreePortFoundError``; portpicker would then pick a port
+itself, one the portserver may have leased to another process. Only when no portserver
+answers at all is the caller's own registry used.
 """
 
 from __future__ import annotations
@@ -12,8 +17,8 @@ import threading
 from typing import Iterable, Optional, Union
 
 from portlease._api import Lease, PortRange, _allocator_for
-from portlease import _native
-from portlease._errors import InvalidRequest, NoSuchProcess
+from portlease import _checks, _native
+from portlease._errors import Exhausted, InvalidRequest, NoFreePortFoundError
 
 #: The ports ``pick_unused_port`` leases from unless told otherwise: the pool of
 #: ``portlease serve``, below the kernel's usual ephemeral range.
@@ -36,22 +41,40 @@ os.register_at_fork(after_in_child=_forget_parents_picks)
 
 def _ask_portserver(address: str, pid: int) -> Optional[int]:
     """Asks a portserver (portpicker's protocol: send the pid, read the port); ``None``
-    when it cannot be reached or gives no port."""
+    when no portserver answers there (nothing listens, no such socket). Raises
+    NoFreePortFoundError when one answered without a port: it refused."""
     path = "\0" + address[1:] if address.startswith("@") else address
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
             sock.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return None
+        except OSError as e:
+            raise NoFreePortFoundError(
+                f"cannot ask the portserver at {address} for a port: {e}; fix its address "
+                "($PORTSERVER_ADDRESS) or the socket's permissions"
+            ) from e
+        answer = b""
+        try:
             sock.sendall(f"{pid}\n".encode())
-            answer = b""
-            while True:
+            while len(answer) <= 64:
                 chunk = sock.recv(64)
                 if not chunk:
                     break
                 answer += chunk
-    except OSError:
-        return None
-    text = answer.decode(errors="replace").strip()
-    return int(text) if text.isdigit() and 0 < int(text) <= 65535 else None
+        except OSError as e:
+            raise NoFreePortFoundError(
+                f"the portserver at {address} gave no port ({e}); it may be out of ports or "
+                "over its limit for this user: return some ports, or ask its operator"
+            ) from e
+    text = answer.decode("ascii", errors="replace").strip()
+    if text.isascii() and text.isdigit() and 0 < int(text) <= 65535:
+        return int(text)
+    raise NoFreePortFoundError(
+        f"the portserver at {address} refused to give a port "
+        f"({'it closed without an answer' if not text else f'it answered {text[:40]!r}'}): it may be "
+        "out of ports or over its limit for this user (--max-per-uid); return some ports, or ask its operator"
+    )
 
 
 def pick_unused_port(
@@ -66,25 +89,36 @@ def pick_unused_port(
 
     As portpicker's function of the same name: with ``portserver_address`` (else
     ``$PORTSERVER_ADDRESS``; ``@name`` for an abstract socket, or a path), the port is
-    asked of that portserver, and leased from the registry when it cannot answer.
+    asked of that portserver, and leased from the registry only when no portserver
+    answers there. A portserver that answers but gives no port raises
+    NoFreePortFoundError (portpicker would pick a port itself then).
     ``ranges`` (where the registry lease is taken, default 15000-24999) and ``dir``
     (the registry directory; given, the registry is used directly) are portlease's own.
-    Raises Exhausted when no port is free, NoSuchProcess for a pid that does not run.
+    Raises NoFreePortFoundError (an Exhausted) when no port is free, NoSuchProcess for
+    a pid that does not run, InvalidRequest for a pid that cannot be one.
     """
-    if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0):
-        raise NoSuchProcess(f"no process with pid {pid!r}: the owner of a lease must be a running process")
+    if pid is not None:
+        _checks.pid(pid, "pid")
+    _checks.text(portserver_address, "portserver_address")
+    _checks.directory(dir)
     address = portserver_address if portserver_address is not None else os.environ.get("PORTSERVER_ADDRESS")
     if address and dir is None:
         served = _ask_portserver(address, os.getpid() if pid is None else pid)
         if served is not None:
             return served
-    lease = _allocator_for(dir).allocate(
-        ranges=PICK_RANGE if ranges is None else ranges,
-        protocol="both",
-        owner="self" if pid is None or pid == os.getpid() else pid,
-        ttl=None,
-        label="pick_unused_port",
-    )
+    try:
+        lease = _allocator_for(dir).allocate(
+            ranges=PICK_RANGE if ranges is None else ranges,
+            protocol="both",
+            owner="self" if pid is None or pid == os.getpid() else pid,
+            ttl=None,
+            label="pick_unused_port",
+        )
+    except Exhausted as e:
+        # portpicker's name for it, still an Exhausted with what was searched.
+        raised = NoFreePortFoundError(str(e))
+        raised.ranges = getattr(e, "ranges", "")
+        raise raised from None
     lease.keep()
     with _picked_lock:
         _picked[lease.port] = lease
@@ -103,10 +137,12 @@ def is_port_free(port: int) -> bool:
 def return_port(port: int) -> None:
     """End the lease on a port that :func:`pick_unused_port` gave this process, as
     portpicker's function of the same name; other ports are left alone."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise InvalidRequest(f"port must be an int, not {port!r}")
     with _picked_lock:
         lease = _picked.pop(port, None)
     if lease is not None and lease.held:
         lease.release()
 
 
-__all__ = ["PICK_RANGE", "is_port_free", "pick_unused_port", "return_port"]
+__all__ = ["PICK_RANGE", "NoFreePortFoundError", "is_port_free", "pick_unused_port", "return_port"]

@@ -21,7 +21,8 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from portlease import _native
+from portlease import _checks, _native
+from portlease._errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class CrossProcessPortAllocator:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT_S,
     ) -> None:
         """Opens (or creates) the registry directory."""
+        _checks.directory(registry_dir or None, "registry_dir")
         self.registry_dir: Path = Path(registry_dir or DEFAULT_REGISTRY_DIR)
         self.registry_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.registry_file: Path = self.registry_dir / DEFAULT_REGISTRY_FILE
@@ -87,10 +89,19 @@ class CrossProcessPortAllocator:
         Raises ``portlease.Exhausted`` (a ``RuntimeError``) when none is free,
         ``portlease.LockTimeout`` (a ``TimeoutError``) after ``LOCK_TIMEOUT_S``.
         """
-        if host in ("localhost",):
-            host = "127.0.0.1"
+        if preferred is not None:
+            _checks.port(preferred, "preferred")
+        _checks.port(range_start, "range_start")
+        if isinstance(range_size, bool) or not isinstance(range_size, int) or not 1 <= range_size <= 65536 - range_start:
+            raise InvalidRequest(
+                f"range_size must be an int from 1 to {65536 - range_start} (the range of ports from "
+                f"{range_start} must end by 65535), not {range_size!r}"
+            )
+        address = _checks.text(host, "host")
+        if address in ("localhost",):
+            address = "127.0.0.1"
         port = self._allocator().allocate_kept(
-            preferred, range_start, range_size, host or None, float(self.lease_timeout)
+            preferred, range_start, range_size, address or None, _checks.seconds(self.lease_timeout, "lease_timeout")
         )
         logger.debug("Allocated port %d", port)
         return port
@@ -100,8 +111,14 @@ class CrossProcessPortAllocator:
 
         A port this allocator leased ends that lease (left alone if it expired and
         the port went to another process meanwhile); any other port's lease is ended
-        whoever holds it, as the seed did.
+        whoever holds it, as the seed did. An int that is no port (``70000``, ``-1``)
+        is leased by nobody: nothing to do, as with the seed. Anything but an int
+        raises ``portlease.InvalidRequest``.
         """
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise InvalidRequest(f"port must be an int, not {port!r}")
+        if not 1 <= port <= 65535:
+            return
         if self._allocator().release(port):
             logger.debug("Released port %d", port)
 

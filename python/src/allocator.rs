@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portlease::{Allocator, Lease, Owner, Protocol, Request};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::errors::IntoPy;
+use crate::errors;
 use crate::lease::NativeLease;
+use crate::signals;
 
 /// The registry in one directory (`portlease.Allocator` wraps it).
 #[pyclass(module = "portlease._native", frozen)]
@@ -100,10 +100,15 @@ impl NativeAllocator {
     }
 }
 
+/// `portlease.InvalidRequest` (a `ValueError`) saying `message`.
+fn invalid(message: String) -> PyErr {
+    errors::to_py(portlease::Error::InvalidRequest(message))
+}
+
 /// A duration in seconds from Python: finite and not negative.
 fn seconds(value: f64, what: &str) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
-        PyValueError::new_err(format!(
+        invalid(format!(
             "{what} must be a finite number of seconds >= 0, not {value}"
         ))
     })
@@ -112,7 +117,7 @@ fn seconds(value: f64, what: &str) -> PyResult<Duration> {
 fn parse_host(host: Option<&str>) -> PyResult<Option<IpAddr>> {
     host.map(|text| {
         text.parse::<IpAddr>().map_err(|_| {
-            PyValueError::new_err(format!(
+            invalid(format!(
                 "host {text:?} is not an IP address: give one of this machine's addresses, e.g. 127.0.0.1"
             ))
         })
@@ -122,7 +127,7 @@ fn parse_host(host: Option<&str>) -> PyResult<Option<IpAddr>> {
 
 fn parse_protocol(protocol: &str) -> PyResult<Protocol> {
     protocol.parse().map_err(|_| {
-        PyValueError::new_err(format!(
+        invalid(format!(
             "unknown protocol {protocol:?}: use \"tcp\", \"udp\" or \"both\""
         ))
     })
@@ -135,12 +140,10 @@ impl NativeAllocator {
     #[pyo3(signature = (dir, lock_timeout))]
     fn new(py: Python<'_>, dir: Option<String>, lock_timeout: f64) -> PyResult<Self> {
         let timeout = seconds(lock_timeout, "lock_timeout")?;
-        let allocator = py
-            .detach(move || match dir {
-                Some(dir) => Allocator::with_dir(dir),
-                None => Allocator::new(),
-            })
-            .py_err()?;
+        let allocator = signals::call(py, move || match dir {
+            Some(dir) => Allocator::with_dir(dir),
+            None => Allocator::new(),
+        })?;
         Ok(NativeAllocator::with(allocator.lock_timeout(timeout)))
     }
 
@@ -200,7 +203,7 @@ impl NativeAllocator {
             ("self", _) => Owner::CurrentProcess,
             ("pid", Some(pid)) => Owner::Process(pid),
             ("none", _) => Owner::Nobody,
-            _ => return Err(PyValueError::new_err(format!("unknown owner {owner:?}"))),
+            _ => return Err(invalid(format!("unknown owner {owner:?}"))),
         });
         if ttl_given {
             request = request.ttl(ttl.map(|t| seconds(t, "ttl")).transpose()?);
@@ -209,8 +212,8 @@ impl NativeAllocator {
             request = request.label(label);
         }
         let allocator = self.allocator.clone();
-        let lease = py.detach(move || allocator.allocate(&request)).py_err()?;
-        Ok(NativeLease::new(lease))
+        let lease = signals::call(py, || allocator.allocate(&request))?;
+        Ok(NativeLease::new(lease, self.allocator.clone()))
     }
 
     /// The AIDB drop-in's allocation: one port, owned by this process for `ttl`
@@ -230,7 +233,7 @@ impl NativeAllocator {
             .ok()
             .filter(|_| range_size > 0)
             .ok_or_else(|| {
-                PyValueError::new_err(format!(
+                invalid(format!(
                     "range of {range_size} ports from {range_start} is empty or runs past 65535"
                 ))
             })?;
@@ -245,7 +248,7 @@ impl NativeAllocator {
             request = request.host(host);
         }
         let allocator = self.allocator.clone();
-        let lease = py.detach(move || allocator.allocate(&request)).py_err()?;
+        let lease = signals::call(py, || allocator.allocate(&request))?;
         Ok(self.remember(lease))
     }
 
@@ -259,16 +262,22 @@ impl NativeAllocator {
             Some(token) => {
                 // Posted on the request board like any lease's release, so that under
                 // contention it shares a transaction with the others waiting.
-                let ended = match py.detach(|| allocator.release_token(&[port], &token)) {
+                let (result, raised) =
+                    signals::detached(py, || allocator.release_token(&[port], &token));
+                let ended = match result {
                     Ok(()) => true,
                     // It had expired and went to somebody else: left alone.
                     Err(portlease::Error::LeaseLost { .. }) => false,
-                    Err(e) => return Err(e).py_err(),
+                    // Still leased (say, interrupted by Ctrl-C): a retry ends it by token.
+                    Err(e) => return Err(raised.unwrap_or_else(|| errors::to_py(e))),
                 };
                 self.forget_kept(port, &token);
-                Ok(ended)
+                match raised {
+                    Some(raised) => Err(raised),
+                    None => Ok(ended),
+                }
             }
-            None => py.detach(move || allocator.release(port)).py_err(),
+            None => signals::call(py, || allocator.release(port)),
         }
     }
 
@@ -277,21 +286,21 @@ impl NativeAllocator {
     fn renew(&self, py: Python<'_>, port: u16, ttl: Option<f64>) -> PyResult<()> {
         let ttl = ttl.map(|t| seconds(t, "ttl")).transpose()?;
         let allocator = self.allocator.clone();
-        py.detach(move || allocator.renew(port, ttl)).py_err()
+        signals::call(py, || allocator.renew(port, ttl))
     }
 
     /// Every entry of the registry, as the JSON of `portlease list --json`.
     fn leases_json(&self, py: Python<'_>) -> PyResult<String> {
         let allocator = self.allocator.clone();
-        let leases = py.detach(move || allocator.leases()).py_err()?;
-        serde_json::to_string(&leases).map_err(|e| PyValueError::new_err(e.to_string()))
+        let leases = signals::call(py, || allocator.leases())?;
+        to_json(&leases)
     }
 
     /// Reclaims stale leases; returns them as JSON, as `portlease gc --json` does.
     fn gc_json(&self, py: Python<'_>) -> PyResult<String> {
         let allocator = self.allocator.clone();
-        let reclaimed = py.detach(move || allocator.gc()).py_err()?;
-        serde_json::to_string(&reclaimed).map_err(|e| PyValueError::new_err(e.to_string()))
+        let reclaimed = signals::call(py, || allocator.gc())?;
+        to_json(&reclaimed)
     }
 }
 
@@ -306,11 +315,16 @@ pub(crate) fn existing_leases_json(
     lock_timeout: f64,
 ) -> PyResult<String> {
     let timeout = seconds(lock_timeout, "lock_timeout")?;
-    let leases = py
-        .detach(move || {
-            let dir = dir.map_or_else(portlease::default_dir, Into::into);
-            Allocator::existing(dir)?.lock_timeout(timeout).leases()
-        })
-        .py_err()?;
-    serde_json::to_string(&leases).map_err(|e| PyValueError::new_err(e.to_string()))
+    let leases = signals::call(py, move || {
+        let dir = dir.map_or_else(portlease::default_dir, Into::into);
+        Allocator::existing(dir)?.lock_timeout(timeout).leases()
+    })?;
+    to_json(&leases)
+}
+
+/// Leases as the JSON `portlease list --json` prints.
+fn to_json(leases: &[portlease::LeaseInfo]) -> PyResult<String> {
+    serde_json::to_string(leases).map_err(|e| {
+        pyo3::exceptions::PyRuntimeError::new_err(format!("cannot write the leases as JSON: {e}"))
+    })
 }

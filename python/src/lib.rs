@@ -4,11 +4,13 @@
 //! The Python modules beside it (`python/portlease/`) build the public API on top:
 //! argument checking, the exception classes, `portlease.aidb`, portpicker's calls and
 //! the pytest plugin. Every call here that may wait (for the registry lock, a bind
-//! check, the disk) runs with the GIL released.
+//! check, the disk) runs with the GIL released, and answers Ctrl-C while it waits
+//! (`signals`).
 
 mod allocator;
 mod errors;
 mod lease;
+mod signals;
 
 use pyo3::prelude::*;
 

@@ -371,6 +371,14 @@ impl From<&Error> for WireError {
                 errno: source.raw_os_error(),
                 message: source.to_string(),
             },
+            // Only a waiting caller is interrupted, never a server: should one be, its
+            // posters see an I/O error (EINTR), which the wire already carries.
+            Error::Interrupted { path } => WireError::Io {
+                action: "interrupted while waiting for the lock on".to_owned(),
+                path: path.clone(),
+                errno: Some(rustix::io::Errno::INTR.raw_os_error()),
+                message: error.to_string(),
+            },
             Error::Unsafe { path, reason } => WireError::Unsafe {
                 path: path.clone(),
                 reason: reason.clone(),
