@@ -45,6 +45,7 @@ from portlease._errors import (
     OwnerLimit,
     ReadOnly,
     RegistryIOError,
+    RegistryTooLarge,
     UnsafeDirectory,
 )
 from portlease._portpicker import PICK_RANGE, is_port_free, pick_unused_port, return_port
@@ -71,6 +72,7 @@ __all__ = [
     "OwnerLimit",
     "ReadOnly",
     "RegistryIOError",
+    "RegistryTooLarge",
     "UnsafeDirectory",
     "default_dir",
     "is_port_free",

@@ -97,6 +97,13 @@ class RegistryIOError(Error, OSError):
     path: str
 
 
+class RegistryTooLarge(Error):
+    """A change would have made the registry larger than every reader accepts (64 MiB),
+    so nothing was changed. ``path`` names the registry file."""
+
+    path: str
+
+
 class UnsafeDirectory(Error, PermissionError):
     """The registry directory or one of its files is not safe to use (owned by another
     user, writable by others, a symbolic link). ``path`` names it."""
@@ -113,7 +120,7 @@ class BindError(Error, OSError):
 # Shown as portlease.Exhausted etc., where users import them from.
 for _class in (Error, LockTimeout, Exhausted, NoFreePortFoundError, InvalidRequest, NoSuchProcess, OwnerLimit, LeaseLost,
                NotLeased, NotPortlease, HeldByProcess, NoRegistry, ReadOnly, RegistryIOError,
-               UnsafeDirectory, BindError):
+               RegistryTooLarge, UnsafeDirectory, BindError):
     _class.__module__ = "portlease"
 del _class
 
@@ -133,5 +140,6 @@ __all__ = [
     "OwnerLimit",
     "ReadOnly",
     "RegistryIOError",
+    "RegistryTooLarge",
     "UnsafeDirectory",
 ]

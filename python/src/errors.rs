@@ -39,6 +39,10 @@ fn class_of(error: &portlease::Error) -> (&'static str, Vec<(&'static str, Value
         ),
         E::NoRegistry { dir } => ("NoRegistry", vec![("dir", Text(dir.display().to_string()))]),
         E::ReadOnly { dir } => ("ReadOnly", vec![("dir", Text(dir.display().to_string()))]),
+        E::TooLarge { path, .. } => (
+            "RegistryTooLarge",
+            vec![("path", Text(path.display().to_string()))],
+        ),
         // `portlease::Error` is non-exhaustive: an error added later is still an Error.
         _ => ("Error", Vec::new()),
     }

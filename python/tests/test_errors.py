@@ -16,7 +16,8 @@ import portlease
 
 
 def test_every_error_of_the_library_has_its_own_class() -> None:
-    for name in ["NotLeased", "NotPortlease", "HeldByProcess", "NoRegistry", "ReadOnly"]:
+    for name in ["NotLeased", "NotPortlease", "HeldByProcess", "NoRegistry", "ReadOnly",
+                 "RegistryTooLarge"]:
         assert name in portlease.__all__
         kind = getattr(portlease, name)
         assert issubclass(kind, portlease.Error) and kind is not portlease.Error
@@ -55,3 +56,18 @@ def test_leases_read_a_registry_without_changing_it(registry: pathlib.Path) -> N
         before = sorted(p.name for p in registry.iterdir())
         assert [(i.port, i.label) for i in portlease.leases(registry)] == [(held.port, "read")]
         assert sorted(p.name for p in registry.iterdir()) == before
+
+
+def test_a_write_past_the_read_limit_raises_registry_too_large_and_changes_nothing(
+    registry: pathlib.Path,
+) -> None:
+    registry.mkdir(mode=0o700)
+    path = registry / "port_registry.json"
+    # One entry of the seed's, held by init, padded to just under the 64 MiB limit.
+    padding = "x" * ((64 << 20) - 2000)
+    path.write_text(json.dumps({"14020": {"pid": 1, "timestamp": time.time(), "pad": padding}}))
+    before = path.read_bytes()
+    with pytest.raises(portlease.RegistryTooLarge) as raised:
+        portlease.Allocator(registry).allocate(ranges=(14021, 14029), label="y" * 4000)
+    assert raised.value.path == str(path)
+    assert path.read_bytes() == before, "nothing was written"
