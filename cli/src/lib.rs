@@ -13,6 +13,7 @@ mod alloc;
 mod args;
 mod check;
 mod completions;
+mod error;
 mod exec;
 mod gc;
 mod hand;
@@ -31,41 +32,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use portlease::{Allocator, Error};
+use error::Error;
+use portlease::Allocator;
 
-/// Exit codes, documented in `--help` and the README.
-pub(crate) mod exit {
-    /// A failure other than those below: I/O, an unsafe directory, ...
-    pub const FAILURE: i32 = 1;
-    /// Bad arguments or an impossible request.
-    pub const USAGE: i32 = 2;
-    /// No free port (or block) in the ranges.
-    pub const EXHAUSTED: i32 = 3;
-    /// The registry lock was not had within the lock timeout.
-    pub const LOCK_TIMEOUT: i32 = 4;
-    /// `check`: some port is not free.
-    pub const NOT_FREE: i32 = 5;
-    /// `release`, `hand`: a lease is held by a running process outside this shell.
-    pub const HELD: i32 = 6;
-    /// stdout's reader went away (128 + SIGPIPE, as a shell reports `ls | head`).
-    pub const STDOUT_CLOSED: i32 = 141;
-}
+pub(crate) use error::exit;
 
-const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 failure, 2 bad arguments or request, 3 no free port in the \
-ranges, 4 lock timeout, 5 `check` found a port not free, 6 `release` or `hand` refused a \
-lease held by a running process outside this shell (see --force); `exec` exits with its command's \
-code (128 + N when a signal N ended it, 127 when it could not be found).
-
+/// The examples that end `--help` and the manual page.
+const EXAMPLES: &str = "\
 Examples:
   PORT=$(portlease alloc)                 a port leased for 300 s
   portlease hand \"$PORT\" --to $!          ... then to the server just started
   portlease exec -- python3 -m http.server {PORT}
   portlease list";
 
+/// What `--help` shows after the options: the exit codes, then examples.
+fn after_help() -> String {
+    format!("{}\n\n{EXAMPLES}", error::EXIT_CODES)
+}
+
 /// Port leases that never collide, shared by every process on this host.
 #[derive(Parser)]
-#[command(name = "portlease", version, about, after_help = AFTER_HELP, allow_negative_numbers = true)]
+#[command(name = "portlease", version, about, after_help = after_help(), allow_negative_numbers = true)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -77,7 +64,7 @@ struct Cli {
 #[derive(clap::Args)]
 pub(crate) struct Global {
     /// The registry directory [default: $PORTLEASE_DIR, else a per-user dir no other user can create]
-    #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV)]
+    #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV, value_hint = clap::ValueHint::DirPath)]
     dir: Option<PathBuf>,
     /// Seconds to wait for the registry lock
     #[arg(long, global = true, value_name = "SECS", default_value = "30", value_parser = args::parse_seconds, allow_hyphen_values = true)]
@@ -95,10 +82,28 @@ impl Global {
     }
 
     /// An allocator that only looks, for the commands that only read: it creates
-    /// nothing, and works on a directory the user may read but not write.
-    pub(crate) fn reader(&self) -> Result<Allocator, Error> {
+    /// nothing, and works on a directory the user may read but not write. `Err` holds
+    /// the directory when it does not exist (yet): nothing is leased there, which is
+    /// no error for a command that only looks.
+    pub(crate) fn reader(&self) -> Result<Result<Allocator, PathBuf>, Error> {
         let dir = self.dir.clone().unwrap_or_else(portlease::default_dir);
-        Ok(Allocator::existing(dir)?.lock_timeout(self.lock_timeout))
+        match Allocator::existing(dir) {
+            Ok(allocator) => Ok(Ok(allocator.lock_timeout(self.lock_timeout))),
+            Err(portlease::Error::NoRegistry { dir }) => Ok(Err(dir)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The leases in the registry, read without changing anything; none when the
+    /// registry directory does not exist (yet), with a note saying so.
+    pub(crate) fn leases(&self) -> Result<Vec<portlease::LeaseInfo>, Error> {
+        match self.reader()? {
+            Ok(reader) => Ok(reader.leases()?),
+            Err(dir) => {
+                log::info!("{} does not exist yet: nothing is leased there", dir.display());
+                Ok(Vec::new())
+            }
+        }
     }
 
     pub(crate) fn lock_timeout(&self) -> Duration {
@@ -122,9 +127,11 @@ enum Command {
     Man(man::ManArgs),
 }
 
-/// Runs the command line on this process's arguments; returns the exit code.
-pub fn main() -> i32 {
-    run(std::env::args_os())
+/// Runs the command line on this process's arguments; returns the exit code, for
+/// `fn main() -> ExitCode` (a code above 255 is reported as 255).
+pub fn main() -> std::process::ExitCode {
+    let code = run(std::env::args_os());
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 
 /// Runs the command line on `args` (the first is the program's name, as in
@@ -161,23 +168,12 @@ where
     };
     match result {
         Ok(code) => code,
-        Err(e) if e.is::<output::StdoutClosed>() => exit::STDOUT_CLOSED,
         Err(e) => {
-            output::note(format_args!("error: {e}"));
-            exit_code(&e)
+            if !matches!(e, Error::StdoutClosed(_)) {
+                output::note(format_args!("error: {e}"));
+            }
+            e.code()
         }
-    }
-}
-
-fn exit_code(error: &anyhow::Error) -> i32 {
-    match error.downcast_ref::<Error>() {
-        Some(Error::InvalidRequest(_) | Error::NoSuchProcess { .. }) => exit::USAGE,
-        Some(Error::Exhausted { .. }) => exit::EXHAUSTED,
-        Some(Error::LockTimeout { .. }) => exit::LOCK_TIMEOUT,
-        Some(Error::HeldByProcess { .. }) => exit::HELD,
-        _ if error.is::<kin::Refused>() => exit::HELD,
-        _ if error.is::<args::UsageError>() => exit::USAGE,
-        _ => exit::FAILURE,
     }
 }
 
