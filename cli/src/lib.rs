@@ -203,12 +203,56 @@ fn report_usage_error(error: clap::Error, args: &[std::ffi::OsString]) -> i32 {
         .unwrap_or(message);
     let message = message.strip_prefix("error: ").unwrap_or(message);
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let help = match subcommand_named(args) {
+    let subcommand = subcommand_named(args);
+    let message = slip(&error, subcommand.as_deref()).unwrap_or(message);
+    let help = match subcommand {
         Some(name) => format!("portlease {name} --help"),
         None => "portlease --help".into(),
     };
     output::note(format_args!("error: {message} (see `{help}`)"));
     exit::USAGE
+}
+
+/// What to say, instead of clap's message, for a common slip that clap cannot know
+/// the fix of: a command after `exec` without `--`, a count after `alloc` without
+/// `--count`, and an empty `$PORTLEASE_DIR` (which clap reads as a `--dir` given no
+/// value).
+fn slip(error: &clap::Error, subcommand: Option<&str>) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let invalid = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.as_str(),
+        _ => "",
+    };
+    let env_empty = std::env::var_os(portlease::DIR_ENV).is_some_and(|dir| dir.is_empty());
+    match (error.kind(), subcommand) {
+        // clap reads an empty variable even beside --dir.
+        (ErrorKind::InvalidValue, _) if invalid.starts_with("--dir") && env_empty =>
+        {
+            Some(format!(
+                "${} is set but empty: unset it (`unset {}`) for the default registry, or \
+                 set it to a directory",
+                portlease::DIR_ENV,
+                portlease::DIR_ENV
+            ))
+        }
+        (ErrorKind::UnknownArgument, Some("exec")) if !invalid.starts_with('-') => Some(format!(
+            "unexpected argument {invalid:?}: put -- before the command, as in \
+             `portlease exec [OPTIONS] -- {invalid} ...`"
+        )),
+        (ErrorKind::UnknownArgument, Some("alloc")) => {
+            let number: u16 = invalid.parse().ok()?;
+            let prefer = if number > 1024 {
+                format!(", or --prefer {number} to try that port first")
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "unexpected argument {invalid:?}: `alloc` takes no ports or counts as \
+                 arguments; did you mean --count {number}{prefer}?"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The subcommand the command line `args` names (its first word that is one), for

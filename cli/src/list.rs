@@ -74,7 +74,12 @@ fn row(info: &LeaseInfo) -> [String; 9] {
     [
         printable(&info.key),
         or_dash(info.protocol.map(|p| p.to_string())),
-        or_dash(info.pid.map(|p| p.to_string())),
+        match info.pid {
+            Some(pid) if info.owner_in_other_pid_namespace => {
+                format!("{pid} (another PID namespace)")
+            }
+            pid => or_dash(pid.map(|p| p.to_string())),
+        },
         owner.into(),
         or_dash(info.age_secs.map(seconds)),
         match (info.ttl_left_secs, info.ttl_secs) {
