@@ -16,7 +16,10 @@ pub(crate) struct CompletionsArgs {
     shell: Shell,
 }
 
-pub(crate) fn run(command: clap::Command, args: &CompletionsArgs) -> Result<i32, crate::error::Error> {
+pub(crate) fn run(
+    command: clap::Command,
+    args: &CompletionsArgs,
+) -> Result<i32, crate::error::Error> {
     let mut command = no_file_names(command);
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut command, "portlease", &mut script);

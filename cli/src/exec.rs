@@ -221,9 +221,8 @@ impl Forwarding {
 /// Forwards SIGINT, SIGTERM and SIGHUP to the child while it runs. The mutex is held
 /// while a signal is sent, so the pid cannot be reaped (and reused) meanwhile.
 fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> Result<(), Error> {
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGHUP])
-            .map_err(|e| Error::failure(format_args!("cannot listen for signals: {e}")))?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Error::failure(format_args!("cannot listen for signals: {e}")))?;
     std::thread::Builder::new()
         .name("portlease-signals".into())
         .spawn(move || {

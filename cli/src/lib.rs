@@ -100,7 +100,10 @@ impl Global {
         match self.reader()? {
             Ok(reader) => Ok(reader.leases()?),
             Err(dir) => {
-                log::info!("{} does not exist yet: nothing is leased there", dir.display());
+                log::info!(
+                    "{} does not exist yet: nothing is leased there",
+                    dir.display()
+                );
                 Ok(Vec::new())
             }
         }
@@ -226,15 +229,12 @@ fn slip(error: &clap::Error, subcommand: Option<&str>) -> Option<String> {
     let env_empty = std::env::var_os(portlease::DIR_ENV).is_some_and(|dir| dir.is_empty());
     match (error.kind(), subcommand) {
         // clap reads an empty variable even beside --dir.
-        (ErrorKind::InvalidValue, _) if invalid.starts_with("--dir") && env_empty =>
-        {
-            Some(format!(
-                "${} is set but empty: unset it (`unset {}`) for the default registry, or \
+        (ErrorKind::InvalidValue, _) if invalid.starts_with("--dir") && env_empty => Some(format!(
+            "${} is set but empty: unset it (`unset {}`) for the default registry, or \
                  set it to a directory",
-                portlease::DIR_ENV,
-                portlease::DIR_ENV
-            ))
-        }
+            portlease::DIR_ENV,
+            portlease::DIR_ENV
+        )),
         (ErrorKind::UnknownArgument, Some("exec")) if !invalid.starts_with('-') => Some(format!(
             "unexpected argument {invalid:?}: put -- before the command, as in \
              `portlease exec [OPTIONS] -- {invalid} ...`"
@@ -264,4 +264,18 @@ fn subcommand_named(args: &[std::ffi::OsString]) -> Option<String> {
         .filter_map(|arg| arg.to_str().map(str::to_owned))
         .take_while(|arg| arg != "--")
         .find(|arg| command.find_subcommand(arg).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn man_offers_every_subcommand() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_owned())
+            .collect();
+        assert_eq!(names, man::SUBCOMMANDS);
+    }
 }

@@ -26,8 +26,8 @@ use std::time::Duration;
 use portlease::{Protocol, Request};
 
 use super::Global;
-use super::error::Error;
 use super::args::{UsageError, parse_range};
+use super::error::Error;
 
 /// Serve ports to portpicker clients (PORTSERVER_ADDRESS) from the shared registry.
 ///
