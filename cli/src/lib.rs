@@ -1,8 +1,9 @@
 //! The `portlease` command: port leases for shells, scripts and CI jobs, over the
 //! `portlease` library.
 //!
-//! This crate is the command alone: argument parsing (clap), logging, the mapping of
-//! errors to exit codes, and one file per subcommand beside this one; `sockets` (who
+//! This crate is the command alone: argument parsing (clap), logging, the command's
+//! one error type with the exit code of each error (`error`), and one file per
+//! subcommand beside this one; `sockets` (who
 //! binds a port, for `check`) lives here too, as only the command needs it. Its entry
 //! points are [`main`], which reads the process's own arguments, and [`run`], which
 //! takes them (the Python package's console script calls it).
