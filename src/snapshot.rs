@@ -40,6 +40,11 @@ pub struct LeaseInfo {
     pub owned_by_process: bool,
     /// Whether the owner process still runs (`None` when there is no owner).
     pub owner_alive: Option<bool>,
+    /// Whether the owner is a process of another PID namespace than the reader's (a
+    /// container's, say): its `pid` is that namespace's, and names another process
+    /// here, or none. `false` when there is no owner.
+    #[serde(default)]
+    pub owner_in_other_pid_namespace: bool,
     /// Seconds since the lease was made or last renewed.
     pub age_secs: Option<f64>,
     /// The lease's lifetime in seconds (`None`: for its owner's lifetime).
@@ -70,6 +75,7 @@ impl LeaseInfo {
             pid: None,
             owned_by_process: false,
             owner_alive: None,
+            owner_in_other_pid_namespace: false,
             age_secs: None,
             ttl_secs: None,
             ttl_left_secs: None,
@@ -84,6 +90,9 @@ impl LeaseInfo {
                 info.pid = lease.owner.map(|owner| owner.pid.into());
                 info.owned_by_process = lease.owner.is_some();
                 info.owner_alive = lease.owner.map(|owner| liveness.is_alive(owner));
+                info.owner_in_other_pid_namespace = lease
+                    .owner
+                    .is_some_and(|owner| !owner.is_in_own_pid_namespace());
                 info.age_secs = Some(now - lease.since);
                 info.ttl_secs = lease.ttl;
                 info.ttl_left_secs = lease.ttl.map(|ttl| (ttl - (now - lease.since)).max(0.0));

@@ -39,7 +39,7 @@ struct Allocated<'a> {
     label: Option<&'a str>,
 }
 
-pub(crate) fn run(global: &Global, args: &AllocArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(global: &Global, args: &AllocArgs) -> Result<i32, crate::error::Error> {
     let (owner, default_ttl) = match args.owner_pid {
         Some(pid) => (Owner::Process(pid), None),
         None => (Owner::Nobody, Some(DEFAULT_TTL)),

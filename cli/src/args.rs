@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use portlease::{Owner, Protocol, Request};
 
 /// A mistake in the arguments, found after clap parsed them.
@@ -21,6 +22,28 @@ pub(crate) fn parse_port(text: &str) -> Result<u16, String> {
     match u16::try_from(number) {
         Ok(port) if port != 0 => Ok(port),
         _ => Err(format!("{number} is not a port: ports run from 1 to 65535")),
+    }
+}
+
+/// A lease's token as `alloc --json` prints it: three hexadecimal numbers joined by
+/// `-` (the owner's pid, the time in nanoseconds and a counter, as the library makes
+/// them), e.g. `1a2b-17d0c3e4f5a6b7c8-0`.
+pub(crate) fn parse_token(text: &str) -> Result<String, String> {
+    let widths = [8, 32, 16];
+    let parts: Vec<&str> = text.split('-').collect();
+    let well_formed = parts.len() == widths.len()
+        && parts.iter().zip(widths).all(|(part, width)| {
+            !part.is_empty()
+                && part.len() <= width
+                && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+    if well_formed {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a lease token: a token is three hexadecimal numbers joined by \
+             '-', as `portlease alloc --json` prints it in \"token\""
+        ))
     }
 }
 
@@ -107,7 +130,7 @@ pub(crate) struct LeaseOptions {
     #[arg(long, value_name = "PORT", value_parser = parse_port, allow_hyphen_values = true)]
     pub(crate) exclude: Vec<u16>,
     /// The protocols the ports must be free for
-    #[arg(long, value_name = "tcp|udp|both", default_value = "tcp", value_parser = parse_protocol)]
+    #[arg(long, value_name = "PROTO", default_value = "tcp", value_parser = PossibleValuesParser::new(["tcp", "udp", "both"]).try_map(|text| parse_protocol(&text)))]
     pub(crate) proto: Protocol,
     /// Check the ports on this address only (plus ::1 for 127.0.0.1) [default: every address]
     #[arg(long, value_name = "ADDR", value_parser = parse_host)]
@@ -197,6 +220,26 @@ mod tests {
         }
         assert_eq!(parse_ranges("1-2, 5-9"), Ok(vec![1..=2, 5..=9]));
         assert!(parse_ranges("1-2,").is_err());
+    }
+
+    #[test]
+    fn tokens_have_the_shape_the_library_gives_them() {
+        for good in ["1a2b-17d0c3e4f5a6b7c8-0", "ffffffff-0-ffffffffffffffff"] {
+            assert_eq!(parse_token(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "",
+            "garbage",
+            "1-2",
+            "1-2-3-4",
+            "1--3",
+            "1-2-G",
+            "1A-2-3",
+            "123456789-2-3",
+            " 1-2-3",
+        ] {
+            assert!(parse_token(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

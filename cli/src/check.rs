@@ -11,8 +11,8 @@ use super::{Global, exit};
 
 /// For each port: free to bind, leased (to whom), or bound by a process (which pid
 /// and command, where permissions allow). Exits 0 when every port is free, 5 if not.
-/// Only reads: creates nothing, fails (exit 1) when the registry directory does not
-/// exist, and works on one you may read but not write.
+/// Only reads: creates nothing, finds no leases where the registry directory does not
+/// exist yet, and works on one you may read but not write.
 ///
 /// `--json` prints an array of {"port", "free", "bindable", "lease" (as in `list
 /// --json`, or null), "sockets": [{"protocol", "address", "state", "pid", "command"}]}.
@@ -40,8 +40,8 @@ struct PortState {
     sockets: Vec<BoundSocket>,
 }
 
-pub(crate) fn run(global: &Global, args: &CheckArgs) -> anyhow::Result<i32> {
-    let leases = global.reader()?.leases()?;
+pub(crate) fn run(global: &Global, args: &CheckArgs) -> Result<i32, crate::error::Error> {
+    let leases = global.leases()?;
     let mut states = Vec::new();
     for &port in &args.ports {
         let bindable = is_port_free(port, Protocol::Both, None)?;

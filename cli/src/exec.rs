@@ -6,13 +6,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use portlease::Owner;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use super::Global;
 use super::args::{LeaseOptions, UsageError};
+use super::error::Error;
 
 /// Lease ports for a command, pass them to it, run it, and release them when it ends.
 ///
@@ -39,7 +39,7 @@ pub(crate) struct ExecArgs {
     command: Vec<OsString>,
 }
 
-pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(global: &Global, args: &ExecArgs) -> Result<i32, Error> {
     let count = port_count(args)?;
     // Listen for signals before anything is leased, so none is missed.
     let forwarding = Arc::new(Mutex::new(Forwarding::default()));
@@ -98,7 +98,9 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
     if let Err(e) = ended {
         log::debug!("cannot wait for the command without reaping it: {e}");
     }
-    let status = child.wait().context("cannot wait for the command")?;
+    let status = child
+        .wait()
+        .map_err(|e| Error::failure(format_args!("cannot wait for the command: {e}")))?;
     release(lease);
     Ok(status
         .code()
@@ -109,7 +111,7 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
 /// How many ports: --count, else one per --env name, else as many as the highest
 /// `{PORTi}` in the command names, else 1. A `{PORTi}` past them is an error, not
 /// left in the command as it is.
-fn port_count(args: &ExecArgs) -> anyhow::Result<usize> {
+fn port_count(args: &ExecArgs) -> Result<usize, Error> {
     let named = args
         .command
         .iter()
@@ -140,7 +142,7 @@ fn highest_placeholder(arg: &str) -> Option<usize> {
 }
 
 /// How many ports --count or the --env names ask for, if they do.
-fn counted_ports(args: &ExecArgs) -> anyhow::Result<Option<usize>> {
+fn counted_ports(args: &ExecArgs) -> Result<Option<usize>, Error> {
     for name in &args.env {
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(UsageError(format!(
@@ -218,9 +220,9 @@ impl Forwarding {
 
 /// Forwards SIGINT, SIGTERM and SIGHUP to the child while it runs. The mutex is held
 /// while a signal is sent, so the pid cannot be reaped (and reused) meanwhile.
-fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
-    let mut signals =
-        Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot listen for signals")?;
+fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> Result<(), Error> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Error::failure(format_args!("cannot listen for signals: {e}")))?;
     std::thread::Builder::new()
         .name("portlease-signals".into())
         .spawn(move || {
@@ -240,7 +242,7 @@ fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> anyhow::Result<()> {
                 }
             }
         })
-        .context("cannot start the signal forwarder")?;
+        .map_err(|e| Error::failure(format_args!("cannot start the signal forwarder: {e}")))?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ pub(crate) struct GcArgs {
     json: bool,
 }
 
-pub(crate) fn run(global: &Global, args: &GcArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(global: &Global, args: &GcArgs) -> Result<i32, crate::error::Error> {
     let reclaimed = global.allocator()?.gc()?;
     if args.json {
         print(&format!("{}\n", serde_json::to_string(&reclaimed)?))?;

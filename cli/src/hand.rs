@@ -26,7 +26,7 @@ pub(crate) struct HandArgs {
     force: bool,
 }
 
-pub(crate) fn run(global: &Global, args: &HandArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(global: &Global, args: &HandArgs) -> Result<i32, crate::error::Error> {
     global
         .allocator()?
         .hand_over(&args.ports, args.to, |holder| {

@@ -79,9 +79,9 @@ pub(crate) struct Refused {
     verb: &'static str,
 }
 
-/// Turns the library's refusal into the command's, naming the holder's command line;
-/// any other error is passed on.
-pub(crate) fn explain(error: portlease::Error, verb: &'static str) -> anyhow::Error {
+/// Turns the library's refusal into the command's, naming the holder's command line
+/// and what was refused (`verb`: "release", "hand on"); any other error is passed on.
+pub(crate) fn explain(error: portlease::Error, verb: &'static str) -> crate::error::Error {
     match error {
         portlease::Error::HeldByProcess {
             key,
@@ -101,7 +101,7 @@ pub(crate) fn explain(error: portlease::Error, verb: &'static str) -> anyhow::Er
             verb,
         }
         .into(),
-        other => other.into(),
+        other => crate::error::Error::Library(other),
     }
 }
 

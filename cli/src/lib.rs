@@ -1,8 +1,9 @@
 //! The `portlease` command: port leases for shells, scripts and CI jobs, over the
 //! `portlease` library.
 //!
-//! This crate is the command alone: argument parsing (clap), logging, the mapping of
-//! errors to exit codes, and one file per subcommand beside this one; `sockets` (who
+//! This crate is the command alone: argument parsing (clap), logging, the command's
+//! one error type with the exit code of each error (`error`), and one file per
+//! subcommand beside this one; `sockets` (who
 //! binds a port, for `check`) lives here too, as only the command needs it. Its entry
 //! points are [`main`], which reads the process's own arguments, and [`run`], which
 //! takes them (the Python package's console script calls it).
@@ -13,6 +14,7 @@ mod alloc;
 mod args;
 mod check;
 mod completions;
+mod error;
 mod exec;
 mod gc;
 mod hand;
@@ -31,41 +33,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use portlease::{Allocator, Error};
+use error::Error;
+use portlease::Allocator;
 
-/// Exit codes, documented in `--help` and the README.
-pub(crate) mod exit {
-    /// A failure other than those below: I/O, an unsafe directory, ...
-    pub const FAILURE: i32 = 1;
-    /// Bad arguments or an impossible request.
-    pub const USAGE: i32 = 2;
-    /// No free port (or block) in the ranges.
-    pub const EXHAUSTED: i32 = 3;
-    /// The registry lock was not had within the lock timeout.
-    pub const LOCK_TIMEOUT: i32 = 4;
-    /// `check`: some port is not free.
-    pub const NOT_FREE: i32 = 5;
-    /// `release`, `hand`: a lease is held by a running process outside this shell.
-    pub const HELD: i32 = 6;
-    /// stdout's reader went away (128 + SIGPIPE, as a shell reports `ls | head`).
-    pub const STDOUT_CLOSED: i32 = 141;
-}
+pub(crate) use error::exit;
 
-const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 failure, 2 bad arguments or request, 3 no free port in the \
-ranges, 4 lock timeout, 5 `check` found a port not free, 6 `release` or `hand` refused a \
-lease held by a running process outside this shell (see --force); `exec` exits with its command's \
-code (128 + N when a signal N ended it, 127 when it could not be found).
-
+/// The examples that end `--help` and the manual page.
+const EXAMPLES: &str = "\
 Examples:
   PORT=$(portlease alloc)                 a port leased for 300 s
   portlease hand \"$PORT\" --to $!          ... then to the server just started
   portlease exec -- python3 -m http.server {PORT}
   portlease list";
 
+/// What `--help` shows after the options: the exit codes, then examples.
+fn after_help() -> String {
+    format!("{}\n\n{EXAMPLES}", error::EXIT_CODES)
+}
+
 /// Port leases that never collide, shared by every process on this host.
 #[derive(Parser)]
-#[command(name = "portlease", version, about, after_help = AFTER_HELP, allow_negative_numbers = true)]
+#[command(name = "portlease", version, about, after_help = after_help(), allow_negative_numbers = true)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -77,7 +65,7 @@ struct Cli {
 #[derive(clap::Args)]
 pub(crate) struct Global {
     /// The registry directory [default: $PORTLEASE_DIR, else a per-user dir no other user can create]
-    #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV)]
+    #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV, value_hint = clap::ValueHint::DirPath)]
     dir: Option<PathBuf>,
     /// Seconds to wait for the registry lock
     #[arg(long, global = true, value_name = "SECS", default_value = "30", value_parser = args::parse_seconds, allow_hyphen_values = true)]
@@ -95,10 +83,31 @@ impl Global {
     }
 
     /// An allocator that only looks, for the commands that only read: it creates
-    /// nothing, and works on a directory the user may read but not write.
-    pub(crate) fn reader(&self) -> Result<Allocator, Error> {
+    /// nothing, and works on a directory the user may read but not write. `Err` holds
+    /// the directory when it does not exist (yet): nothing is leased there, which is
+    /// no error for a command that only looks.
+    pub(crate) fn reader(&self) -> Result<Result<Allocator, PathBuf>, Error> {
         let dir = self.dir.clone().unwrap_or_else(portlease::default_dir);
-        Ok(Allocator::existing(dir)?.lock_timeout(self.lock_timeout))
+        match Allocator::existing(dir) {
+            Ok(allocator) => Ok(Ok(allocator.lock_timeout(self.lock_timeout))),
+            Err(portlease::Error::NoRegistry { dir }) => Ok(Err(dir)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The leases in the registry, read without changing anything; none when the
+    /// registry directory does not exist (yet), with a note saying so.
+    pub(crate) fn leases(&self) -> Result<Vec<portlease::LeaseInfo>, Error> {
+        match self.reader()? {
+            Ok(reader) => Ok(reader.leases()?),
+            Err(dir) => {
+                log::info!(
+                    "{} does not exist yet: nothing is leased there",
+                    dir.display()
+                );
+                Ok(Vec::new())
+            }
+        }
     }
 
     pub(crate) fn lock_timeout(&self) -> Duration {
@@ -122,9 +131,11 @@ enum Command {
     Man(man::ManArgs),
 }
 
-/// Runs the command line on this process's arguments; returns the exit code.
-pub fn main() -> i32 {
-    run(std::env::args_os())
+/// Runs the command line on this process's arguments; returns the exit code, for
+/// `fn main() -> ExitCode` (a code above 255 is reported as 255).
+pub fn main() -> std::process::ExitCode {
+    let code = run(std::env::args_os());
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 
 /// Runs the command line on `args` (the first is the program's name, as in
@@ -161,23 +172,12 @@ where
     };
     match result {
         Ok(code) => code,
-        Err(e) if e.is::<output::StdoutClosed>() => exit::STDOUT_CLOSED,
         Err(e) => {
-            output::note(format_args!("error: {e}"));
-            exit_code(&e)
+            if !matches!(e, Error::StdoutClosed(_)) {
+                output::note(format_args!("error: {e}"));
+            }
+            e.code()
         }
-    }
-}
-
-fn exit_code(error: &anyhow::Error) -> i32 {
-    match error.downcast_ref::<Error>() {
-        Some(Error::InvalidRequest(_) | Error::NoSuchProcess { .. }) => exit::USAGE,
-        Some(Error::Exhausted { .. }) => exit::EXHAUSTED,
-        Some(Error::LockTimeout { .. }) => exit::LOCK_TIMEOUT,
-        Some(Error::HeldByProcess { .. }) => exit::HELD,
-        _ if error.is::<kin::Refused>() => exit::HELD,
-        _ if error.is::<args::UsageError>() => exit::USAGE,
-        _ => exit::FAILURE,
     }
 }
 
@@ -207,12 +207,53 @@ fn report_usage_error(error: clap::Error, args: &[std::ffi::OsString]) -> i32 {
         .unwrap_or(message);
     let message = message.strip_prefix("error: ").unwrap_or(message);
     let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
-    let help = match subcommand_named(args) {
+    let subcommand = subcommand_named(args);
+    let message = slip(&error, subcommand.as_deref()).unwrap_or(message);
+    let help = match subcommand {
         Some(name) => format!("portlease {name} --help"),
         None => "portlease --help".into(),
     };
     output::note(format_args!("error: {message} (see `{help}`)"));
     exit::USAGE
+}
+
+/// What to say, instead of clap's message, for a common slip that clap cannot know
+/// the fix of: a command after `exec` without `--`, a count after `alloc` without
+/// `--count`, and an empty `$PORTLEASE_DIR` (which clap reads as a `--dir` given no
+/// value).
+fn slip(error: &clap::Error, subcommand: Option<&str>) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let invalid = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.as_str(),
+        _ => "",
+    };
+    let env_empty = std::env::var_os(portlease::DIR_ENV).is_some_and(|dir| dir.is_empty());
+    match (error.kind(), subcommand) {
+        // clap reads an empty variable even beside --dir.
+        (ErrorKind::InvalidValue, _) if invalid.starts_with("--dir") && env_empty => Some(format!(
+            "${} is set but empty: unset it (`unset {}`) for the default registry, or \
+                 set it to a directory",
+            portlease::DIR_ENV,
+            portlease::DIR_ENV
+        )),
+        (ErrorKind::UnknownArgument, Some("exec")) if !invalid.starts_with('-') => Some(format!(
+            "unexpected argument {invalid:?}: put -- before the command, as in \
+             `portlease exec [OPTIONS] -- {invalid} ...`"
+        )),
+        (ErrorKind::UnknownArgument, Some("alloc")) => {
+            let number: u16 = invalid.parse().ok()?;
+            let prefer = if number > 1024 {
+                format!(", or --prefer {number} to try that port first")
+            } else {
+                String::new()
+            };
+            Some(format!(
+                "unexpected argument {invalid:?}: `alloc` takes no ports or counts as \
+                 arguments; did you mean --count {number}{prefer}?"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// The subcommand the command line `args` names (its first word that is one), for
@@ -224,4 +265,18 @@ fn subcommand_named(args: &[std::ffi::OsString]) -> Option<String> {
         .filter_map(|arg| arg.to_str().map(str::to_owned))
         .take_while(|arg| arg != "--")
         .find(|arg| command.find_subcommand(arg).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn man_offers_every_subcommand() {
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|sub| sub.get_name().to_owned())
+            .collect();
+        assert_eq!(names, man::SUBCOMMANDS);
+    }
 }

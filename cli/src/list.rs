@@ -7,12 +7,14 @@ use super::output::{note, print, printable};
 
 /// Show every lease: port, protocol, pid, whether the owner is alive, age, TTL left,
 /// label and source; stale leases are marked.
-/// Only reads: creates nothing, fails (exit 1) when the registry directory does not
-/// exist, and works on one you may read but not write.
+/// Only reads: creates nothing, lists no leases where the registry directory does
+/// not exist yet (before the first `alloc`), and works on one you may read but not
+/// write.
 ///
 /// `--json` prints an array of objects with the fields key, port, kind
 /// (portlease|seed|unknown), pid, owned_by_process, owner_alive, age_secs, ttl_secs,
-/// ttl_left_secs, protocol, label, source, stale.
+/// ttl_left_secs, protocol, label, source, stale, owner_in_other_pid_namespace (whose
+/// pid names another process here, or none).
 ///
 /// Example: portlease list --json | jq '.[] | select(.label == "web") | .port'
 #[derive(clap::Args, Debug)]
@@ -22,8 +24,8 @@ pub(crate) struct ListArgs {
     json: bool,
 }
 
-pub(crate) fn run(global: &Global, args: &ListArgs) -> anyhow::Result<i32> {
-    let leases = global.reader()?.leases()?;
+pub(crate) fn run(global: &Global, args: &ListArgs) -> Result<i32, crate::error::Error> {
+    let leases = global.leases()?;
     if args.json {
         print(&format!("{}\n", serde_json::to_string_pretty(&leases)?))?;
     } else if leases.is_empty() {
@@ -72,7 +74,12 @@ fn row(info: &LeaseInfo) -> [String; 9] {
     [
         printable(&info.key),
         or_dash(info.protocol.map(|p| p.to_string())),
-        or_dash(info.pid.map(|p| p.to_string())),
+        match info.pid {
+            Some(pid) if info.owner_in_other_pid_namespace => {
+                format!("{pid} (another PID namespace)")
+            }
+            pid => or_dash(pid.map(|p| p.to_string())),
+        },
         owner.into(),
         or_dash(info.age_secs.map(seconds)),
         match (info.ttl_left_secs, info.ttl_secs) {

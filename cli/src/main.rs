@@ -1,5 +1,5 @@
 //! The `portlease` command: port leases for shells, scripts and CI jobs.
 
-fn main() {
-    std::process::exit(portlease_cli::main());
+fn main() -> std::process::ExitCode {
+    portlease_cli::main()
 }

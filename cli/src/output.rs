@@ -14,12 +14,14 @@ pub(crate) struct StdoutClosed;
 ///
 /// # Errors
 /// [`StdoutClosed`] when the reader has gone; any other write error, with what failed.
-pub(crate) fn print(text: &str) -> anyhow::Result<()> {
+pub(crate) fn print(text: &str) -> Result<(), crate::error::Error> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
-        Err(e) => Err(anyhow::anyhow!("cannot write to stdout: {e}")),
+        Err(e) => Err(crate::error::Error::failure(format_args!(
+            "cannot write to stdout: {e}"
+        ))),
     }
 }
 

@@ -3,7 +3,8 @@
 use portlease::LeaseInfo;
 
 use super::Global;
-use super::args::{UsageError, parse_port};
+use super::args::{UsageError, parse_port, parse_token};
+use super::error::Error;
 use super::kin;
 use super::output::{note, print, printable};
 
@@ -18,7 +19,9 @@ use super::output::{note, print, printable};
 /// on stderr).
 ///
 /// --token ends exactly the lease `alloc --json` printed the token of, and nothing
-/// else, so a retried release cannot end a lease made since on the same port.
+/// else, so a retried release cannot end a lease made since on the same port. A token
+/// that names no lease (released already, or ended) fails with exit code 1; one that
+/// is not a token at all, with 2.
 ///
 /// Example: portlease release 20000 20001; portlease release --token "$TOKEN"
 #[derive(clap::Args, Debug)]
@@ -33,20 +36,18 @@ pub(crate) struct ReleaseArgs {
     #[arg(long, value_name = "PID", conflicts_with_all = ["ports", "label"])]
     owner_pid: Option<u32>,
     /// Release exactly the lease with this token (printed by `alloc --json`)
-    #[arg(long, value_name = "TOKEN", conflicts_with_all = ["ports", "label", "owner_pid"])]
+    #[arg(long, value_name = "TOKEN", value_parser = parse_token, conflicts_with_all = ["ports", "label", "owner_pid"])]
     token: Option<String>,
     /// Release leases held by running processes outside this shell too
     #[arg(long)]
     force: bool,
 }
 
-pub(crate) fn run(global: &Global, args: &ReleaseArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(global: &Global, args: &ReleaseArgs) -> Result<i32, Error> {
     if let Some(token) = &args.token {
         let ports = global.allocator()?.release_by_token(token)?;
         if ports.is_empty() {
-            note(format_args!(
-                "no lease with token {token:?} (released already, or ended)"
-            ));
+            return Err(Error::UnknownToken(token.clone()));
         }
         print(&released_lines(ports.iter().map(u16::to_string)))?;
         return Ok(0);

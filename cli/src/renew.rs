@@ -16,7 +16,7 @@ pub(crate) struct RenewArgs {
     ttl: Option<Ttl>,
 }
 
-pub(crate) fn run(global: &Global, args: &RenewArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(global: &Global, args: &RenewArgs) -> Result<i32, crate::error::Error> {
     let ttl = match args.ttl {
         Some(Ttl(None)) => {
             return Err(super::args::UsageError(

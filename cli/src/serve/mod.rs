@@ -27,6 +27,7 @@ use portlease::{Protocol, Request};
 
 use super::Global;
 use super::args::{UsageError, parse_range};
+use super::error::Error;
 
 /// Serve ports to portpicker clients (PORTSERVER_ADDRESS) from the shared registry.
 ///
@@ -116,7 +117,7 @@ pub(super) struct Limits {
     request_timeout: Duration,
 }
 
-pub(crate) fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<i32> {
+pub(crate) fn run(global: &Global, args: &ServeArgs) -> Result<i32, Error> {
     let zero = [
         args.max_per_pid,
         args.max_per_uid,
@@ -143,7 +144,7 @@ pub(crate) fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<i32> {
     }
     let allocator = global.allocator()?;
     let granter = grant::Granter::new(allocator, request, args.max_per_uid);
-    let socket = listen::open(&args.address)?;
+    let socket = listen::open(&args.address).map_err(Error::failure)?;
     let limits = Limits {
         max_connections: args.max_connections,
         max_connections_per_uid: args
@@ -151,14 +152,15 @@ pub(crate) fn run(global: &Global, args: &ServeArgs) -> anyhow::Result<i32> {
             .unwrap_or(args.max_connections.div_ceil(2)),
         request_timeout: args.request_timeout,
     };
-    let signals = event_loop::Signals::register()?;
+    let signals = event_loop::Signals::register().map_err(Error::failure)?;
     log::info!(
         "serving ports {} from {} on {}",
         granter.pool_description(),
         granter.dir().display(),
         socket.describe()
     );
-    let stopped_by = event_loop::serve(&socket, granter, &limits, &signals)?;
+    let stopped_by =
+        event_loop::serve(&socket, granter, &limits, &signals).map_err(Error::failure)?;
     socket.remove_path();
     log::info!("stopping on signal {stopped_by}");
     Ok(0)

@@ -354,7 +354,10 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
             &["alloc", "--owner-pid", "999999999"],
             "no process with pid 999999999",
         ),
-        (&["alloc", "--proto", "sctp"], "unknown protocol"),
+        (
+            &["alloc", "--proto", "sctp"],
+            "possible values: tcp, udp, both",
+        ),
         (&["release", "abc"], "not a port"),
         (&["renew", "0"], "0 is not a port"),
         (&["check"], "required"),

@@ -12,6 +12,8 @@ mod cli;
 mod corruption;
 mod default_dir;
 mod exec;
+mod exit_codes;
+mod first_use;
 mod helpers;
 mod lease;
 mod liveness;

@@ -113,5 +113,6 @@ fn the_manual_comes_from_the_command_definitions() {
     Run::new(dir.path())
         .args(["man", "nope"])
         .run()
-        .fails(2, "no subcommand \"nope\"");
+        .fails(2, "invalid value 'nope'")
+        .contains("possible values: alloc, release");
 }
