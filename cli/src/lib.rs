@@ -65,7 +65,9 @@ struct Cli {
 #[derive(clap::Args)]
 pub(crate) struct Global {
     /// The registry directory [default: $PORTLEASE_DIR, else a per-user dir no other user can create]
-    #[arg(long, global = true, value_name = "DIR", env = portlease::DIR_ENV, value_hint = clap::ValueHint::DirPath)]
+    // Not clap's `env`: clap would read an empty $PORTLEASE_DIR as a `--dir` without a
+    // value, even beside a `--dir` given (see `empty_dir_env`).
+    #[arg(long, global = true, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
     dir: Option<PathBuf>,
     /// Seconds to wait for the registry lock
     #[arg(long, global = true, value_name = "SECS", default_value = "30", value_parser = args::parse_seconds, allow_hyphen_values = true)]
@@ -150,6 +152,13 @@ where
         Ok(cli) => cli,
         Err(e) => return report_usage_error(e, &args),
     };
+    if let Some(message) = empty_dir_env(&cli) {
+        let help = subcommand_named(&args).map_or("portlease --help".into(), |name| {
+            format!("portlease {name} --help")
+        });
+        output::note(format_args!("error: {message} (see `{help}`)"));
+        return exit::USAGE;
+    }
     let default_level = match cli.command {
         Command::Serve(_) => log::LevelFilter::Info,
 
@@ -218,24 +227,15 @@ fn report_usage_error(error: clap::Error, args: &[std::ffi::OsString]) -> i32 {
 }
 
 /// What to say, instead of clap's message, for a common slip that clap cannot know
-/// the fix of: a command after `exec` without `--`, a count after `alloc` without
-/// `--count`, and an empty `$PORTLEASE_DIR` (which clap reads as a `--dir` given no
-/// value).
+/// the fix of: a command after `exec` without `--`, and a count after `alloc` without
+/// `--count`.
 fn slip(error: &clap::Error, subcommand: Option<&str>) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let invalid = match error.get(ContextKind::InvalidArg) {
         Some(ContextValue::String(arg)) => arg.as_str(),
         _ => "",
     };
-    let env_empty = std::env::var_os(portlease::DIR_ENV).is_some_and(|dir| dir.is_empty());
     match (error.kind(), subcommand) {
-        // clap reads an empty variable even beside --dir.
-        (ErrorKind::InvalidValue, _) if invalid.starts_with("--dir") && env_empty => Some(format!(
-            "${} is set but empty: unset it (`unset {}`) for the default registry, or \
-                 set it to a directory",
-            portlease::DIR_ENV,
-            portlease::DIR_ENV
-        )),
         (ErrorKind::UnknownArgument, Some("exec")) if !invalid.starts_with('-') => Some(format!(
             "unexpected argument {invalid:?}: put -- before the command, as in \
              `portlease exec [OPTIONS] -- {invalid} ...`"
@@ -254,6 +254,20 @@ fn slip(error: &clap::Error, subcommand: Option<&str>) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// The slip of an empty `$PORTLEASE_DIR` where no `--dir` is given (which the library
+/// would read as unset, silently using the default registry instead).
+fn empty_dir_env(cli: &Cli) -> Option<String> {
+    let empty = std::env::var_os(portlease::DIR_ENV).is_some_and(|dir| dir.is_empty());
+    (empty && cli.global.dir.is_none()).then(|| {
+        format!(
+            "${} is set but empty: unset it (`unset {}`) for the default registry, or set \
+             it to a directory",
+            portlease::DIR_ENV,
+            portlease::DIR_ENV
+        )
+    })
 }
 
 /// The subcommand the command line `args` names (its first word that is one), for

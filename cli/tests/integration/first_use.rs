@@ -132,6 +132,12 @@ fn an_empty_portlease_dir_is_named_with_the_fix() {
         assert!(stderr.contains("unset"), "{stderr}");
         assert!(!stderr.contains("a value is required"), "{stderr}");
     }
+    // Beside a --dir, an empty variable is no slip: the --dir is used.
+    let listed = Run::new(dir.path())
+        .env("PORTLEASE_DIR", Path::new(""))
+        .args(["--dir", &dir.path().display().to_string(), "list", "--json"])
+        .run();
+    assert_eq!(listed.success().trim(), "[]");
 }
 
 /// The lines of the `case` arm for option `option` in the bash script, up to `;;`.
