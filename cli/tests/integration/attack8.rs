@@ -7,57 +7,6 @@ use portlease::Allocator;
 
 use crate::helpers::{Reaped, portlease_in, ports, registry_json, run_within};
 
-/// The seed's runnable copy, beside the project as `../shared/seed`.
-fn seed_dir() -> Option<std::path::PathBuf> {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/seed");
-    dir.join("port_allocator.py").exists().then_some(dir)
-}
-
-#[test]
-fn the_seed_still_allocates_after_portlease_rewrote_its_nan_timestamp() {
-    // What Python's json module writes for an entry whose timestamp is NaN: the seed
-    // holds it for ever (`now - nan > 300` is false) and reads the file fine.
-    let dir = tempfile::tempdir().expect("a temp dir");
-    Allocator::with_dir(dir.path()).expect("an allocator");
-    let first = *ports(86).start();
-    let text = format!("{{\n  \"{first}\": {{\n    \"pid\": 1,\n    \"timestamp\": NaN\n  }}\n}}");
-    std::fs::write(dir.path().join(portlease::REGISTRY_FILE), text).expect("write");
-    let range = format!("{}-{}", first, first + 9);
-    let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
-    let outcome = run_within(portlease_in(dir.path(), &args), Duration::from_secs(60));
-    assert_ne!(
-        outcome.success().trim(),
-        first.to_string(),
-        "held by the NaN entry"
-    );
-    let entry = &registry_json(dir.path())[&first.to_string()];
-    assert!(
-        entry["timestamp"].is_f64(),
-        "the seed computes `now - timestamp`, which fails on anything but a number: {entry}"
-    );
-    let Some(seed) = seed_dir() else {
-        eprintln!("skipped the seed's own run: its module is not beside the project");
-        return;
-    };
-    let script = "import sys, pathlib; sys.path.insert(0, sys.argv[1]); \
-                  import port_allocator as s; \
-                  a = s.CrossProcessPortAllocator(registry_dir=pathlib.Path(sys.argv[2])); \
-                  print(a.allocate(range_start=int(sys.argv[3]), range_size=10))";
-    let mut python = std::process::Command::new("python3");
-    python
-        .args(["-c", script])
-        .arg(seed)
-        .arg(dir.path())
-        .arg(first.to_string());
-    let outcome = run_within(python, Duration::from_secs(60));
-    let given = outcome.success();
-    assert_ne!(
-        given.trim(),
-        first.to_string(),
-        "the seed honours the entry"
-    );
-}
-
 /// A pid no process of this namespace has, nor the nine after it.
 fn unused_pid() -> u32 {
     let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
