@@ -5,7 +5,6 @@
 
 mod attack10;
 mod attack11;
-mod attack8;
 mod board;
 mod bounds;
 mod cli;
