@@ -1,6 +1,7 @@
 //! Owners that look gone but run, and keep their ports: one in another PID namespace
 //! (with a /proc of its own or the host's), one in another time namespace, one whose
-//! main thread has exited while its other threads serve on.
+//! main thread has exited while its other threads serve on. And a kernel thread, which
+//! never exits, is never made an owner.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -9,8 +10,8 @@ use std::time::Duration;
 use portlease::{Error, Owner, Request};
 
 use crate::helpers::{
-    Reaped, binary, exec_in_new_pid_namespace, first_ports, portlease_in, ports, registry,
-    registry_json, required, run_within,
+    Reaped, Run, binary, exec_in_new_pid_namespace, first_ports, kernel_thread, portlease_in,
+    ports, registry, registry_bytes, registry_json, required, run_within,
 };
 
 #[test]
@@ -366,4 +367,42 @@ fn an_owner_in_another_time_namespace_keeps_its_port() {
     }
     let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
     run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
+}
+
+#[test]
+fn a_lease_is_never_given_to_a_kernel_thread_which_never_exits() {
+    let Some(kthread) = kernel_thread() else {
+        required(
+            false,
+            "a kernel thread visible from this PID namespace",
+            "run the tests in the host's PID namespace, as CI does",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *ports(125).start();
+    let range = format!("{port}-{port}");
+    let kthread = kthread.to_string();
+    Run::new(dir.path())
+        .args(["alloc", "--range", &range, "--owner-pid", &kthread])
+        .run()
+        .fails(2, &kthread);
+    assert!(
+        registry_bytes(dir.path()).is_none_or(|_| registry_json(dir.path()).is_empty()),
+        "nothing was leased"
+    );
+    Run::new(dir.path())
+        .args(["alloc", "--range", &range, "--ttl", "60"])
+        .run()
+        .success();
+    Run::new(dir.path())
+        .args(["hand", &port.to_string(), "--to", &kthread])
+        .run()
+        .fails(2, &kthread);
+    let registry = registry_json(dir.path());
+    assert_eq!(
+        registry[&port.to_string()]["owner"],
+        "none",
+        "the lease is not handed on: {registry:?}"
+    );
 }

@@ -456,24 +456,6 @@ fn sigusr1_logs_portpickers_statistics_and_the_server_goes_on() {
     assert_eq!(server.stop(), Some(0));
 }
 
-/// The first kernel thread in /proc (flag PF_KTHREAD in /proc/PID/stat), if any is
-/// visible from this pid namespace.
-fn a_kernel_thread() -> Option<u32> {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let flags: u64 = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(6)?
-            .parse()
-            .ok()?;
-        (flags & PF_KTHREAD != 0).then_some(pid)
-    })
-}
-
 /// Runs this test binary as `nobody` (uid 65534) with `setpriv`, as the client
 /// `serve::client_of_another_user`, from a copy in a temp dir (returned, to be kept
 /// while it runs); `None` when this is not root or setpriv is missing.
@@ -592,7 +574,7 @@ fn a_client_gets_ports_only_for_its_own_processes() {
         log.contains(&format!("pid {server_pid} is this server")),
         "{log}"
     );
-    match a_kernel_thread() {
+    match crate::helpers::kernel_thread() {
         Some(kthread) => {
             assert_eq!(ask_for(&address, kthread), "");
             let log = server.log_with(&format!("pid {kthread} is a kernel thread"));
