@@ -11,29 +11,20 @@ use serde_json::{Map, Value};
 
 use crate::helpers::{portlease_in, ports, registry_json, run_within};
 
-/// The four leases' registry text, owned by this (running) test process, and their ports.
-fn live_registry() -> (Vec<u8>, [u16; 4]) {
+/// Four leases kept by this (running) test process on the first ports of `block`,
+/// labelled `labels`: the registry as JSON and as written, and the ports.
+fn live_leases(block: u16, labels: [&str; 4]) -> (Map<String, Value>, Vec<u8>, [u16; 4]) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
-    let first = *ports(76).start();
+    let first = *ports(block).start();
     let held = [0, 1, 2, 3].map(|i| first + i);
-    for (port, label) in held
-        .iter()
-        .zip(["lease-a", "lease-b", "lease-c", "lease-d"])
-    {
-        let kept = allocator
-            .allocate(
-                &Request::new()
-                    .prefer(*port)
-                    .range(*port..=*port)
-                    .label(label),
-            )
-            .expect("a lease")
-            .keep();
-        assert_eq!(kept, [*port]);
+    for (port, label) in held.into_iter().zip(labels) {
+        let request = Request::new().prefer(port).range(port..=port).label(label);
+        let kept = allocator.allocate(&request).expect("a lease").keep();
+        assert_eq!(kept, [port]);
     }
-    let bytes = std::fs::read(dir.path().join(portlease::REGISTRY_FILE)).expect("the registry");
-    (bytes, held)
+    let written = std::fs::read(dir.path().join(portlease::REGISTRY_FILE)).expect("the registry");
+    (registry_json(dir.path()), written, held)
 }
 
 /// The registry's lines: `{`, one per entry, `}`.
@@ -114,7 +105,10 @@ fn damaged_variants(whole: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn check_variant(name: &str, bytes: &[u8], held: [u16; 4]) -> Result<(), String> {
+/// Writes `bytes` as the registry, asks for four ports among eight around the held
+/// ones, and says what went wrong, if anything: a held port handed out, a lease lost,
+/// or one after the first `damaged` (which may be placeholders) no longer its owner's.
+fn check_variant(name: &str, bytes: &[u8], held: [u16; 4], damaged: usize) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("a temp dir");
     Allocator::with_dir(dir.path()).expect("an allocator");
     std::fs::write(dir.path().join(portlease::REGISTRY_FILE), bytes).expect("write");
@@ -153,15 +147,14 @@ fn check_variant(name: &str, bytes: &[u8], held: [u16; 4]) -> Result<(), String>
             return Err(format!("{name}: the lease on {port} was lost"));
         }
     }
-    check_owners_kept(name, dir.path(), held)
+    check_owners_kept(name, dir.path(), held, damaged)
 }
 
-/// Every lease readable on its own keeps its owner; only an entry whose value could
-/// not be read becomes a placeholder.
-fn check_owners_kept(name: &str, dir: &Path, held: [u16; 4]) -> Result<(), String> {
+/// Every lease after the first `damaged` keeps its owner: only an entry whose value
+/// could not be read becomes a placeholder.
+fn check_owners_kept(name: &str, dir: &Path, held: [u16; 4], damaged: usize) -> Result<(), String> {
     let after = registry_json(dir);
-    let skip_first = name.contains("bad token") || name.contains("cannot be read");
-    for port in &held[usize::from(skip_first)..] {
+    for port in &held[damaged..] {
         let entry = &after[&port.to_string()];
         if entry["owner"] != "process" || entry["pid"] != std::process::id() {
             return Err(format!(
@@ -174,31 +167,18 @@ fn check_owners_kept(name: &str, dir: &Path, held: [u16; 4]) -> Result<(), Strin
 
 #[test]
 fn every_readable_lease_survives_each_kind_of_damage() {
-    let (whole, held) = live_registry();
+    let labels = ["lease-a", "lease-b", "lease-c", "lease-d"];
+    let (_, whole, held) = live_leases(76, labels);
     let failures: Vec<String> = damaged_variants(&whole)
         .iter()
-        .filter_map(|(name, bytes)| check_variant(name, bytes, held).err())
+        .filter_map(|(name, bytes)| {
+            // Only an entry whose value cannot be read may become a placeholder.
+            let damaged =
+                usize::from(name.contains("bad token") || name.contains("cannot be read"));
+            check_variant(name, bytes, held, damaged).err()
+        })
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
-}
-
-/// Four leases kept by this (running) test process on the first ports of `block`:
-/// the registry as JSON and as written, and the ports.
-fn live_leases(block: u16) -> (Map<String, Value>, Vec<u8>, [u16; 4]) {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
-    let first = *ports(block).start();
-    let held = [0, 1, 2, 3].map(|i| first + i);
-    for port in held {
-        let request = Request::new()
-            .prefer(port)
-            .range(port..=port)
-            .label("lease");
-        let kept = allocator.allocate(&request).expect("a lease").keep();
-        assert_eq!(kept, [port]);
-    }
-    let written = std::fs::read(dir.path().join(portlease::REGISTRY_FILE)).expect("read");
-    (registry_json(dir.path()), written, held)
 }
 
 /// The registry written with an indent of `indent` spaces, or on one line for 0.
@@ -214,59 +194,9 @@ fn written_with_indent(registry: &Map<String, Value>, indent: usize) -> Vec<u8> 
     out
 }
 
-/// Writes a registry whose first `damaged` entries are damaged, asks for four ports
-/// among eight around the held ones, and says what went wrong, if anything: a held
-/// port handed out, or an undamaged lease lost.
-fn held_ports_survive(
-    name: &str,
-    bytes: &[u8],
-    held: [u16; 4],
-    damaged: usize,
-) -> Result<(), String> {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    Allocator::with_dir(dir.path()).expect("an allocator");
-    std::fs::write(dir.path().join(portlease::REGISTRY_FILE), bytes).expect("write");
-    let range = format!("{}-{}", held[0], held[0] + 7);
-    let args = [
-        "alloc",
-        "--range",
-        &range,
-        "--count",
-        "4",
-        "--lock-timeout",
-        "5",
-    ];
-    let outcome = run_within(portlease_in(dir.path(), &args), Duration::from_secs(60));
-    if outcome.code() != 0 {
-        return Err(format!("{name}: alloc failed: {}", outcome.stderr()));
-    }
-    let given: Vec<u16> = outcome
-        .stdout()
-        .split_whitespace()
-        .map(|p| p.parse().expect("a port"))
-        .collect();
-    if let Some(twice) = given.iter().find(|p| held.contains(p)) {
-        return Err(format!("{name}: held port {twice} handed out again"));
-    }
-    let after = registry_json(dir.path());
-    for port in &held {
-        if !after.contains_key(&port.to_string()) {
-            return Err(format!("{name}: the lease on {port} is not held"));
-        }
-    }
-    // The damaged entries may be placeholders; the others keep their owner.
-    for port in &held[damaged..] {
-        let entry = after.get(&port.to_string());
-        if entry.is_none_or(|e| e["pid"] != std::process::id()) {
-            return Err(format!("{name}: the lease on {port} was lost: {entry:?}"));
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn damage_in_a_compact_or_deeply_indented_registry_costs_one_entry() {
-    let (registry, written, held) = live_leases(84);
+    let (registry, written, held) = live_leases(84, ["lease"; 4]);
     let compact = written_with_indent(&registry, 0);
     let indent4 = written_with_indent(&registry, 4);
     let variants = [
@@ -301,7 +231,7 @@ fn damage_in_a_compact_or_deeply_indented_registry_costs_one_entry() {
     ];
     let failures: Vec<String> = variants
         .iter()
-        .filter_map(|(name, bytes)| held_ports_survive(name, bytes, held, 1).err())
+        .filter_map(|(name, bytes)| check_variant(name, bytes, held, 1).err())
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
@@ -330,7 +260,7 @@ fn a_long_damaged_line_is_read_in_linear_time() {
 fn a_damaged_value_behind_an_unbalanced_bracket_is_still_held() {
     // The first entry gains a '{', so the second (whose value lost a quote) is one
     // level deeper than it seems, and on one line no line start marks it.
-    let (registry, _, held) = live_leases(89);
+    let (registry, _, held) = live_leases(89, ["lease"; 4]);
     let compact = written_with_indent(&registry, 0);
     let first_damaged = replace(&compact, "\"lease\"", b"{\"lease\"");
     let second = format!("\"{}\":", held[1]);
@@ -340,6 +270,6 @@ fn a_damaged_value_behind_an_unbalanced_bracket_is_still_held() {
         .expect("the second entry");
     let (before, second_entry) = first_damaged.split_at(at);
     let both_damaged = [before, &replace(second_entry, ",\"pid\":", b",pid\":")].concat();
-    held_ports_survive("two damaged entries on one line", &both_damaged, held, 2)
+    check_variant("two damaged entries on one line", &both_damaged, held, 2)
         .unwrap_or_else(|failure| panic!("{failure}"));
 }
