@@ -378,6 +378,24 @@ impl Drop for Reaped {
     }
 }
 
+/// The first kernel thread in /proc (flag PF_KTHREAD in /proc/PID/stat): a process
+/// that never exits. `None` where none is visible (a PID namespace of its own).
+pub fn kernel_thread() -> Option<u32> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let flags: u64 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(6)?
+            .parse()
+            .ok()?;
+        (flags & PF_KTHREAD != 0).then_some(pid)
+    })
+}
+
 /// `portlease exec -- sleep 120` on `port` alone, as pid 1 of a new PID namespace,
 /// once its lease is in the registry in `dir`; `None` (with the reason printed)
 /// where `unshare` is refused.

@@ -3,9 +3,6 @@
 //! Every test works in a temp dir of its own and on ports of its own (see
 //! `helpers::ports`), so tests run in parallel without meeting.
 
-mod attack10;
-mod attack11;
-mod attack8;
 mod board;
 mod bounds;
 mod cli;

@@ -1,5 +1,7 @@
-//! Owners that look gone but run: one in another PID namespace, one whose main
-//! thread has exited while its other threads serve on.
+//! Owners that look gone but run, and keep their ports: one in another PID namespace
+//! (with a /proc of its own or the host's), one in another time namespace, one whose
+//! main thread has exited while its other threads serve on. And a kernel thread, which
+//! never exits, is never made an owner.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +10,8 @@ use std::time::Duration;
 use portlease::{Error, Owner, Request};
 
 use crate::helpers::{
-    Reaped, binary, exec_in_new_pid_namespace, first_ports, portlease_in, registry, run_within,
+    Reaped, Run, binary, exec_in_new_pid_namespace, first_ports, kernel_thread, portlease_in,
+    ports, registry, registry_bytes, registry_json, required, run_within,
 };
 
 #[test]
@@ -245,4 +248,161 @@ fn processes_of_two_pid_namespaces_on_one_registry_all_get_their_ports() {
         .collect();
     leased.sort_unstable();
     assert_eq!(leased, distinct);
+}
+
+/// A pid no process of this namespace has, nor the nine after it.
+fn unused_pid() -> u32 {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(32768);
+    (300..max - 20)
+        .rev()
+        .find(|pid| (*pid..pid + 10).all(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()))
+        .expect("a free stretch of pids")
+}
+
+#[test]
+fn an_owner_in_a_pid_namespace_that_kept_the_hosts_proc_keeps_its_port() {
+    // `unshare --pid --fork` without `--mount-proc`: the owner's pid is its new
+    // namespace's, while /proc (and so /proc/PID) is still the host's. The owner's
+    // pid is steered to one the host does not have.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    portlease::Allocator::with_dir(dir.path()).expect("an allocator");
+    let port = *ports(87).start();
+    let range = format!("{port}-{port}");
+    let pid = unused_pid();
+    let script = format!(
+        "echo {last} > /proc/sys/kernel/ns_last_pid && {{ '{bin}' exec --range {range} -- sleep 120 & wait; }}",
+        last = pid - 1,
+        bin = binary().display(),
+    );
+    let mut owner = Command::new("unshare");
+    owner
+        .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script])
+        .env("PORTLEASE_DIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut owner = Reaped(owner.spawn().expect("unshare runs"));
+    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
+    loop {
+        if let Some(status) = owner.0.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            if let Some(mut err) = owner.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+            }
+            let refused = stderr.contains("unshare failed")
+                || stderr.contains("Operation not permitted")
+                || stderr.contains("ns_last_pid");
+            if !required(
+                !refused,
+                &format!(
+                    "a PID namespace whose ns_last_pid may be written (unshare: {})",
+                    stderr.trim()
+                ),
+                "run the tests as root, as CI does",
+            ) {
+                return;
+            }
+            panic!("the namespaced owner ended first ({status}): {stderr}");
+        }
+        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
+        if text.contains(&format!("\"{port}\"")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lease = &registry_json(dir.path())[&port.to_string()];
+    assert!(
+        lease["pid_ns"].is_u64(),
+        "the owner's namespace is recorded: {lease}"
+    );
+    let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
+    run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
+}
+
+#[test]
+fn an_owner_in_another_time_namespace_keeps_its_port() {
+    // A time namespace (CRIU's, or `unshare --time`) shifts the boot time that
+    // /proc/PID/stat's start times count from, for the processes in it only.
+    // SIGTERM, which `exec` passes on, so that the sleeper ends with the test.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    portlease::Allocator::with_dir(dir.path()).expect("an allocator");
+    let port = *ports(88).start();
+    let range = format!("{port}-{port}");
+    let mut owner = Command::new("unshare");
+    owner
+        .args(["--time", "--boottime", "100000", "--kill-child=SIGTERM"])
+        .arg(binary())
+        .args(["exec", "--range", &range, "--", "sleep", "120"])
+        .env("PORTLEASE_DIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut owner = Reaped(owner.spawn().expect("unshare runs"));
+    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
+    loop {
+        if let Some(status) = owner.0.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            if let Some(mut err) = owner.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+            }
+            // It ended before it held the port: `unshare --time` is refused here.
+            required(
+                false,
+                &format!(
+                    "a time namespace (unshare --time: {status}: {})",
+                    stderr.trim()
+                ),
+                "run the tests as root on Linux 5.6 or later, as CI does",
+            );
+            return;
+        }
+        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
+        if text.contains(&format!("\"{port}\"")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
+    run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
+}
+
+#[test]
+fn a_lease_is_never_given_to_a_kernel_thread_which_never_exits() {
+    let Some(kthread) = kernel_thread() else {
+        required(
+            false,
+            "a kernel thread visible from this PID namespace",
+            "run the tests in the host's PID namespace, as CI does",
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *ports(125).start();
+    let range = format!("{port}-{port}");
+    let kthread = kthread.to_string();
+    Run::new(dir.path())
+        .args(["alloc", "--range", &range, "--owner-pid", &kthread])
+        .run()
+        .fails(2, &kthread);
+    assert!(
+        registry_bytes(dir.path()).is_none_or(|_| registry_json(dir.path()).is_empty()),
+        "nothing was leased"
+    );
+    Run::new(dir.path())
+        .args(["alloc", "--range", &range, "--ttl", "60"])
+        .run()
+        .success();
+    Run::new(dir.path())
+        .args(["hand", &port.to_string(), "--to", &kthread])
+        .run()
+        .fails(2, &kthread);
+    let registry = registry_json(dir.path());
+    assert_eq!(
+        registry[&port.to_string()]["owner"],
+        "none",
+        "the lease is not handed on: {registry:?}"
+    );
 }

@@ -1,6 +1,7 @@
-//! Releases that name their lease: another shell's running job keeps its lease unless
-//! forced, a token ends exactly one lease however often it is retried, and leases can
-//! be handed on to a process started after them.
+//! Releases that name their lease: another shell's running job (or one a launcher of
+//! sessions started) keeps its lease unless forced, a token ends exactly one lease
+//! however often it is retried, and leases can be handed on to a process started after
+//! them.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -9,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use portlease::LeaseInfo;
 
 use crate::helpers::{
-    Run, assert_no_overlaps, binary, collect_holds, first_ports, registry, registry_json, shell,
-    worker,
+    Run, assert_no_overlaps, binary, collect_holds, first_ports, ports, registry, registry_bytes,
+    registry_json, shell, worker,
 };
 
 /// `portlease exec` holding `port` for `sleep 600`, started outside any test shell, in
@@ -208,4 +209,44 @@ fn hand_refuses_bad_targets_and_other_shells_leases() {
     );
     stop(job);
     stop(mine);
+}
+
+/// A launcher that starts each command in a session of its own (a terminal
+/// multiplexer's server, a user service manager) is no shell: a `release` it starts
+/// must not end the lease of a job it started earlier in another session.
+#[test]
+fn release_started_by_a_launcher_of_sessions_spares_a_job_in_another_session() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *ports(126).start();
+    let range = format!("{port}-{port}");
+    let mut job = Command::new("setsid")
+        .arg(binary())
+        .args(["exec", "--range", &range, "--", "sleep", "30"])
+        .env("PORTLEASE_DIR", dir.path())
+        .spawn()
+        .expect("setsid runs");
+    let key = port.to_string();
+    while registry_bytes(dir.path()).is_none_or(|_| !registry_json(dir.path()).contains_key(&key)) {
+        assert!(
+            job.try_wait().expect("wait").is_none(),
+            "the job ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let release = Command::new("setsid")
+        .arg(binary())
+        .args(["release", &key])
+        .env("PORTLEASE_DIR", dir.path())
+        .output()
+        .expect("setsid runs");
+    let leased = registry_json(dir.path()).contains_key(&key);
+    let _ = job.kill();
+    let _ = job.wait();
+    assert_eq!(
+        release.status.code(),
+        Some(6),
+        "refused: {}",
+        String::from_utf8_lossy(&release.stderr)
+    );
+    assert!(leased, "the job's lease is still there");
 }

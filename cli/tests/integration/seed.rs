@@ -1,14 +1,16 @@
-//! Living with the seed: its entries are honoured as it honours them, and its own
-//! processes and portlease's share one registry without ever sharing a port.
+//! Living with the seed: its entries are honoured as it honours them, its own
+//! processes and portlease's share one registry without ever sharing a port, and what
+//! portlease rewrites (a NaN timestamp) the seed still reads.
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use portlease::{EntryKind, Error, Request};
 use serde_json::json;
 
 use crate::helpers::{
-    Run, assert_no_overlaps, collect_holds, first_ports, python, registry, registry_json,
-    seed_module, unix_now, worker,
+    Run, assert_no_overlaps, collect_holds, first_ports, portlease_in, ports, python, registry,
+    registry_json, run_within, seed_module, unix_now, worker,
 };
 
 #[test]
@@ -283,4 +285,48 @@ fn a_live_lease_stamped_the_old_way_is_moved_ahead_when_met() {
         .as_f64()
         .expect("a timestamp");
     assert!(stamp > now + 12.0 * 3600.0, "moved a day ahead: {stamp}");
+}
+
+#[test]
+fn the_seed_still_allocates_after_portlease_rewrote_its_nan_timestamp() {
+    // What Python's json module writes for an entry whose timestamp is NaN: the seed
+    // holds it for ever (`now - nan > 300` is false) and reads the file fine.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    portlease::Allocator::with_dir(dir.path()).expect("an allocator");
+    let first = *ports(86).start();
+    let text = format!("{{\n  \"{first}\": {{\n    \"pid\": 1,\n    \"timestamp\": NaN\n  }}\n}}");
+    std::fs::write(dir.path().join(portlease::REGISTRY_FILE), text).expect("write");
+    let range = format!("{}-{}", first, first + 9);
+    let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
+    let outcome = run_within(portlease_in(dir.path(), &args), Duration::from_secs(60));
+    assert_ne!(
+        outcome.success().trim(),
+        first.to_string(),
+        "held by the NaN entry"
+    );
+    let entry = &registry_json(dir.path())[&first.to_string()];
+    assert!(
+        entry["timestamp"].is_f64(),
+        "the seed computes `now - timestamp`, which fails on anything but a number: {entry}"
+    );
+    let Some(seed) = seed_module() else {
+        return;
+    };
+    let script = "import sys, pathlib; sys.path.insert(0, sys.argv[1]); \
+                  import port_allocator as s; \
+                  a = s.CrossProcessPortAllocator(registry_dir=pathlib.Path(sys.argv[2])); \
+                  print(a.allocate(range_start=int(sys.argv[3]), range_size=10))";
+    let mut seed_run = Command::new(python());
+    seed_run
+        .args(["-c", script])
+        .arg(seed.parent().expect("the seed's directory"))
+        .arg(dir.path())
+        .arg(first.to_string());
+    let outcome = run_within(seed_run, Duration::from_secs(60));
+    let given = outcome.success();
+    assert_ne!(
+        given.trim(),
+        first.to_string(),
+        "the seed honours the entry"
+    );
 }

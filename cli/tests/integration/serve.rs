@@ -1,7 +1,8 @@
 //! `portlease serve`: portpicker's real client and raw sockets against a running server.
 //!
-//! Ports: blocks 113-122, 30 and 33-35 only. Block 113 and 114 are cut into slices of 10 (see
-//! `slice`), one per test; blocks 115-122 (800 ports) are the 8 × 100 clients' pool.
+//! Ports: blocks 113-124, 30 and 33-35 only. Block 113 and 114 are cut into slices of 10 (see
+//! `slice`), one per test; blocks 115-122 (800 ports) are the 8 × 100 clients' pool;
+//! block 123 is the SIGUSR1 storm's pool, and block 124's first port the empty address's.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::linux::net::SocketAddrExt;
@@ -9,11 +10,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use portlease::{Allocator, Error, LeaseInfo, Request};
 
-use crate::helpers::{Run, binary, ports};
+use crate::helpers::{Reaped, Run, binary, portlease_in, ports, required, run_within};
 
 /// Ports `offset..offset + count` of block `block`: tests share blocks 113 and 114 by
 /// slices that do not overlap.
@@ -456,22 +459,42 @@ fn sigusr1_logs_portpickers_statistics_and_the_server_goes_on() {
     assert_eq!(server.stop(), Some(0));
 }
 
-/// The first kernel thread in /proc (flag PF_KTHREAD in /proc/PID/stat), if any is
-/// visible from this pid namespace.
-fn a_kernel_thread() -> Option<u32> {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
-        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let flags: u64 = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(6)?
+#[test]
+fn a_sigusr1_storm_does_not_hold_up_the_requests() {
+    // Each SIGUSR1 asks for the statistics; a storm of them must not keep the server
+    // from serving (nor fill its memory with statistics to log).
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let pool = ports(123);
+    let address = abstract_address("usr1-storm");
+    let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let stop = Arc::clone(&stop);
+        let pid = server.child.id() as i32;
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: signals our own child, which is reaped only after this thread ends.
+                unsafe { libc::kill(pid, libc::SIGUSR1) };
+            }
+        })
+    };
+    // Up to the first request left unanswered (each waits 30 s at most).
+    let mut answers = Vec::new();
+    while answers.len() < 20 && answers.last().is_none_or(|a: &String| !a.is_empty()) {
+        answers.push(ask(
+            &address,
+            format!("{}\n", std::process::id()).as_bytes(),
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    storm.join().expect("the storm ends");
+    for answer in &answers {
+        let port: u16 = answer
+            .trim()
             .parse()
-            .ok()?;
-        (flags & PF_KTHREAD != 0).then_some(pid)
-    })
+            .unwrap_or_else(|_| panic!("every request is answered during the storm: {answers:?}"));
+        assert!(pool.contains(&port), "{port} is from the pool");
+    }
 }
 
 /// Runs this test binary as `nobody` (uid 65534) with `setpriv`, as the client
@@ -592,7 +615,7 @@ fn a_client_gets_ports_only_for_its_own_processes() {
         log.contains(&format!("pid {server_pid} is this server")),
         "{log}"
     );
-    match a_kernel_thread() {
+    match crate::helpers::kernel_thread() {
         Some(kthread) => {
             assert_eq!(ask_for(&address, kthread), "");
             let log = server.log_with(&format!("pid {kthread} is a kernel thread"));
@@ -780,6 +803,22 @@ fn errors_keep_their_cause() {
 }
 
 #[test]
+fn an_empty_address_is_refused_saying_so() {
+    // An empty path binds nothing the user named (Linux picks an abstract address of
+    // its own); the error used to be "cannot restrict  to its owner".
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let range = format!("{}-{}", ports(124).start(), ports(124).start());
+    let args = ["serve", "--address", "", "--pool", &range];
+    let outcome = run_within(portlease_in(dir.path(), &args), Duration::from_secs(60));
+    assert_ne!(outcome.code(), 0, "refused: {}", outcome.stderr());
+    assert!(
+        outcome.stderr().contains("--address is empty"),
+        "says what was wrong: {}",
+        outcome.stderr()
+    );
+}
+
+#[test]
 fn an_exhausted_pool_is_a_warning_with_its_state() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(114, 40, 3);
@@ -916,23 +955,19 @@ fn a_client_the_server_cannot_see_is_refused_with_the_reason() {
         .args(["serve", "--address", &address, "--pool", &arg(&pool)]);
     let server = Server::spawn(command);
     assert_eq!(ask_for(&address, std::process::id()), "");
+    // Refused with the reason, not the error of reading pid 0 ("Success (os error 0)").
     let log = server.log_with("cannot see");
+    let refusal = log
+        .lines()
+        .find(|line| line.contains("cannot see"))
+        .unwrap_or_default();
     assert!(
-        log.contains("a PID namespace this server cannot see"),
+        refusal.contains("refused a request")
+            && refusal.contains("a PID namespace this server cannot see"),
         "{log}"
     );
     let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
     assert!(leases.is_empty(), "{leases:?}");
-}
-
-/// A child process ended (killed, then waited for) when the test ends, passed or not.
-struct Ended(Child);
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A portpicker client that forks a child, asks for the child's pid and then for
@@ -951,8 +986,23 @@ sys.stdin.readline()
 os.kill(child, 9)
 "#;
 
+/// The one child of process `pid`, by its pid on this side.
+fn only_child(pid: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_else(|e| panic!("the children of {pid}: {e}"));
+    children
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("one child of {pid}, not {children:?}"))
+}
+
 #[test]
 fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
+    // A client in a PID namespace of its own (a container) sends pids as that
+    // namespace counts them. The server must not read them as the host's: the lease
+    // would belong to whatever host process has that number, and end with it while
+    // the client still uses the port. So the client's pid is steered onto a live
+    // host process's.
     if !portpicker_available() || !pid_namespaces_available() {
         return;
     }
@@ -960,26 +1010,60 @@ fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
     let pool = slice(33, 0, 10);
     let address = abstract_address("pidns");
     let server = Server::start(dir.path(), &address, &arg(&pool), &[]);
+    let namesake = Reaped(
+        Command::new("sleep")
+            .arg("120")
+            .spawn()
+            .expect("sleep runs"),
+    );
+    let namesake_pid = namesake.0.id();
+    // Python is not the shell's last command, so the shell forks it (as the next pid
+    // of the namespace) rather than becoming it (pid 1).
+    let script = r#"echo $(($1 - 1)) > /proc/sys/kernel/ns_last_pid && "$2" -c "$3" "$4"; exit $?"#;
     let mut client = Command::new("unshare");
     client
         .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .args(["sh", "-c", script, "sh", &namesake_pid.to_string()])
         .arg(crate::helpers::python())
-        .args(["-c", NAMESPACED_PICKER, &address])
+        .args([NAMESPACED_PICKER, &address])
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut client = Ended(client.spawn().expect("unshare runs"));
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut client = Reaped(client.spawn().expect("unshare runs"));
     let mut line = String::new();
     BufReader::new(client.0.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("the client's line");
+    if line.is_empty() {
+        let mut stderr = String::new();
+        let _ = client
+            .0
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut stderr);
+        if !required(
+            !stderr.contains("ns_last_pid"),
+            &format!(
+                "a writable ns_last_pid in a new PID namespace ({})",
+                stderr.trim()
+            ),
+            "run the tests as root, as CI does",
+        ) {
+            return;
+        }
+        panic!("the namespaced client said nothing: {stderr}");
+    }
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields.len(), 4, "{line:?}; log:\n{}", server.log());
     let (inner_pid, child, other, mine) = (fields[0], fields[1], fields[2], fields[3]);
-    // The client's pid on this side: the one child of `unshare --fork`.
-    let unshare = client.0.id();
-    let children = std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children"))
-        .expect("unshare's children");
-    let host_pid: i64 = children.trim().parse().expect("one child");
+    assert_eq!(
+        inner_pid,
+        namesake_pid.to_string(),
+        "the client's pid is steered onto the host process's"
+    );
+    // The client's pid on this side: the one child of the shell `unshare --fork` runs.
+    let host_pid = i64::from(only_child(only_child(client.0.id())));
     assert_ne!(host_pid.to_string(), inner_pid, "the client is namespaced");
     // Its own pid, as it sees it: granted, to the process it names.
     let port: u16 = mine
@@ -994,6 +1078,12 @@ fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
     let leases: Vec<LeaseInfo> = Run::new(dir.path()).args(["list", "--json"]).run().json();
     let owners: Vec<(Option<u16>, Option<i64>)> = leases.iter().map(|l| (l.port, l.pid)).collect();
     assert_eq!(owners, vec![(Some(port), Some(host_pid))]);
+    // The host process whose number the client sent ends; the client lives on, and
+    // keeps its port.
+    drop(namesake);
+    let range = format!("{port}-{port}");
+    let args = ["alloc", "--range", &range, "--lock-timeout", "10"];
+    run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
     drop(client.0.stdin.take());
     let _ = client.0.wait();
 }
