@@ -397,7 +397,7 @@ pub fn kernel_thread() -> Option<u32> {
 }
 
 /// `portlease exec -- sleep 120` on `port` alone, as pid 1 of a new PID namespace,
-/// once its lease is in the registry in `dir`; `None` (with the reason printed)
+/// once its lease is the command's in the registry in `dir`; `None` (with the reason printed)
 /// where `unshare` is refused.
 pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
     let range = format!("{port}-{port}");
@@ -424,8 +424,12 @@ pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
             }
             panic!("the namespaced owner ended first ({status}): {stderr}");
         }
+        // Leased first to `exec` (pid 1 there), then handed to its command: wait for
+        // the hand-over, so that the test sees the lease's last owner.
         let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
-        if text.contains(&format!("\"{port}\"")) {
+        let registry: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let holder = registry[port.to_string()]["pid"].as_u64();
+        if holder.is_some_and(|pid| pid != 1) {
             return Some(owner);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
