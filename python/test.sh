@@ -18,7 +18,7 @@ rm -rf "$venv" "$wheels"
     exit 1
 }
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    maturin pytest pytest-xdist mypy portpicker
+    maturin pytest pytest-xdist pytest-asyncio mypy portpicker
 "$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheels"/portlease-*.whl
 

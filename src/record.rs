@@ -3,10 +3,15 @@
 //! Three kinds of entry share the file:
 //! - portlease's leases, which carry an `"owner"` field (`"process"` or `"none"`);
 //! - the seed's, with `pid` and `timestamp` only, judged as the seed judges them:
-//!   stale 300 s after their timestamp, whatever became of the pid;
-//! - anything else (a key that is not a port, a value that is not an object, an
-//!   object missing its fields). Those are kept as they are, and their ports are never
+//!   stale 300 s after their timestamp (or the [`Request::seed_lease`] of the request
+//!   being served), whatever became of the pid. An object without `"owner"` is one
+//!   of these even if `pid` or `timestamp` is missing: the seed counts a missing
+//!   timestamp as 0, so such an entry is stale at once, as the seed reclaims it;
+//! - anything else (a key that is not a port, a value that is not an object, a
+//!   field of the wrong type). Those are kept as they are, and their ports are never
 //!   handed out: portlease cannot tell whether they are still in use.
+//!
+//! [`Request::seed_lease`]: crate::Request::seed_lease
 //!
 //! # The `timestamp` portlease writes
 //! The seed reclaims an entry once `now - timestamp > 300`, whatever else it says. So
@@ -117,18 +122,30 @@ impl Record {
         if fields.owner.is_some() {
             return LeaseRecord::from_fields(fields).map_or(Record::Unknown, Record::Lease);
         }
-        match (fields.pid, fields.timestamp) {
-            (Some(pid), Some(timestamp)) => Record::Seed { pid, timestamp },
-            _ => Record::Unknown,
+        // The seed reads a missing timestamp as 0 (stale at once), and never reads pid.
+        Record::Seed {
+            pid: fields.pid.unwrap_or(0),
+            timestamp: fields.timestamp.unwrap_or(0.0),
         }
     }
 
     /// Whether the lease has ended: its owner is gone or its time has run out.
     /// An entry not understood is never stale.
     pub(crate) fn is_stale(&self, now: f64, liveness: &mut LivenessCache) -> bool {
+        self.is_stale_with(now, liveness, SEED_LEASE_SECS)
+    }
+
+    /// [`is_stale`](Record::is_stale), with seed entries honoured `seed_lease_secs`
+    /// after their timestamp instead of the seed's default 300 s.
+    pub(crate) fn is_stale_with(
+        &self,
+        now: f64,
+        liveness: &mut LivenessCache,
+        seed_lease_secs: f64,
+    ) -> bool {
         match self {
             Record::Lease(lease) => lease.is_stale(now, liveness),
-            Record::Seed { timestamp, .. } => now - timestamp > SEED_LEASE_SECS,
+            Record::Seed { timestamp, .. } => now - timestamp > seed_lease_secs,
             Record::Unknown => false,
         }
     }
@@ -361,11 +378,36 @@ mod tests {
     }
 
     #[test]
+    fn seed_entries_expire_after_the_requests_seed_lease() {
+        let seed = Record::parse(&json!({"pid": 1, "timestamp": 1000.0}).to_string());
+        let mut liveness = LivenessCache::default();
+        assert!(!seed.is_stale_with(1000.0 + 59.0, &mut liveness, 60.0));
+        assert!(seed.is_stale_with(1000.0 + 61.0, &mut liveness, 60.0));
+        // portlease's own leases keep their rules whatever the seed lease.
+        let ours = json!({"pid": 1, "timestamp": 1000.0, "owner": "none", "ttl": 600.0});
+        assert!(!Record::parse(&ours.to_string()).is_stale_with(1100.0, &mut liveness, 60.0));
+    }
+
+    #[test]
+    fn seed_style_entries_missing_a_field_are_judged_as_the_seed_judges_them() {
+        // The seed reads a missing timestamp as 0: stale at once. It never reads pid.
+        let mut liveness = LivenessCache::default();
+        for value in [json!({"pid": 1}), json!({}), json!({"note": "x"})] {
+            let record = Record::parse(&value.to_string());
+            assert!(matches!(record, Record::Seed { .. }), "{value}");
+            assert!(record.is_stale(1000.0, &mut liveness), "{value}");
+        }
+        let no_pid = Record::parse(&json!({"timestamp": 1000.0}).to_string());
+        assert!(!no_pid.is_stale(1000.0 + 299.0, &mut liveness));
+    }
+
+    #[test]
     fn entries_not_understood_are_never_stale() {
         let mut liveness = LivenessCache::default();
         for value in [
             json!(5),
             json!({"pid": "x"}),
+            json!({"pid": 1, "timestamp": "yesterday"}),
             json!({"owner": "alien", "pid": 1, "timestamp": 0}),
         ] {
             let record = Record::parse(&value.to_string());

@@ -128,6 +128,9 @@ pub struct Request {
     pub(crate) label: Option<String>,
     pub(crate) source: String,
     pub(crate) max_per_owner: Option<usize>,
+    /// How long a seed entry counts as held after its timestamp, while this request
+    /// is served; `None` for the seed's default, [`SEED_LEASE_SECS`](crate::SEED_LEASE_SECS).
+    pub(crate) seed_lease: Option<Duration>,
 }
 
 impl Default for Request {
@@ -147,6 +150,7 @@ impl Default for Request {
             label: None,
             source: "library".into(),
             max_per_owner: None,
+            seed_lease: None,
         }
     }
 }
@@ -247,6 +251,22 @@ impl Request {
     pub fn max_per_owner(mut self, limit: usize) -> Request {
         self.max_per_owner = Some(limit);
         self
+    }
+
+    /// How long an entry written by AIDB's seed allocator (a `pid` and a `timestamp`,
+    /// no `owner`) counts as held after its timestamp while this request is served:
+    /// older ones are reclaimed, as a seed allocator made with this `lease_timeout`
+    /// reclaims them. Default [`SEED_LEASE_SECS`](crate::SEED_LEASE_SECS) (300 s), the
+    /// seed's own default. portlease's own leases keep their rules (owner, TTL).
+    pub fn seed_lease(mut self, lease: Duration) -> Request {
+        self.seed_lease = Some(lease);
+        self
+    }
+
+    /// How long a seed entry counts as held while this request is served, in seconds.
+    pub(crate) fn seed_lease_secs(&self) -> f64 {
+        self.seed_lease
+            .map_or(crate::record::SEED_LEASE_SECS, |lease| lease.as_secs_f64())
     }
 
     /// The ranges searched: the ones given, or the default.

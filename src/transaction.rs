@@ -232,6 +232,7 @@ impl<'a> Transaction<'a> {
         });
         let entries = &self.registry.entries;
         let (now, liveness) = (self.now, &mut self.liveness);
+        let seed_lease_secs = request.seed_lease_secs();
         let mut stale_met = Vec::new();
         let mut live_met = Vec::new();
         let mut usable = |port: u16| -> Result<bool> {
@@ -247,7 +248,7 @@ impl<'a> Transaction<'a> {
                 .collect();
             let live: Vec<&String> = met
                 .iter()
-                .filter(|(_, entry)| !entry.record().is_stale(now, liveness))
+                .filter(|(_, entry)| !entry.record().is_stale_with(now, liveness, seed_lease_secs))
                 .map(|(key, _)| *key)
                 .collect();
             if !live.is_empty() {

@@ -8,9 +8,10 @@ its time runs out.
 - Pythonic leases: ``with portlease.lease() as held: serve(held.port)``, or an
   :class:`Allocator` on a directory of your choice; ``Lease.socket()`` gives a bound
   socket, with no race at all.
-- portpicker's calls: ``import portlease as portpicker``;
+- portpicker's whole API: ``import portlease as portpicker``;
   ``portpicker.pick_unused_port()``, ``portpicker.return_port(port)``,
-  ``portpicker.is_port_free(port)``.
+  ``add_reserved_port``, ``is_port_free``, ``bind``, ``get_port_from_port_server``
+  and the CapWords names.
 - The AIDB drop-in: ``from portlease.aidb import allocate_port, release_port``.
 - A pytest plugin: the fixtures ``unused_port``, ``unused_udp_port`` and
   ``unused_port_factory``.
@@ -48,7 +49,23 @@ from portlease._errors import (
     RegistryTooLarge,
     UnsafeDirectory,
 )
-from portlease._portpicker import PICK_RANGE, is_port_free, pick_unused_port, return_port
+from portlease._portpicker import (
+    PICK_RANGE,
+    Bind,
+    GetPortFromPortServer,
+    IsPortFree,
+    PickUnusedPort,
+    add_reserved_port,
+    bind,
+    get_port_from_port_server,
+    is_port_free,
+    pick_unused_port,
+    return_port,
+)
+
+# portpicker's private pools, under its names, so that code (and portpicker's own
+# tests) written against `import portpicker` that inspects or clears them still works.
+from portlease._portpicker import _free_ports, _owned_ports, _random_ports, _winapi  # noqa: F401
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -74,7 +91,10 @@ __all__ = [
     "RegistryIOError",
     "RegistryTooLarge",
     "UnsafeDirectory",
+    "add_reserved_port",
+    "bind",
     "default_dir",
+    "get_port_from_port_server",
     "is_port_free",
     "lease",
     "leases",

@@ -51,8 +51,10 @@ class NativeAllocator:
         range_size: int,
         host: Optional[str],
         ttl: float,
+        seed_lease: float = 300.0,
     ) -> int:
-        """Leases one port for this process, kept in the registry; returns it."""
+        """Leases one port for this process, kept in the registry; returns it. Seed
+        entries older than ``seed_lease`` seconds count as ended."""
     def release(self, port: int) -> bool:
         """Ends the lease on ``port``, whoever holds it."""
     def renew(self, port: int, ttl: Optional[float] = None) -> None:

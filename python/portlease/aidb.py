@@ -11,8 +11,11 @@ right: a damaged registry is salvaged instead of taken for an empty one, a lease
 ends when the process holding it exits (not only after ``lease_timeout``), a late
 release of an expired lease leaves the port's next holder alone, and a waiter gets
 the lock the moment it is released instead of polling every 100 ms.
-Exhaustion raises ``portlease.Exhausted`` (a ``RuntimeError``), a lock timeout
-``portlease.LockTimeout`` (a ``TimeoutError``), as the seed's did.
+Exhaustion raises ``portlease.Exhausted`` (a ``RuntimeError``) whose message starts
+as the seed's (``No available ports in range START-END``), a lock timeout
+``portlease.LockTimeout`` (a ``TimeoutError``), as the seed's did. Entries the seed
+wrote are judged as the seed judges them: one older than this allocator's
+``lease_timeout``, or without a ``timestamp``, is reclaimed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from portlease import _checks, _native
-from portlease._errors import InvalidRequest
+from portlease._errors import Exhausted, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,11 @@ DEFAULT_LEASE_TIMEOUT_S = 300.0
 DEFAULT_PORT_RANGE_START = 10000
 #: How many ports the default range holds.
 DEFAULT_PORT_RANGE_SIZE = 1000
+
+
+class PortOutOfRange(InvalidRequest, OverflowError):
+    """A port past 65535 (or below 0) would be next to try: raised where the seed's
+    ``bind()`` raised ``OverflowError``, which this is too (and an ``InvalidRequest``)."""
 
 
 class CrossProcessPortAllocator:
@@ -86,23 +94,57 @@ class CrossProcessPortAllocator:
         of ``range_start .. range_start + range_size - 1``, checked by binding on
         ``host`` (and ::1 for 127.0.0.1).
 
-        Raises ``portlease.Exhausted`` (a ``RuntimeError``) when none is free,
+        Raises ``portlease.Exhausted`` (a ``RuntimeError``, its message starting as
+        the seed's, ``No available ports in range START-END``) when none is free (an
+        empty range, ``range_size <= 0``, tries ``preferred`` alone, as the seed),
+        :class:`PortOutOfRange` (an ``OverflowError``, as the seed's ``bind()``
+        raised) when the next port to try would be past 65535 or below 0,
         ``portlease.LockTimeout`` (a ``TimeoutError``) after ``LOCK_TIMEOUT_S``.
+        Seed entries older than ``lease_timeout`` (or without a timestamp) are
+        reclaimed, as the seed reclaims them.
         """
-        if preferred is not None:
-            _checks.port(preferred, "preferred")
-        _checks.port(range_start, "range_start")
-        if isinstance(range_size, bool) or not isinstance(range_size, int) or not 1 <= range_size <= 65536 - range_start:
-            raise InvalidRequest(
-                f"range_size must be an int from 1 to {65536 - range_start} (the range of ports from "
-                f"{range_start} must end by 65535), not {range_size!r}"
+        for value, what in ((preferred, "preferred"), (range_start, "range_start"), (range_size, "range_size")):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidRequest(f"{what} must be an int, not {value!r}")
+        end = range_start + range_size  # the seed's range: range_start .. end - 1
+        if preferred is not None and not 0 <= preferred <= 65535:
+            raise PortOutOfRange(
+                f"preferred port {preferred} is no port: ports run from 1 to 65535; give one of those, or None"
             )
+        if preferred == 0 or (range_size > 0 and range_start == 0):
+            # The seed would "lease" port 0: bind() takes it for any port the OS picks.
+            raise InvalidRequest("port 0 is no port to lease: give ports from 1 to 65535")
+        # The ports the seed would try, and whether it would then reach one past 65535
+        # (or below 0), where its bind() raised OverflowError: a range past 65535 is
+        # tried up to 65535; one from below 0 fails at its first port, so only
+        # `preferred` is tried.
+        if range_size <= 0:
+            first, last, overflows = 1, 0, False
+        elif range_start < 0:
+            first, last, overflows = 1, 0, True
+        else:
+            first, last, overflows = range_start, min(end - 1, 65535), end - 1 > 65535
         address = _checks.text(host, "host")
         if address in ("localhost",):
             address = "127.0.0.1"
-        port = self._allocator().allocate_kept(
-            preferred, range_start, range_size, address or None, _checks.seconds(self.lease_timeout, "lease_timeout")
-        )
+        timeout = _checks.seconds(self.lease_timeout, "lease_timeout")
+        try:
+            if first <= last:
+                port = self._allocator().allocate_kept(
+                    preferred, first, last - first + 1, address or None, timeout, timeout)
+            elif preferred is not None:  # no port in the range: the preferred one only
+                port = self._allocator().allocate_kept(preferred, preferred, 1, address or None, timeout, timeout)
+            else:
+                raise Exhausted(f"range_size {range_size} from {range_start} holds no port")
+        except Exhausted as e:
+            if overflows:
+                raise PortOutOfRange(
+                    f"range {range_start}-{end} runs outside 1-65535 and no port of it within is free: "
+                    "give a range_start and range_size that stay within 1-65535"
+                ) from None
+            raised = Exhausted(f"No available ports in range {range_start}-{end}: {e}; release ports, or give a wider range")
+            raised.ranges = getattr(e, "ranges", f"{range_start}-{end - 1}")
+            raise raised from None
         logger.debug("Allocated port %d", port)
         return port
 
@@ -160,6 +202,7 @@ __all__ = [
     "LOCK_RETRY_INTERVAL_S",
     "LOCK_TIMEOUT_S",
     "CrossProcessPortAllocator",
+    "PortOutOfRange",
     "allocate_port",
     "get_allocator",
     "release_port",

@@ -217,8 +217,11 @@ impl NativeAllocator {
     }
 
     /// The AIDB drop-in's allocation: one port, owned by this process for `ttl`
-    /// seconds, kept in the registry; returns the port.
-    #[pyo3(signature = (preferred, range_start, range_size, host, ttl))]
+    /// seconds, kept in the registry; returns the port. Seed entries older than
+    /// `seed_lease` seconds count as ended (`Request::seed_lease`; the seed's
+    /// `lease_timeout`, default 300).
+    #[pyo3(signature = (preferred, range_start, range_size, host, ttl, seed_lease=300.0))]
+    #[allow(clippy::too_many_arguments)]
     fn allocate_kept(
         &self,
         py: Python<'_>,
@@ -227,6 +230,7 @@ impl NativeAllocator {
         range_size: u32,
         host: Option<&str>,
         ttl: f64,
+        seed_lease: f64,
     ) -> PyResult<u16> {
         let last = u32::from(range_start) + range_size.saturating_sub(1);
         let last = u16::try_from(last)
@@ -240,6 +244,7 @@ impl NativeAllocator {
         let mut request = Request::new()
             .range(range_start..=last)
             .ttl(Some(seconds(ttl, "lease_timeout")?))
+            .seed_lease(seconds(seed_lease, "lease_timeout")?)
             .source("aidb");
         if let Some(port) = preferred {
             request = request.prefer(port);

@@ -114,11 +114,9 @@ for value in [True, -1, math.nan, math.inf, 1e300, "5"]:
 for name, options in {
     **{f"preferred={v!r}": {"preferred": v} for v in BAD_PORTS if v is not None},
     **{f"range_start={v!r}": {"range_start": v} for v in BAD_PORTS if v is not None},
-    "range_size=0": {"range_size": 0},
-    "range_size=-1": {"range_size": -1},
+    # An empty range (range_size <= 0) or one past 65535 does what the seed's does
+    # (test_aidb_seed_cases.py): the preferred port alone, or the ports up to 65535.
     "range_size=True": {"range_size": True},
-    "range_size=2**64": {"range_size": 2**64},
-    "range_size=100000": {"range_size": 100000},
     "range_size=10.0": {"range_size": 10.0},
     "host='not an address'": {"host": "not an address"},
     "host=5": {"host": 5},
@@ -130,7 +128,7 @@ for value in [True, "13200", 13200.0, None]:
     CASES[f"aidb.release_port({value!r})"] = lambda r, _, v=value: aidb.release_port(v)
 CASES["aidb.CrossProcessPortAllocator(registry_dir=5)"] = lambda r, _: aidb.CrossProcessPortAllocator(5)  # type: ignore[arg-type]
 CASES["aidb.get_allocator(registry_dir=5)"] = lambda r, _: aidb.get_allocator(5)  # type: ignore[arg-type]
-CASES["aidb.allocate_port(range_size=2**64)"] = lambda r, _: aidb.allocate_port(range_start=R[0], range_size=2**64)
+CASES["aidb.allocate_port(range_size=10.0)"] = lambda r, _: aidb.allocate_port(range_start=R[0], range_size=10.0)  # type: ignore[arg-type]
 CASES["aidb.allocate_port(preferred=True)"] = lambda r, _: aidb.allocate_port(True, R[0], 10)
 
 

@@ -138,6 +138,9 @@ struct WireRequest {
     label: Option<String>,
     source: String,
     max_per_owner: Option<usize>,
+    /// Seconds and nanoseconds; absent (from an older poster) for the default.
+    #[serde(default)]
+    seed_lease: Option<(u64, u32)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -173,6 +176,9 @@ impl From<&Request> for WireRequest {
             label: request.label.clone(),
             source: request.source.clone(),
             max_per_owner: request.max_per_owner,
+            seed_lease: request
+                .seed_lease
+                .map(|lease| (lease.as_secs(), lease.subsec_nanos())),
         }
     }
 }
@@ -186,7 +192,13 @@ impl WireRequest {
             Some(_) => return None,
             None => None,
         };
+        let seed_lease = match self.seed_lease {
+            Some((secs, nanos)) if nanos < 1_000_000_000 => Some(Duration::new(secs, nanos)),
+            Some(_) => return None,
+            None => None,
+        };
         Some(Request {
+            seed_lease,
             preferred: self.preferred,
             ranges: self
                 .ranges
@@ -560,6 +572,33 @@ mod tests {
         let text = String::from_utf8(bytes).expect("JSON");
         let bad = text.replace("999999999", "1000000000");
         assert!(Op::decode(bad.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn a_seed_lease_crosses_the_board_and_its_absence_reads_as_the_default() {
+        let op = Op::Allocate {
+            request: Box::new(Request::new().seed_lease(Duration::from_millis(60_500))),
+            owner: None,
+            pid: 7,
+            token: "t".into(),
+        };
+        let bytes = op.encode().expect("encodes");
+        match Op::decode(&bytes) {
+            Some(Op::Allocate { request, .. }) => {
+                assert_eq!(request.seed_lease_secs(), 60.5);
+            }
+            other => panic!("{other:?}"),
+        }
+        // As a poster of an older version writes it.
+        let text = String::from_utf8(bytes).expect("JSON");
+        let old = text.replace(",\"seed_lease\":[60,500000000]", "");
+        assert!(!old.contains("seed_lease"), "{old}");
+        match Op::decode(old.as_bytes()) {
+            Some(Op::Allocate { request, .. }) => {
+                assert_eq!(request.seed_lease_secs(), crate::SEED_LEASE_SECS);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
