@@ -150,6 +150,7 @@ impl Allocator {
     pub fn allocate(&self, request: &Request) -> Result<Lease> {
         request.validate()?;
         warn_if_ephemeral(request.ranges());
+        request.warn_if_preferred_outside();
         let me = ProcessId::current();
         let owner = resolve_owner(&request.owner, me)?;
         let token = new_token(me.pid);
@@ -184,6 +185,7 @@ impl Allocator {
             .map(|request| {
                 request.validate()?;
                 warn_if_ephemeral(request.ranges());
+                request.warn_if_preferred_outside();
                 Ok((resolve_owner(&request.owner, me)?, new_token(me.pid)))
             })
             .collect();

@@ -102,6 +102,25 @@ impl Lease {
     }
 
     /// The leased port (the first, when several were asked for).
+    ///
+    /// The port is leased only while the `Lease` lives: keep the `Lease`, not just
+    /// the number. `allocator.allocate(&request)?.port()` compiles, but the `Lease` is
+    /// a temporary dropped at the end of that statement, which ends the lease at once.
+    /// Bind it first (`let lease = allocator.allocate(&request)?;`), or use
+    /// [`keep`](Lease::keep) for ports that outlive it, or
+    /// [`pick_unused_port`](crate::pick_unused_port) for a port held until the
+    /// process exits.
+    ///
+    /// ```
+    /// # fn main() -> portlease::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let allocator = portlease::Allocator::with_dir(dir.path())?;
+    /// # let request = portlease::Request::new().range(38290..=38299);
+    /// let lease = allocator.allocate(&request)?; // held until `lease` is dropped
+    /// let port = lease.port();
+    /// # assert!(allocator.leases()?.iter().any(|l| l.port == Some(port)));
+    /// # Ok(()) }
+    /// ```
     pub fn port(&self) -> u16 {
         self.ports[0]
     }

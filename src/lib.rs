@@ -17,7 +17,8 @@
 //!
 //! let allocator = Allocator::with_dir(dir.path())?;
 //!
-//! // A port for a child process to bind: the lease ends when the guard is dropped.
+//! // A port for a child process to bind: the lease ends when the guard is dropped,
+//! // so keep the guard (`allocate(..)?.port()` alone would end it at once).
 //! let lease = allocator.allocate(&Request::new().range(39100..=39199))?;
 //! let port = lease.port();
 //!
@@ -33,6 +34,12 @@
 //! assert_eq!(kept.len(), 2);
 //! # Ok(()) }
 //! ```
+//!
+//! Code written for Rust's `portpicker` crate switches with one line,
+//! `use portlease as portpicker;`: [`pick_unused_port`] leases a port to the process
+//! until it exits (or [`return_port`]), and [`is_free`], [`is_free_tcp`] and
+//! [`is_free_udp`] check by binding. Every front end searches the same default
+//! ranges ([`default_ranges`]: `$PORTLEASE_RANGE`, else [`DEFAULT_RANGE`]).
 //!
 //! # Design
 //! Every operation is one transaction: take the lock (`port_registry.lock`, an
@@ -274,7 +281,9 @@ pub mod interrupt;
 mod layout;
 mod lease;
 mod lock;
+pub mod parse;
 mod pick;
+mod portpicker_api;
 pub mod probe;
 mod process;
 mod record;
@@ -291,9 +300,12 @@ pub use directory::{DIR_ENV, default_dir, is_ram_backed};
 pub use error::{Error, Result};
 pub use layout::{BOARD_FILE, LOCK_FILE, MAX_REGISTRY_BYTES, MAX_TEXT_BYTES, REGISTRY_FILE};
 pub use lease::Lease;
+pub use portpicker_api::{Port, is_free, is_free_tcp, is_free_udp, pick_unused_port, return_port};
 pub use process::ProcessId;
 pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS, SKEW_ALLOWANCE_SECS};
-pub use request::{DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, Request};
+pub use request::{
+    DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, RANGE_ENV, Request, default_ranges,
+};
 pub use seed_api::{allocate_port, release_port};
 pub use snapshot::{EntryKind, LeaseInfo};
 

@@ -10,8 +10,40 @@ use crate::error::{Error, Result};
 use crate::layout::MAX_TEXT_BYTES;
 use crate::pick::{Candidates, Want};
 
-/// The range searched when a request names none: the seed's default, 10000-10999.
-pub const DEFAULT_RANGE: RangeInclusive<u16> = 10000..=10999;
+/// The range searched when a request names none and [`RANGE_ENV`] is unset: the same
+/// for the library, the command (`alloc`, `exec`, `serve`'s pool), and the Python
+/// package (its leases, its pytest fixtures, `pick_unused_port`). It is portpicker's
+/// portserver pool, and lies apart from the seed's default (10000-10999), which
+/// keeps its own registry (`~/.aidb`), so that processes of both on their defaults
+/// never draw the same ports from two registries, and below Linux's ephemeral range
+/// (32768-60999 by default), from which outgoing connections take ports.
+pub const DEFAULT_RANGE: RangeInclusive<u16> = 15000..=24999;
+
+/// The environment variable that replaces [`DEFAULT_RANGE`] for every front end:
+/// `START-END[,START-END]...`, e.g. `20000-20999,30000-30099`.
+pub const RANGE_ENV: &str = "PORTLEASE_RANGE";
+
+/// The ranges a request searches when it names none: [`RANGE_ENV`]'s if it is set
+/// (and not empty), else [`DEFAULT_RANGE`].
+///
+/// # Errors
+/// [`Error::InvalidRequest`] when [`RANGE_ENV`] is set to something that is not a
+/// list of ranges, saying what to write.
+pub fn default_ranges() -> Result<Vec<RangeInclusive<u16>>> {
+    match std::env::var(RANGE_ENV) {
+        Ok(text) if !text.trim().is_empty() => crate::parse::ranges(&text).map_err(|e| {
+            Error::invalid(format!(
+                "${RANGE_ENV}: {e}; separate several ranges with commas, or unset it for \
+                 the default {}",
+                describe_range(&DEFAULT_RANGE)
+            ))
+        }),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(vec![DEFAULT_RANGE]),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::invalid(format!(
+            "${RANGE_ENV} is not text: write START-END[,START-END]..."
+        ))),
+    }
+}
 /// How long a lease owned by no process ([`Owner::Nobody`]) lives unless the request
 /// says otherwise: the seed's 300 s. A lease owned by a process has no TTL unless
 /// given one: it lives as long as its owner.
@@ -112,10 +144,14 @@ pub enum Owner {
               builder methods return the changed request rather than change it in place"]
 pub struct Request {
     pub(crate) preferred: Option<u16>,
+    /// The ranges to search: [`default_ranges`] until the caller names any.
     pub(crate) ranges: Vec<RangeInclusive<u16>>,
-    /// Whether the ranges were given as a list ([`Request::set_ranges`]): then an
-    /// empty one is refused, not read as the default range.
-    pub(crate) ranges_set: bool,
+    /// Whether `ranges` are still the default ones, which a first
+    /// [`range`](Request::range) replaces.
+    pub(crate) default_ranges: bool,
+    /// What is wrong with `$PORTLEASE_RANGE`, if the default ranges came from it and
+    /// it is no list of ranges (refused unless the request names its own ranges).
+    pub(crate) default_ranges_error: Option<String>,
     pub(crate) excluded: BTreeSet<u16>,
     pub(crate) count: usize,
     pub(crate) block: bool,
@@ -135,10 +171,15 @@ pub struct Request {
 
 impl Default for Request {
     fn default() -> Request {
+        let (ranges, default_ranges_error) = match default_ranges() {
+            Ok(ranges) => (ranges, None),
+            Err(e) => (vec![DEFAULT_RANGE], Some(e.to_string())),
+        };
         Request {
             preferred: None,
-            ranges: Vec::new(),
-            ranges_set: false,
+            ranges,
+            default_ranges: true,
+            default_ranges_error,
             excluded: BTreeSet::new(),
             count: 1,
             block: false,
@@ -156,8 +197,9 @@ impl Default for Request {
 }
 
 impl Request {
-    /// One TCP port from 10000-10999, owned by the calling process: the lease lasts
-    /// while that process runs (or until released), with no TTL.
+    /// One TCP port from the default ranges ([`default_ranges`]: `$PORTLEASE_RANGE`,
+    /// else 15000-24999), owned by the calling process: the lease lasts while that
+    /// process runs (or until released), with no TTL.
     pub fn new() -> Request {
         Request::default()
     }
@@ -171,6 +213,10 @@ impl Request {
     /// Search this inclusive range. The first call replaces the default range;
     /// later calls add more ranges, searched in order.
     pub fn range(mut self, range: RangeInclusive<u16>) -> Request {
+        if self.default_ranges {
+            self.ranges.clear();
+            self.default_ranges = false;
+        }
         self.ranges.push(range);
         self
     }
@@ -182,7 +228,7 @@ impl Request {
     /// [`Error::InvalidRequest`], never read as the default range.
     pub fn set_ranges(mut self, ranges: impl IntoIterator<Item = RangeInclusive<u16>>) -> Request {
         self.ranges = ranges.into_iter().collect();
-        self.ranges_set = true;
+        self.default_ranges = false;
         self
     }
 
@@ -269,13 +315,9 @@ impl Request {
             .map_or(crate::record::SEED_LEASE_SECS, |lease| lease.as_secs_f64())
     }
 
-    /// The ranges searched: the ones given, or the default.
+    /// The ranges searched: the ones given, or the default ones ([`default_ranges`]).
     pub fn ranges(&self) -> &[RangeInclusive<u16>] {
-        if self.ranges.is_empty() {
-            std::slice::from_ref(&DEFAULT_RANGE)
-        } else {
-            &self.ranges
-        }
+        &self.ranges
     }
 
     /// The TTL the lease gets: the one set with [`ttl`](Request::ttl), else none for a
@@ -288,15 +330,34 @@ impl Request {
         }
     }
 
+    /// Logs a warning when the preferred port lies outside the ranges: it is still
+    /// tried first (as the seed tries it), but a caller who meant the ranges as a
+    /// fence should know. Never refused: the seed's callers rely on it.
+    pub(crate) fn warn_if_preferred_outside(&self) {
+        if let Some(port) = self.preferred
+            && !self.ranges.iter().any(|range| range.contains(&port))
+        {
+            log::warn!(
+                "preferred port {port} is outside the ranges searched ({}): it is tried \
+                 first all the same; drop the preference or widen the ranges if that is not \
+                 meant",
+                self.describe_ranges()
+            );
+        }
+    }
+
     /// Checks the request on its own, before any lock is taken.
     pub(crate) fn validate(&self) -> Result<()> {
         if self.count == 0 {
             return Err(Error::invalid("a count of 0 ports: ask for at least 1"));
         }
-        if self.ranges_set && self.ranges.is_empty() {
+        if let (true, Some(error)) = (self.default_ranges, &self.default_ranges_error) {
+            return Err(Error::invalid(error.clone()));
+        }
+        if self.ranges.is_empty() {
             return Err(Error::invalid(
                 "an empty list of ranges: name at least one range to search (or set none, \
-                 for the default 10000-10999)",
+                 for the default ones)",
             ));
         }
         if self.preferred == Some(0) || self.excluded.contains(&0) {

@@ -13,17 +13,10 @@ use portlease::{Owner, Protocol, Request};
 #[error("{0}")]
 pub(crate) struct UsageError(pub(crate) String);
 
-/// A port number, 1-65535.
-pub(crate) fn parse_port(text: &str) -> Result<u16, String> {
-    let number: i64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a port number: write a number from 1 to 65535"))?;
-    match u16::try_from(number) {
-        Ok(port) if port != 0 => Ok(port),
-        _ => Err(format!("{number} is not a port: ports run from 1 to 65535")),
-    }
-}
+/// A port number, 1-65535 (the library's parser, as every front end's).
+pub(crate) use portlease::parse::port as parse_port;
+/// An inclusive range, `START-END` (the library's parser).
+pub(crate) use portlease::parse::range as parse_range;
 
 /// A lease's token as `alloc --json` prints it: three hexadecimal numbers joined by
 /// `-` (the owner's pid, the time in nanoseconds and a counter, as the library makes
@@ -47,21 +40,6 @@ pub(crate) fn parse_token(text: &str) -> Result<String, String> {
     }
 }
 
-/// An inclusive range, `START-END`.
-pub(crate) fn parse_range(text: &str) -> Result<RangeInclusive<u16>, String> {
-    let hint = "write START-END, both ports from 1 to 65535, e.g. 20000-20999";
-    let (start, end) = text
-        .split_once('-')
-        .filter(|(s, e)| !s.is_empty() && !e.is_empty())
-        .ok_or_else(|| format!("range {text:?} is not START-END: {hint}"))?;
-    let start = parse_port(start).map_err(|e| format!("range {text:?}: {e}"))?;
-    let end = parse_port(end).map_err(|e| format!("range {text:?}: {e}"))?;
-    if start > end {
-        return Err(format!("range {text:?} runs backwards: {hint}"));
-    }
-    Ok(start..=end)
-}
-
 /// A positive number of seconds (fractions allowed), or 0.
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs = text.trim().parse::<f64>().ok();
@@ -82,16 +60,6 @@ pub(crate) fn parse_host(text: &str) -> Result<IpAddr, String> {
     text.parse().map_err(|_| {
         format!("{text:?} is not an IP address: write one (e.g. 127.0.0.1 or ::1) or localhost")
     })
-}
-
-/// The variable that sets the default ranges of `alloc` and `exec`.
-pub(crate) const RANGE_ENV: &str = "PORTLEASE_RANGE";
-
-/// Ranges as `$PORTLEASE_RANGE` writes them: `START-END[,START-END]...`.
-fn parse_ranges(text: &str) -> Result<Vec<RangeInclusive<u16>>, String> {
-    text.split(',')
-        .map(|part| parse_range(part.trim()))
-        .collect()
 }
 
 /// A TTL: seconds above 0, or `none` for the owner's lifetime.
@@ -120,7 +88,7 @@ pub(crate) struct LeaseOptions {
     /// Lease the ports as one block of consecutive ports
     #[arg(long)]
     pub(crate) block: bool,
-    /// An inclusive range to search (repeatable) [default: $PORTLEASE_RANGE, e.g. 20000-20999,30000-30099, else 10000-10999]
+    /// An inclusive range to search (repeatable) [default: $PORTLEASE_RANGE, e.g. 20000-20999,30000-30099, else 15000-24999]
     #[arg(long = "range", short = 'r', value_name = "START-END", value_parser = parse_range, allow_hyphen_values = true)]
     pub(crate) ranges: Vec<RangeInclusive<u16>>,
     /// Try this port first
@@ -149,10 +117,11 @@ fn parse_protocol(text: &str) -> Result<Protocol, String> {
 
 impl LeaseOptions {
     /// The request these options describe, for `owner` with `default_ttl` unless
-    /// `--ttl` says otherwise; with no `--range`, the ranges of `$PORTLEASE_RANGE`.
+    /// `--ttl` says otherwise; with no `--range`, the library's default ranges
+    /// (`$PORTLEASE_RANGE`, else [`portlease::DEFAULT_RANGE`]).
     ///
     /// # Errors
-    /// A `$PORTLEASE_RANGE` that is not a list of ranges.
+    /// None today; kept for the checks only the command can make.
     pub(crate) fn request(
         &self,
         owner: Owner,
@@ -166,8 +135,8 @@ impl LeaseOptions {
             .owner(owner)
             .ttl(self.ttl.map_or(default_ttl, |ttl| ttl.0))
             .source(source);
-        for range in self.ranges()? {
-            request = request.range(range);
+        for range in &self.ranges {
+            request = request.range(range.clone());
         }
         for &port in &self.exclude {
             request = request.exclude(port);
@@ -183,44 +152,11 @@ impl LeaseOptions {
         }
         Ok(request)
     }
-
-    /// The `--range`s given, else those of `$PORTLEASE_RANGE`, else none (the
-    /// library's default).
-    fn ranges(&self) -> Result<Vec<RangeInclusive<u16>>, UsageError> {
-        if !self.ranges.is_empty() {
-            return Ok(self.ranges.clone());
-        }
-        match std::env::var(RANGE_ENV) {
-            Ok(text) if !text.trim().is_empty() => parse_ranges(&text).map_err(|e| {
-                UsageError(format!(
-                    "${RANGE_ENV}: {e}; separate several ranges with commas"
-                ))
-            }),
-            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(Vec::new()),
-            Err(std::env::VarError::NotUnicode(_)) => Err(UsageError(format!(
-                "${RANGE_ENV} is not text: write START-END[,START-END]..."
-            ))),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ports_and_ranges_are_checked() {
-        assert_eq!(parse_port("8080"), Ok(8080));
-        for bad in ["0", "65536", "-1", "abc", ""] {
-            assert!(parse_port(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_range("10-20"), Ok(10..=20));
-        for bad in ["5-3", "10000-", "-5", "70000-80000", "1-2-3", "x"] {
-            assert!(parse_range(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_ranges("1-2, 5-9"), Ok(vec![1..=2, 5..=9]));
-        assert!(parse_ranges("1-2,").is_err());
-    }
 
     #[test]
     fn tokens_have_the_shape_the_library_gives_them() {

@@ -120,7 +120,9 @@ fn library_code(error: &portlease::Error) -> i32 {
         E::InvalidRequest(_) | E::NoSuchProcess { .. } => exit::USAGE,
         // Nothing more to hand out now: release some, or ask for more room.
         E::Exhausted { .. } | E::OwnerLimit { .. } => exit::EXHAUSTED,
-        E::LockTimeout { .. } => exit::LOCK_TIMEOUT,
+        // Gave up waiting for the lock: at its deadline, or when the caller's check
+        // said stop (the command installs none, so only a library caller meets it).
+        E::LockTimeout { .. } | E::Interrupted { .. } => exit::LOCK_TIMEOUT,
         // Turned into `Error::Refused` on the way in; the same code either way.
         E::HeldByProcess { .. } => exit::HELD,
         // The registry's state, not the arguments, stands in the way.

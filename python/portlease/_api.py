@@ -16,7 +16,8 @@ from portlease._errors import InvalidRequest
 #: How long a call waits for the registry lock unless told otherwise, in seconds.
 DEFAULT_LOCK_TIMEOUT = 30.0
 
-#: The range searched when a request names none (inclusive): 10000-10999.
+#: The range searched when a request names none and ``$PORTLEASE_RANGE`` is unset
+#: (inclusive): 15000-24999, the same for every front end.
 DEFAULT_RANGE: Tuple[int, int] = (_native.DEFAULT_RANGE_START, _native.DEFAULT_RANGE_END)
 
 #: A range of ports: ``(start, end)`` inclusive, a ``range`` object, or ``"start-end"``.
@@ -269,7 +270,8 @@ class Allocator:
     ) -> Lease:
         """Lease ports and return the Lease.
 
-        - ``ranges``: where to search (default 10000-10999), searched in order.
+        - ``ranges``: where to search (default ``$PORTLEASE_RANGE``, else 15000-24999),
+          searched in order.
         - ``preferred``: try this port first; when taken, fall back to the ranges.
         - ``exclude``: ports never to hand out.
         - ``count``: how many ports, all in one transaction; ``block``: consecutive.

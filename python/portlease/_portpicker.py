@@ -24,15 +24,16 @@ import socket
 import threading
 from typing import Iterable, Optional, Set, Union
 
-from portlease._api import Lease, PortRange, _allocator_for
+from portlease._api import DEFAULT_RANGE, Lease, PortRange, _allocator_for
 from portlease import _checks, _native
 from portlease._errors import Exhausted, InvalidRequest, NoFreePortFoundError
 
 logger = logging.getLogger(__name__)
 
-#: The ports ``pick_unused_port`` leases from unless told otherwise: the pool of
+#: The ports ``pick_unused_port`` leases from unless told otherwise or
+#: ``$PORTLEASE_RANGE`` says: the default range of every front end, and the pool of
 #: ``portlease serve``, below the kernel's usual ephemeral range.
-PICK_RANGE = (15000, 24999)
+PICK_RANGE = DEFAULT_RANGE
 
 #: portpicker's handle on Windows' API; portlease runs on Linux, so always None.
 _winapi = None
@@ -183,7 +184,7 @@ def pick_unused_port(
                 return served
     try:
         lease = _allocator_for(dir).allocate(
-            ranges=PICK_RANGE if ranges is None else ranges,
+            ranges=ranges,
             protocol="both",
             owner="self" if pid is None or pid == os.getpid() else pid,
             ttl=None,

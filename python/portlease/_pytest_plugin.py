@@ -16,17 +16,18 @@
 
 Options: ``--portlease-dir DIR`` (ini ``portlease_dir``; default ``$PORTLEASE_DIR``,
 else the default directory) and ``--portlease-range START-END[,START-END...]`` (ini
-``portlease_range``; default 10000-10999). Safe under ``pytest -n N``: every worker
+``portlease_range``; default ``$PORTLEASE_RANGE``, else 15000-24999). Safe under ``pytest -n N``: every worker
 leases from the same registry, so no per-worker ranges are needed.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterator, List, Optional, Union
 
 import pytest
 
-from portlease._api import Allocator, Lease, default_dir
+from portlease._api import DEFAULT_RANGE, Allocator, Lease, default_dir
 
 #: What ``unused_port_factory`` is: options of ``Allocator.allocate`` in, a port out.
 PortFactory = Callable[..., int]
@@ -45,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--portlease-range",
         metavar="START-END[,START-END]",
         default=None,
-        help="ports the fixtures lease from (default 10000-10999)",
+        help="ports the fixtures lease from (default $PORTLEASE_RANGE, else 15000-24999)",
     )
     parser.addini("portlease_dir", "registry directory for the port fixtures", default="")
     parser.addini("portlease_range", "ports the fixtures lease from, START-END[,START-END]", default="")
@@ -164,7 +165,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> Union[str, List[str]]:
     """One line: which registry and ports the fixtures lease, and whose names they serve."""
     directory = _setting(config, "dir") or default_dir()
-    ranges = ",".join(_ranges(config) or ["10000-10999"])
+    default = os.environ.get("PORTLEASE_RANGE", "").strip() or "{}-{}".format(*DEFAULT_RANGE)
+    ranges = ",".join(_ranges(config) or [default])
     asyncio = any(config.pluginmanager.has_plugin(name) for name in ("asyncio", "pytest_asyncio.plugin"))
     over = ", over pytest-asyncio's" if asyncio else ""
     return (

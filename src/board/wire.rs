@@ -200,11 +200,15 @@ impl WireRequest {
         Some(Request {
             seed_lease,
             preferred: self.preferred,
-            ranges: self
-                .ranges
-                .into_iter()
-                .map(|(start, end)| start..=end)
-                .collect(),
+            // None from a poster of an earlier version, which meant its default.
+            ranges: if self.ranges.is_empty() {
+                vec![crate::request::DEFAULT_RANGE]
+            } else {
+                self.ranges
+                    .into_iter()
+                    .map(|(start, end)| start..=end)
+                    .collect()
+            },
             excluded: self.excluded.into_iter().collect::<BTreeSet<u16>>(),
             count: self.count,
             block: self.block,
@@ -217,8 +221,9 @@ impl WireRequest {
             },
             ttl,
             ttl_set: self.ttl_set,
-            // Its poster refused an empty list before posting: these ranges are as given.
-            ranges_set: false,
+            // Resolved by the poster, from its own environment.
+            default_ranges: false,
+            default_ranges_error: None,
             label: self.label,
             source: self.source,
             max_per_owner: self.max_per_owner,

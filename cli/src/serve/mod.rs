@@ -64,15 +64,15 @@ pub(crate) struct ServeArgs {
         alias = "portserver_unix_socket_address"
     )]
     address: String,
-    /// The ports to hand out: START-END[,START-END...]
+    /// The ports to hand out: START-END[,START-END...] [default: $PORTLEASE_RANGE, else
+    /// 15000-24999, portpicker's server's pool]
     #[arg(
         long,
         value_name = "RANGES",
-        default_value = "15000-24999",
         value_parser = parse_pool,
         visible_alias = "portserver_static_pool"
     )]
-    pool: Pool,
+    pool: Option<Pool>,
     /// The most leases one client process may hold from the server at once [default:
     /// no limit, as portpicker's server: a refused client guesses a port on its own]
     #[arg(long, value_name = "N")]
@@ -139,8 +139,14 @@ pub(crate) fn run(global: &Global, args: &ServeArgs) -> Result<i32, Error> {
     if let Some(limit) = args.max_per_pid {
         request = request.max_per_owner(limit);
     }
-    for range in &args.pool.0 {
-        request = request.range(range.clone());
+    // Without --pool, the default ranges, as every front end's; checked here, so
+    // that a bad $PORTLEASE_RANGE stops the server before it listens.
+    let pool = match &args.pool {
+        Some(pool) => pool.0.clone(),
+        None => portlease::default_ranges()?,
+    };
+    for range in pool {
+        request = request.range(range);
     }
     let allocator = global.allocator()?;
     let granter = grant::Granter::new(allocator, request, args.max_per_uid);
