@@ -46,6 +46,8 @@ from portlease._errors import (
     RegistryIOError,
     UnsafeDirectory,
 )
+# The workspace's version (Cargo.toml), which the native module was built with.
+from portlease._native import __version__ as __version__
 from portlease._portpicker import PICK_RANGE, is_port_free, pick_unused_port, return_port
 
 __all__ = [
