@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Python package's tests: a fresh virtual environment under target/, the tools from
-# PyPI (maturin, pytest, pytest-xdist, mypy, portpicker), the wheel built by maturin and
-# installed there, then pytest on python/tests. Extra arguments go to pytest; $PYTHON
-# names the interpreter (default python3).
+# the Python package index (maturin, pytest, pytest-xdist, mypy, portpicker), the wheel
+# built by maturin and installed there, then pytest on python/tests. Extra arguments go
+# to pytest; $PYTHON names the interpreter (default python3). $PORTLEASE_WHEEL names a
+# wheel built already (python/build-wheels.sh): it is installed instead, and nothing is
+# built.
 #
 # The tests run in a private network namespace when this user can make one (root), so
 # that other test runs on the machine cannot collide with them on ports.
@@ -17,10 +19,20 @@ rm -rf "$venv" "$wheels"
     echo "python/test.sh: cannot make a virtual environment with ${PYTHON:-python3}; install its venv module (Debian: apt-get install python3-venv)" >&2
     exit 1
 }
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    maturin pytest pytest-xdist pytest-asyncio mypy portpicker
-"$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheels"/portlease-*.whl
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+if [ -n "${PORTLEASE_WHEEL:-}" ]; then
+    [ -f "$PORTLEASE_WHEEL" ] || {
+        echo "python/test.sh: PORTLEASE_WHEEL=$PORTLEASE_WHEEL is no file; build one with python/build-wheels.sh DIR, or unset it to build here" >&2
+        exit 1
+    }
+    wheel="$(cd "$(dirname "$PORTLEASE_WHEEL")" && pwd)/$(basename "$PORTLEASE_WHEEL")"
+    "${pip[@]}" pytest pytest-xdist pytest-asyncio mypy portpicker
+else
+    "${pip[@]}" maturin pytest pytest-xdist pytest-asyncio mypy portpicker
+    "$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"
+    wheel="$(echo "$wheels"/portlease-*.whl)"
+fi
+"${pip[@]}" "$wheel"
 
 # Nothing a test does may touch the user's real registry.
 scratch="$(mktemp -d)"

@@ -49,6 +49,8 @@ from portlease._errors import (
     RegistryTooLarge,
     UnsafeDirectory,
 )
+# The workspace's version (Cargo.toml), which the native module was built with.
+from portlease._native import __version__ as __version__
 from portlease._portpicker import (
     PICK_RANGE,
     Bind,

@@ -2,6 +2,7 @@
 
 from typing import Optional
 
+__version__: str
 DEFAULT_RANGE_START: int
 DEFAULT_RANGE_END: int
 

@@ -47,5 +47,6 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(allocator::existing_leases_json, module)?)?;
     module.add("DEFAULT_RANGE_START", *portlease::DEFAULT_RANGE.start())?;
     module.add("DEFAULT_RANGE_END", *portlease::DEFAULT_RANGE.end())?;
+    module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
