@@ -243,10 +243,10 @@ def test_under_ci_a_missing_seed_fails_saying_what_is_missing(monkeypatch: pytes
     import conftest
 
     monkeypatch.setattr(conftest, "SEED", tmp_path / "shared" / "seed" / "port_allocator.py")
-    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("PORTLEASE_REQUIRE_PEERS", "1")
     with pytest.raises(pytest.fail.Exception) as failed:
         conftest.load_seed()
     assert "port_allocator.py is missing" in str(failed.value)
-    monkeypatch.setenv("CI", "false")
+    monkeypatch.setenv("PORTLEASE_REQUIRE_PEERS", "0")
     with pytest.raises(pytest.skip.Exception):
         conftest.load_seed()

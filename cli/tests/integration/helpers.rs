@@ -316,19 +316,24 @@ pub fn portlease_in(dir: &Path, args: &[&str]) -> Command {
     command
 }
 
+/// The project setting that makes a missing test requirement (the seed's copy,
+/// portpicker) fail its test instead of skipping it: `.ci/run` sets it to 1.
+pub const REQUIRE_PEERS: &str = "PORTLEASE_REQUIRE_PEERS";
+
 /// Whether something a test needs from outside the project (a Python package, the
-/// seed's copy) is there. Under CI (`CI=true`) a missing one fails the test, saying
+/// seed's copy) is there. With `PORTLEASE_REQUIRE_PEERS=1` (which `.ci/run` sets) a
+/// missing one fails the test, saying
 /// what to install; elsewhere the test is skipped, with the reason printed.
 pub fn required(available: bool, what: &str, install: &str) -> bool {
     if available {
         return true;
     }
-    let under_ci = std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1");
+    let under_ci = std::env::var(REQUIRE_PEERS).is_ok_and(|required| required == "1");
     assert!(
         !under_ci,
-        "{what} is missing, and CI=true needs it: {install}"
+        "{what} is missing, and {REQUIRE_PEERS}=1 needs it: {install}"
     );
-    eprintln!("skipped: {what} is missing ({install}); under CI=true this test fails");
+    eprintln!("skipped: {what} is missing ({install}); with {REQUIRE_PEERS}=1 this test fails");
     false
 }
 
@@ -436,12 +441,12 @@ pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
     }
 }
 
-/// Runs the integration test `test` of this binary alone, with `CI` set to `ci` and
+/// Runs the integration test `test` of this binary alone, with `PORTLEASE_REQUIRE_PEERS` set to `ci` and
 /// the variable `env.0` pointing a requirement at `env.1`, where it is not.
 pub fn run_test_without(test: &str, ci: &str, env: (&str, &str)) -> Output {
     Command::new(std::env::current_exe().expect("the test binary"))
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env("CI", ci)
+        .env(REQUIRE_PEERS, ci)
         .env(env.0, env.1)
         .output()
         .expect("the test binary runs")

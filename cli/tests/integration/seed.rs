@@ -247,7 +247,7 @@ fn a_missing_seed_copy_fails_under_ci_and_is_skipped_with_the_reason_elsewhere()
     let run = |ci: &str| {
         crate::helpers::run_test_without(test, ci, ("PORTLEASE_TEST_SEED_DIR", "/nonexistent/seed"))
     };
-    let under_ci = run("true");
+    let under_ci = run("1");
     let said = String::from_utf8_lossy(&under_ci.stdout).into_owned()
         + &String::from_utf8_lossy(&under_ci.stderr);
     assert!(!under_ci.status.success(), "passed under CI: {said}");
