@@ -424,7 +424,7 @@ fn a_lock_timeout_of_1e19_seconds_is_no_panic() {
 #[test]
 fn ctrl_c_ends_exec_while_it_waits_for_the_lock() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let range = range_arg(100, 10);
+    let range = range_arg(51, 10);
     let lock = hold_lock(dir.path());
     let exec = Command::new(binary())
         .env("PORTLEASE_DIR", dir.path())
@@ -496,7 +496,7 @@ fn a_poster_killed_before_it_is_served_gets_nothing() {
 #[test]
 fn a_killed_designated_waiter_holds_nobody_up() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let range = range_arg(96, 10);
+    let range = range_arg(38, 10);
     let lock = hold_lock(dir.path());
     // The first poster becomes the designated waiter, blocking on the lock.
     let mut designated = spawn(alloc(dir.path(), &range, "60"));
@@ -522,7 +522,7 @@ fn a_killed_designated_waiter_holds_nobody_up() {
 #[test]
 fn posters_that_give_up_amid_stopped_servers_never_leave_a_lease() {
     let (dir, allocator) = crate::helpers::registry();
-    let range = crate::helpers::ports(99);
+    let range = crate::helpers::ports(52);
     let args = [
         range.start().to_string(),
         range.end().to_string(),
@@ -582,7 +582,7 @@ fn posters_that_give_up_amid_stopped_servers_never_leave_a_lease() {
 #[test]
 fn a_poster_killed_while_its_request_is_served_gets_nothing() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let range = range_arg(97, 10);
+    let range = range_arg(39, 10);
     let (server, mut poster) = stopped_server_and_poster(dir.path(), &range, "taken", "60");
     poster.kill().expect("SIGKILL, as Ctrl-C would");
     poster.wait().expect("reaped");
