@@ -267,6 +267,7 @@ mod allocator;
 mod batch;
 mod board;
 mod directory;
+mod engine;
 mod error;
 mod files;
 mod fork_guard;
