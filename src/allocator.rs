@@ -1,29 +1,26 @@
-//! The lease lifecycle: every operation is one transaction under the registry lock
-//! that reads the registry once and writes it at most once.
+//! The public facade: [`Allocator`] checks what it is asked, turns it into an
+//! operation for the [`Engine`] (an allocation or a release as an [`Op`], posted on
+//! the request board through `batch`), and makes [`Lease`]s of the outcomes. Every
+//! operation is one transaction of the engine's; nothing below calls back up here.
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::batch::{Ledger, Served, submit};
+use crate::batch::submit;
 use crate::board::Board;
 use crate::board::wire::{Op, Outcome};
 use crate::directory::{self, RegistryDir};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lease::{Lease, LeaseKeeper};
-use crate::lock::{LockSite, deadline_after};
 use crate::probe::ephemeral_port_range;
 use crate::process::ProcessId;
-use crate::record::{LeaseRecord, Record};
-use crate::registry_cache::RegistryCache;
+use crate::record::LeaseRecord;
 use crate::request::{Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
-use crate::transaction::Transaction;
-
-/// How often allocation looks up the owner of every lease, not just of those it meets.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a caller waits for the registry lock unless told otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -46,22 +43,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Allocator {
-    dir: PathBuf,
-    /// The directory, opened once; every file is opened relative to it.
-    opened: Arc<RegistryDir>,
-    lock_timeout: Duration,
-    /// The lock file, kept open and shared by clones.
-    lock: Arc<LockSite>,
-    /// The request board, mapped once and shared by clones; `None` where there is none.
-    board: Option<Arc<Board>>,
-    /// The last port this allocator (or a clone) handed out: next-fit's cursor where
-    /// there is no board (the board keeps one for the whole host).
-    cursor: Arc<AtomicU32>,
-    /// When this allocator (or a clone) last looked up every lease's owner.
-    last_sweep: Arc<Mutex<Option<Instant>>>,
-    /// The registry as the last transaction left it, with its file's bytes: the next
-    /// transaction uses it only if it reads exactly those bytes.
-    cache: Arc<RegistryCache>,
+    /// The directory's engine: its lock, board, cursor and cache, shared by clones;
+    /// the lock timeout, this handle's own.
+    engine: Engine,
 }
 
 impl Allocator {
@@ -86,7 +70,7 @@ impl Allocator {
         let dir = dir.into();
         let opened = Arc::new(RegistryDir::prepare(&dir)?);
         let board = Board::open(&opened)?.map(Arc::new);
-        Ok(Allocator::on(dir, opened, board))
+        Ok(Allocator::from_parts(dir, opened, board))
     }
 
     /// An allocator on the existing registry in `dir` that only looks: for
@@ -103,34 +87,34 @@ impl Allocator {
     pub fn existing(dir: impl Into<PathBuf>) -> Result<Allocator> {
         let dir = dir.into();
         let opened = Arc::new(RegistryDir::existing(&dir)?);
-        Ok(Allocator::on(dir, opened, None))
+        Ok(Allocator::from_parts(dir, opened, None))
     }
 
-    fn on(dir: PathBuf, opened: Arc<RegistryDir>, board: Option<Arc<Board>>) -> Allocator {
+    fn from_parts(dir: PathBuf, opened: Arc<RegistryDir>, board: Option<Arc<Board>>) -> Allocator {
         Allocator {
-            lock: Arc::new(LockSite::new(Arc::clone(&opened))),
-            board,
-            dir,
-            opened,
-            lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            cursor: Arc::default(),
-            last_sweep: Arc::default(),
-            cache: Arc::default(),
+            engine: Engine::from_parts(dir, opened, board, DEFAULT_LOCK_TIMEOUT),
         }
+    }
+
+    /// The engine this allocator runs its operations on.
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// How long to wait for the registry lock before failing with
     /// [`Error::LockTimeout`] (default 30 s). A timeout too long for the clock, such
     /// as `Duration::MAX`, waits as good as forever.
     #[must_use = "lock_timeout returns the changed Allocator; it does not change this one"]
-    pub fn lock_timeout(mut self, timeout: Duration) -> Allocator {
-        self.lock_timeout = timeout;
-        self
+    pub fn lock_timeout(self, timeout: Duration) -> Allocator {
+        Allocator {
+            engine: self.engine.with_lock_timeout(timeout),
+        }
     }
 
     /// The registry directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.engine.dir()
     }
 
     /// Leases ports as `request` asks: its preferred port if free, else the next free
@@ -160,7 +144,7 @@ impl Allocator {
             pid: me.pid,
             token: token.clone(),
         };
-        match submit(self, &op, me)? {
+        match submit(&self.engine, &op, me)? {
             Outcome::Allocated(ports) => {
                 Ok(Lease::new(Box::new(self.clone()), ports, token, request))
             }
@@ -189,86 +173,36 @@ impl Allocator {
                 Ok((resolve_owner(&request.owner, me)?, new_token(me.pid)))
             })
             .collect();
-        let picked = self.transact(|txn| {
-            Ok(requests
-                .iter()
-                .zip(&prepared)
-                .map(|(request, prepared)| {
-                    let (owner, token) = prepared.as_ref().ok()?;
-                    Some(self.allocate_in(txn, request, *owner, me.pid, token))
+        let ops: Vec<Op> = requests
+            .iter()
+            .zip(&prepared)
+            .filter_map(|(request, prepared)| {
+                let (owner, token) = prepared.as_ref().ok()?;
+                Some(Op::Allocate {
+                    request: Box::new(request.clone()),
+                    owner: *owner,
+                    pid: me.pid,
+                    token: token.clone(),
                 })
-                .collect::<Vec<_>>())
-        })?;
+            })
+            .collect();
+        let mut outcomes = self.engine.run_each(&ops)?.into_iter();
         Ok(requests
             .iter()
             .zip(prepared)
-            .zip(picked)
-            .map(|((request, prepared), picked)| {
+            .map(|(request, prepared)| {
                 let (_, token) = prepared?;
-                let ports = picked.unwrap_or_else(|| Err(Error::invalid("not served")))?;
-                Ok(Lease::new(Box::new(self.clone()), ports, token, request))
+                let outcome = outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(Error::invalid("not served")))?;
+                match outcome {
+                    Outcome::Allocated(ports) => {
+                        Ok(Lease::new(Box::new(self.clone()), ports, token, request))
+                    }
+                    other => Err(self.unexpected(&other)),
+                }
             })
             .collect())
-    }
-
-    /// Leases ports in a transaction (for this process, or one whose request it
-    /// serves): the body of [`allocate`](Allocator::allocate).
-    pub(crate) fn allocate_in(
-        &self,
-        txn: &mut Transaction<'_>,
-        request: &Request,
-        owner: Option<ProcessId>,
-        pid: u32,
-        token: &str,
-    ) -> Result<Vec<u16>> {
-        // Judging a lease costs parsing it, and its owner a /proc read: so the leases
-        // the search meets are judged, and all of them only in a full sweep, once a
-        // second per allocator and before giving up.
-        let mut swept = self.sweep_due();
-        if swept {
-            txn.reclaim_stale();
-        }
-        if let (Some(limit), Some(owner)) = (request.max_per_owner, owner) {
-            let held = txn.leases_of(owner);
-            if held >= limit {
-                return Err(Error::OwnerLimit {
-                    pid: owner.pid,
-                    held,
-                });
-            }
-        }
-        let candidates = request.candidates();
-        let ports = loop {
-            match txn.pick_ports(request, &candidates) {
-                Err(Error::Exhausted { .. }) if !swept => {
-                    swept = true;
-                    txn.reclaim_stale();
-                }
-                picked => break picked?,
-            }
-        };
-        for &port in &ports {
-            let mut record = LeaseRecord {
-                pid: owner.map_or(pid, |o| o.pid),
-                since: txn.now(),
-                timestamp: txn.now(),
-                owner,
-                ttl: request.effective_ttl().map(|ttl| ttl.as_secs_f64()),
-                protocol: request.protocol,
-                label: request.label.clone(),
-                source: Some(request.source.clone()),
-                token: Some(token.to_owned()),
-            };
-            record.restamp(txn.now());
-            txn.insert_lease(port, record);
-        }
-        log::debug!(
-            "leased {} to {} in {}",
-            list_ports(&ports),
-            owner.map_or("no process".to_owned(), |o| format!("pid {}", o.pid)),
-            self.dir.display()
-        );
-        Ok(ports)
     }
 
     /// Ends the lease on `port`, whoever holds it (the seed's `release`). Returns
@@ -277,8 +211,7 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release(&self, port: u16) -> Result<bool> {
-        // By its key: judging every lease, as `release_where` does, is not needed here.
-        self.transact(|txn| Ok(txn.remove_port(port)))
+        self.engine.release_port(port)
     }
 
     /// Ends every lease for which `matches` is true (say, all with one label or one
@@ -302,24 +235,7 @@ impl Allocator {
         matches: impl Fn(&LeaseInfo) -> bool,
         may_end: impl Fn(ProcessId) -> bool,
     ) -> Result<Vec<LeaseInfo>> {
-        self.transact(|txn| {
-            let released = txn
-                .snapshot()
-                .into_iter()
-                .filter(|info| matches(info))
-                .collect::<Vec<_>>();
-            for info in &released {
-                if let Some(holder) = txn.live_holder(&info.key)
-                    && !may_end(holder)
-                {
-                    return Err(Error::held_by(info.key.clone(), holder));
-                }
-            }
-            for info in &released {
-                txn.remove_entry(&info.key);
-            }
-            Ok(released)
-        })
+        self.engine.release_where(matches, may_end)
     }
 
     /// Ends the lease allocated under `token` (every port it holds) and nothing else;
@@ -329,11 +245,7 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn release_by_token(&self, token: &str) -> Result<Vec<u16>> {
-        self.transact(|txn| {
-            let ports = txn.ports_of_token(token);
-            txn.end_token(token);
-            Ok(ports)
-        })
+        self.engine.release_by_token(token)
     }
 
     /// Hands the leases on `ports` to the running process `pid`, recorded by pid and
@@ -353,23 +265,7 @@ impl Allocator {
         may_take: impl Fn(ProcessId) -> bool,
     ) -> Result<()> {
         let to = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
-        self.transact(|txn| {
-            for &port in ports {
-                let key = port.to_string();
-                if let Some(holder) = txn.live_holder(&key)
-                    && !(holder.pid == pid && holder.is_in_own_pid_namespace())
-                    && !may_take(holder)
-                {
-                    return Err(Error::held_by(key, holder));
-                }
-            }
-            Allocator::change_leases(txn, ports, None, |lease, now| {
-                lease.pid = to.pid;
-                lease.owner = Some(to);
-                lease.ttl = None;
-                lease.since = now;
-            })
-        })
+        self.engine.hand_over(ports, to, may_take)
     }
 
     /// Renews the lease on `port`: its time starts again from now, with `ttl` as its
@@ -416,37 +312,7 @@ impl Allocator {
         token: Option<&str>,
         change: impl Fn(&mut LeaseRecord, f64),
     ) -> Result<()> {
-        self.transact(|txn| Allocator::change_leases(txn, ports, token, change))
-    }
-
-    /// The body of [`update_leases`](Allocator::update_leases). Without a token, the
-    /// error says what the port holds instead of a live lease.
-    fn change_leases(
-        txn: &mut Transaction<'_>,
-        ports: &[u16],
-        token: Option<&str>,
-        change: impl Fn(&mut LeaseRecord, f64),
-    ) -> Result<()> {
-        for &port in ports {
-            let Some(mut lease) = txn.live_lease(port, token) else {
-                return Err(match (token, txn.record(&port.to_string())) {
-                    (None, None) => Error::NotLeased { port },
-                    (None, Some(Record::Seed { pid, .. })) => Error::NotPortlease {
-                        port,
-                        what: format!("a lease of the seed (pid {pid}), which only the seed ends"),
-                    },
-                    (None, Some(Record::Unknown)) => Error::NotPortlease {
-                        port,
-                        what: "an entry portlease does not understand".into(),
-                    },
-                    _ => Error::LeaseLost { port },
-                });
-            };
-            change(&mut lease, txn.now());
-            lease.restamp(txn.now());
-            txn.update_lease(port, lease);
-        }
-        Ok(())
+        self.engine.change_leases(ports, token, change)
     }
 
     /// Ends the leases on `ports` held under `token` (a [`Lease::token`]), as the
@@ -462,30 +328,11 @@ impl Allocator {
             ports: ports.to_vec(),
             token: token.to_owned(),
         };
-        match submit(self, &op, ProcessId::current())? {
+        match submit(&self.engine, &op, ProcessId::current())? {
             Outcome::Released { lost: None } => Ok(()),
             Outcome::Released { lost: Some(port) } => Err(Error::LeaseLost { port }),
             other => Err(self.unexpected(&other)),
         }
-    }
-
-    /// Removes the entries of `ports` held under `token`; returns the first port now
-    /// held by another lease. A port with no entry at all counts as released: that
-    /// makes a release done twice harmless (a request is served again when the
-    /// process serving it died before it could hand out the outcome).
-    pub(crate) fn release_in(txn: &mut Transaction<'_>, ports: &[u16], token: &str) -> Option<u16> {
-        let mut lost = None;
-        for &port in ports {
-            let key = port.to_string();
-            match txn.record(&key) {
-                None => {}
-                Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => {
-                    txn.remove_entry(&key);
-                }
-                Some(_) => lost = lost.or(Some(port)),
-            }
-        }
-        lost
     }
 
     /// A snapshot of every entry in the registry, stale ones included (marked).
@@ -493,12 +340,12 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
-        match self.transact(|txn| Ok(txn.snapshot())) {
+        match self.engine.snapshot() {
             // A reader that cannot open the lock file (missing, or not readable to it)
             // reads without the lock: the registry is replaced atomically, so what it
             // reads is whole, if perhaps a moment old.
             Err(Error::Io { path, source, .. })
-                if !self.opened.writable()
+                if !self.engine.writable()
                     && path.ends_with(crate::layout::LOCK_FILE)
                     && matches!(
                         source.kind(),
@@ -507,9 +354,9 @@ impl Allocator {
             {
                 log::warn!(
                     "read {} without its lock ({source}): the listing may be a moment old",
-                    self.dir.display()
+                    self.dir().display()
                 );
-                self.in_transaction(|txn| Ok(txn.snapshot()))
+                self.engine.snapshot_unlocked()
             }
             result => result,
         }
@@ -520,146 +367,23 @@ impl Allocator {
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
     pub fn gc(&self) -> Result<Vec<LeaseInfo>> {
-        self.transact(|txn| Ok(txn.reclaim_stale()))
-    }
-
-    /// Whether a full sweep of owners is due (and if so, it counts as done now).
-    fn sweep_due(&self) -> bool {
-        let Ok(mut last) = self.last_sweep.lock() else {
-            return true;
-        };
-        let due = last.is_none_or(|at| at.elapsed() >= SWEEP_INTERVAL);
-        if due {
-            *last = Some(Instant::now());
-        }
-        due
-    }
-
-    /// Runs `work` under the lock on the registry as it is now, then writes the
-    /// registry if `work` changed it and succeeded. A failed `work` changes nothing.
-    pub(crate) fn transact<T>(
-        &self,
-        work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let started = Instant::now();
-        let lock = self
-            .lock
-            .lock(self.deadline(started))?
-            .ok_or_else(|| self.timed_out(started))?;
-        let holding = self
-            .board
-            .as_ref()
-            .map(|board| board.mark_holder(std::process::id()));
-        // Requests a dead server left: withdrawn ones have their leases ended here.
-        let orphans = self
-            .board
-            .as_ref()
-            .map(|board| board.adopt_orphans())
-            .unwrap_or_default();
-        let orphan_ops: Vec<Op> = orphans
-            .iter()
-            .filter_map(|orphan| Op::decode(&orphan.request))
-            .collect();
-        let result = self.in_transaction(|txn| {
-            txn.end_withdrawn(&orphan_ops);
-            work(txn)
-        });
-        if result.is_ok()
-            && let Some(board) = &self.board
-        {
-            for orphan in &orphans {
-                board.settle(orphan);
-            }
-        }
-        drop(holding);
-        drop(lock);
-        self.wake_next();
-        result
-    }
-
-    /// Runs `work` on the registry as it is now, the lock being held; writes the
-    /// registry if `work` changed it and succeeded.
-    pub(crate) fn in_transaction<T>(
-        &self,
-        work: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
-    ) -> Result<T> {
-        let mut txn = Transaction::begin(
-            &self.opened,
-            self.board.as_deref(),
-            &self.cursor,
-            &self.cache,
-        )?;
-        let result = work(&mut txn)?;
-        if txn.changed() && !self.opened.writable() {
-            return Err(Error::ReadOnly {
-                dir: self.dir.clone(),
-            });
-        }
-        txn.commit()?;
-        Ok(result)
-    }
-
-    pub(crate) fn timed_out(&self, started: Instant) -> Error {
-        Error::LockTimeout {
-            dir: self.dir.clone(),
-            waited: started.elapsed(),
-        }
+        self.engine.gc()
     }
 
     /// The error for an outcome of another kind than the request asked for.
     fn unexpected(&self, outcome: &Outcome) -> Error {
         Error::io(
             "got an outcome of another kind than asked for, in",
-            &self.dir,
+            self.dir(),
             std::io::Error::other(format!("{outcome:?}")),
         )
-    }
-
-    /// Does `op` in the transaction; an error of the request alone is its outcome.
-    /// A request read from the board is validated again, as its poster did.
-    fn perform(&self, txn: &mut Transaction<'_>, op: &Op) -> Result<Outcome> {
-        match op {
-            Op::Allocate {
-                request,
-                owner,
-                pid,
-                token,
-            } => {
-                request.validate()?;
-                self.allocate_in(txn, request, *owner, *pid, token)
-                    .map(Outcome::Allocated)
-            }
-            Op::Release { ports, token } => Ok(Outcome::Released {
-                lost: Allocator::release_in(txn, ports, token),
-            }),
-        }
-    }
-
-    /// Does `op`, which may have been done already (by a server that died, or on a
-    /// board that went away): an allocation whose leases are in the registry gets
-    /// them back; a release finds its ports released.
-    fn perform_again(&self, txn: &mut Transaction<'_>, op: &Op) -> Result<Outcome> {
-        match op {
-            Op::Allocate { token, .. } => {
-                let done = txn.ports_of_token(token);
-                if done.is_empty() {
-                    self.perform(txn, op)
-                } else {
-                    Ok(Outcome::Allocated(done))
-                }
-            }
-            Op::Release { ports, token } => {
-                Allocator::release_in(txn, ports, token);
-                Ok(Outcome::Released { lost: None })
-            }
-        }
     }
 }
 
 impl LeaseKeeper for Allocator {
     #[cfg(feature = "tokio")]
     fn dir(&self) -> &Path {
-        &self.dir
+        Allocator::dir(self)
     }
 
     fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
@@ -683,77 +407,6 @@ impl LeaseKeeper for Allocator {
     ) -> Result<()> {
         Allocator::update_leases(self, ports, token, change)
     }
-}
-
-impl Ledger for Allocator {
-    fn lock_site(&self) -> &LockSite {
-        &self.lock
-    }
-
-    fn board(&self) -> Option<&Arc<Board>> {
-        self.board.as_ref()
-    }
-
-    fn deadline(&self, started: Instant) -> Instant {
-        deadline_after(started, self.lock_timeout)
-    }
-
-    fn timed_out(&self, started: Instant) -> Error {
-        Allocator::timed_out(self, started)
-    }
-
-    fn serve(
-        &self,
-        requests: &[Served],
-        orphans: &[Op],
-        wanted: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<Result<Outcome>>> {
-        self.in_transaction(|txn| {
-            txn.end_withdrawn(orphans);
-            let results: Vec<Result<Outcome>> = requests
-                .iter()
-                .map(|served| match &served.op {
-                    Some(op) if served.again => self.perform_again(txn, op),
-                    Some(op) => self.perform(txn, op),
-                    None => Err(Error::invalid("a request on the board that cannot be read")),
-                })
-                .collect();
-            // Just before saving: a request its poster gave up on is left out.
-            for (i, (served, result)) in requests.iter().zip(&results).enumerate() {
-                if let (Some(op @ Op::Allocate { .. }), Ok(_)) = (&served.op, result)
-                    && !wanted(i)
-                {
-                    txn.end_withdrawn(std::slice::from_ref(op));
-                }
-            }
-            Ok(results)
-        })
-    }
-
-    fn end_tokens(&self, tokens: &[&str]) -> Result<()> {
-        self.in_transaction(|txn| {
-            for token in tokens {
-                txn.end_token(token);
-            }
-            Ok(())
-        })
-    }
-
-    fn alone(&self, op: &Op, again: bool) -> Result<Outcome> {
-        self.transact(|txn| {
-            if again {
-                self.perform_again(txn, op)
-            } else {
-                self.perform(txn, op)
-            }
-        })
-    }
-}
-
-/// Ports as people write them: "30001, 30002".
-fn list_ports(ports: &[u16]) -> String {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    ports.join(", ")
 }
 
 /// A token unique to one allocation: pid, time and a counter.

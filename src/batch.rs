@@ -1,8 +1,8 @@
-//! The serving loop: a request posted on the [`Board`] waits to be served by whoever
-//! holds the lock, or takes the lock and serves every posted request in one
-//! transaction. What a transaction does with a request is the [`Ledger`]'s business
-//! (the allocator's); this module only moves requests and outcomes, following the
-//! board's slot protocol.
+//! The request board's poster and server sides: a request posted on the [`Board`]
+//! waits to be served by whoever holds the lock, or takes the lock and serves every
+//! posted request in one transaction. What a transaction does with a request is the
+//! [`Engine`]'s business; this module only moves requests and outcomes, following the
+//! board's slot protocol, and calls the engine below it.
 //!
 //! Allocations and releases are posted; every other operation takes the lock itself
 //! (and then leaves posted requests to the next holder, whom it wakes).
@@ -12,52 +12,15 @@ use std::time::{Duration, Instant};
 
 use crate::board::wire::{Op, Outcome, WireError};
 use crate::board::{Board, OUTCOME_MAX, REQUEST_MAX, Taken, Withdrawn};
-use crate::error::{Error, Result};
+use crate::engine::{Engine, Locked, Pending};
+use crate::error::Result;
 use crate::interrupt;
-use crate::lock::{LockSite, RegistryLock};
+use crate::lock::RegistryLock;
 use crate::process::ProcessId;
 
 /// How long a poster sleeps before it checks that the processes it waits on live (and
 /// consults the caller's interrupt check: at most [`interrupt::SLICE`]).
-const CHECK: Duration = Duration::from_millis(50);
-
-/// A request read from the board, to serve.
-pub(crate) struct Served {
-    /// `None` for bytes that were no request: it fails.
-    pub(crate) op: Option<Op>,
-    /// Posted again after its server died: it may have been done already.
-    pub(crate) again: bool,
-}
-
-/// What serves requests: the registry, its lock and its board.
-pub(crate) trait Ledger {
-    fn lock_site(&self) -> &LockSite;
-    fn board(&self) -> Option<&Arc<Board>>;
-    /// When a wait that starts at `started` gives up.
-    fn deadline(&self, started: Instant) -> Instant;
-    fn timed_out(&self, started: Instant) -> Error;
-    /// Serves `requests` in one transaction, the lock being held. Just before saving,
-    /// leaves out (undoes) those for which `wanted` is false by then.
-    /// Ends the leases saved for `orphans` (requests withdrawn from a server that
-    /// died) in the same transaction.
-    fn serve(
-        &self,
-        requests: &[Served],
-        orphans: &[Op],
-        wanted: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<Result<Outcome>>>;
-    /// Ends the leases saved under `tokens`, in a transaction, the lock being held.
-    fn end_tokens(&self, tokens: &[&str]) -> Result<()>;
-    /// Does `op` in a transaction of its own, taking the lock; `again` when it may
-    /// have been done already (then done by its token, idempotently).
-    fn alone(&self, op: &Op, again: bool) -> Result<Outcome>;
-    /// After the lock is released: wakes a poster still waiting to be served.
-    fn wake_next(&self) {
-        if let Some(board) = self.board() {
-            board.wake_one_posted();
-        }
-    }
-}
+const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Undoes a designation however the designated waiter's wait ends.
 struct Designation<'b> {
@@ -75,23 +38,23 @@ impl Drop for Designation<'_> {
 /// serve, or, where it cannot be posted, in a transaction of its own. An error leaves
 /// the registry as it was: a request given up on is withdrawn (see the board's
 /// protocol).
-pub(crate) fn submit(ledger: &impl Ledger, op: &Op, me: ProcessId) -> Result<Outcome> {
+pub(crate) fn submit(engine: &Engine, op: &Op, me: ProcessId) -> Result<Outcome> {
     let started = Instant::now();
-    let board = ledger.board().filter(|b| op.postable() && !b.broken());
+    let board = engine.board().filter(|b| op.postable() && !b.broken());
     let encoded = board
         .and_then(|_| op.encode())
         .filter(|bytes| bytes.len() <= REQUEST_MAX);
     let (Some(board), Some(encoded)) = (board, encoded) else {
-        return ledger.alone(op, false);
+        return engine.run_unposted(op, false);
     };
     let Some(slot) = board.claim(me) else {
-        return ledger.alone(op, false);
+        return engine.run_unposted(op, false);
     };
     board.publish(slot, me, &encoded);
-    match wait_for_outcome(ledger, board, slot, op, me, started) {
+    match wait_for_outcome(engine, board, slot, op, me, started) {
         Ok(finished) => finished,
         Err(e) => match board.withdraw(slot) {
-            Withdrawn::Served(outcome) => decode_or_redo(ledger, &outcome, op),
+            Withdrawn::Served(outcome) => decode_or_redo(engine, &outcome, op),
             Withdrawn::NotServed => Err(e),
         },
     }
@@ -101,28 +64,28 @@ pub(crate) fn submit(ledger: &impl Ledger, op: &Op, me: ProcessId) -> Result<Out
 /// our way. `Ok` once the slot is no longer ours, with what became of the request;
 /// `Err` (the deadline among them) while it still is: the caller withdraws it.
 fn wait_for_outcome(
-    ledger: &impl Ledger,
+    engine: &Engine,
     board: &Arc<Board>,
     slot: usize,
     op: &Op,
     me: ProcessId,
     started: Instant,
 ) -> Result<Result<Outcome>> {
-    let deadline = ledger.deadline(started);
+    let deadline = engine.deadline(started);
     // Set after a wait that ran its course: then look for dead processes.
-    let mut quiet = false;
+    let mut check_liveness = false;
     loop {
         let wakes = board.wakes(slot);
         if let Some(outcome) = board.collect(slot) {
-            return Ok(decode_or_redo(ledger, &outcome, op));
+            return Ok(decode_or_redo(engine, &outcome, op));
         }
         if board.broken() {
             // Our slot is gone with the board's file: finish by the token.
             log::debug!("the request board's file shrank under its mapping; going on without it");
-            return Ok(ledger.alone(op, true));
+            return Ok(engine.run_unposted(op, true));
         }
-        if let Some(lock) = ledger.lock_site().try_lock(me.pid)? {
-            if let Some(own) = serve_posted(ledger, lock, board, me, Some((slot, op))) {
+        if let Some(lock) = engine.lock_site().try_lock(me.pid)? {
+            if let Some(own) = serve_posted(engine, lock, board, me, Some((slot, op))) {
                 return Ok(own);
             }
             // Ours is with a server that has just let go: its outcome comes next.
@@ -130,22 +93,22 @@ fn wait_for_outcome(
             // A portlease holder wakes a poster when it lets go: wait for that. Only a
             // holder that does not use the board needs a poster blocking on the flock.
             let holder = board.holder();
-            if holder.is_none() && board.designate(me, quiet) {
-                if let Some(own) = wait_designated(ledger, board, (slot, op), me, deadline)? {
+            if holder.is_none() && board.designate(me, check_liveness) {
+                if let Some(own) = wait_designated(engine, board, (slot, op), me, deadline)? {
                     return Ok(own);
                 }
-            } else if quiet && let Some(holder) = holder {
+            } else if check_liveness && let Some(holder) = holder {
                 board.clear_dead_holder(holder);
             }
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(ledger.timed_out(started));
+            return Err(engine.timed_out(started));
         }
-        board.wait(slot, wakes, (deadline - now).min(CHECK));
+        board.wait(slot, wakes, (deadline - now).min(LIVENESS_CHECK_INTERVAL));
         // Told to stop: given up as at the deadline (the caller withdraws the request).
-        interrupt::check(ledger.lock_site().path())?;
-        quiet = now.elapsed() >= CHECK;
+        interrupt::check(engine.lock_site().path())?;
+        check_liveness = now.elapsed() >= LIVENESS_CHECK_INTERVAL;
     }
 }
 
@@ -153,7 +116,7 @@ fn wait_for_outcome(
 /// and on the poster's futex for either the lock or its request served by a holder
 /// that barged in first. Returns its own outcome when it served it.
 fn wait_designated(
-    ledger: &impl Ledger,
+    engine: &Engine,
     board: &Arc<Board>,
     (slot, op): (usize, &Op),
     me: ProcessId,
@@ -161,26 +124,28 @@ fn wait_designated(
 ) -> Result<Option<Result<Outcome>>> {
     let _designation = Designation { board, me };
     let waker = Arc::clone(board);
-    let wait = ledger.lock_site().start_wait(move || waker.wake(slot))?;
+    let wait = engine.lock_site().start_wait(move || waker.wake(slot))?;
     loop {
         let wakes = board.wakes(slot);
-        if let Some(lock) = wait.take(ledger.lock_site())? {
-            return Ok(serve_posted(ledger, lock, board, me, Some((slot, op))));
+        if let Some(lock) = wait.take(engine.lock_site())? {
+            return Ok(serve_posted(engine, lock, board, me, Some((slot, op))));
         }
         let now = Instant::now();
         if board.is_done(slot) || board.broken() || now >= deadline {
             // Served, or out of time: the next poster takes over the waiting.
-            ledger.wake_next();
+            engine.wake_next();
             return Ok(None);
         }
         board.wait(
             slot,
             wakes,
-            deadline.saturating_duration_since(now).min(CHECK),
+            deadline
+                .saturating_duration_since(now)
+                .min(LIVENESS_CHECK_INTERVAL),
         );
-        if let Err(e) = interrupt::check(ledger.lock_site().path()) {
+        if let Err(e) = interrupt::check(engine.lock_site().path()) {
             // As out of time: the next poster takes over the waiting.
-            ledger.wake_next();
+            engine.wake_next();
             return Err(e);
         }
     }
@@ -191,29 +156,28 @@ fn wait_designated(
 /// request of the caller's own post, if any: its outcome is returned if it was among
 /// them, with its error as it was raised.
 pub(crate) fn serve_posted(
-    ledger: &impl Ledger,
+    engine: &Engine,
     lock: RegistryLock<'_>,
     board: &Board,
     me: ProcessId,
     own_post: Option<(usize, &Op)>,
 ) -> Option<Result<Outcome>> {
     let own = own_post.map(|(slot, _)| slot);
-    let holding = board.mark_holder(me.pid);
     // Requests a dead server left: taken ones are posted again (and taken below),
     // withdrawn ones have their leases ended in this transaction.
-    let orphans = board.adopt_orphans();
+    let mut locked = engine.locked(lock, me.pid);
     let batch = board.take_posted(me);
     let mut own_result = None;
-    if !batch.is_empty() || !orphans.is_empty() {
-        let requests: Vec<Served> = batch
+    if !batch.is_empty() || locked.has_orphans() {
+        let requests: Vec<Pending> = batch
             .iter()
-            .map(|taken| Served {
+            .map(|taken| Pending {
                 // Our own request is at hand: no need to read it back.
                 op: match own_post {
                     Some((slot, op)) if slot == taken.slot => Some(op.clone()),
                     _ => Op::decode(&taken.request),
                 },
-                again: taken.retried,
+                retried: taken.retried,
             })
             .collect();
         let wanted = |i: usize| {
@@ -223,18 +187,12 @@ pub(crate) fn serve_posted(
         if batch.iter().any(|taken| Some(taken.slot) != own) {
             stop_here_for_tests("taken");
         }
-        let orphan_ops: Vec<Op> = orphans
-            .iter()
-            .filter_map(|orphan| Op::decode(&orphan.request))
-            .collect();
-        let results = match ledger.serve(&requests, &orphan_ops, &wanted) {
+        let results = match locked.serve(&requests, &wanted) {
             Ok(results) => {
                 if batch.iter().any(|taken| Some(taken.slot) != own) {
                     stop_here_for_tests("saved");
                 }
-                for orphan in &orphans {
-                    board.settle(orphan);
-                }
+                locked.settle_orphans();
                 results
             }
             // Nothing was written: every request in the batch fails alike.
@@ -275,26 +233,25 @@ pub(crate) fn serve_posted(
                 }
             }
         }
-        settle_withdrawn(ledger, board, me, &withdrawn);
+        settle_withdrawn(&mut locked, board, me, &withdrawn);
         if !batch.is_empty() {
             log::debug!("served {} requests in one transaction", batch.len());
         }
     }
-    drop(holding);
-    drop(lock);
+    locked.unlock();
     for Taken { slot, .. } in &batch {
         if Some(*slot) != own {
             board.wake(*slot);
         }
     }
-    ledger.wake_next();
+    engine.wake_next();
     own_result
 }
 
 /// Ends, still under the lock, what was saved for requests withdrawn after the check
 /// before saving; on failure they stay WITHDRAWN for the next lock holder to settle.
 fn settle_withdrawn(
-    ledger: &impl Ledger,
+    locked: &mut Locked<'_>,
     board: &Board,
     me: ProcessId,
     withdrawn: &[(usize, &str)],
@@ -303,7 +260,7 @@ fn settle_withdrawn(
         return;
     }
     let tokens: Vec<&str> = withdrawn.iter().map(|(_, token)| *token).collect();
-    match ledger.end_tokens(&tokens) {
+    match locked.end_tokens(&tokens) {
         Ok(()) => {
             for (slot, _) in withdrawn {
                 board.settle_own(*slot, me);
@@ -325,10 +282,10 @@ fn decode(bytes: &[u8], op: &Op) -> Option<Result<Outcome>> {
 /// The outcome in `bytes`; where it does not answer `op` (bytes no portlease of this
 /// version wrote), `op` is finished in a transaction of its own, by its token: what
 /// was saved for it is handed out, and nothing is done twice.
-fn decode_or_redo(ledger: &impl Ledger, bytes: &[u8], op: &Op) -> Result<Outcome> {
+fn decode_or_redo(engine: &Engine, bytes: &[u8], op: &Op) -> Result<Outcome> {
     decode(bytes, op).unwrap_or_else(|| {
         log::warn!("the request board handed back an outcome that does not answer the request; finishing it alone");
-        ledger.alone(op, true)
+        engine.run_unposted(op, true)
     })
 }
 
@@ -351,13 +308,15 @@ fn stop_here_for_tests(step: &str) {
 mod tests {
     use super::*;
     use crate::Allocator;
+    use crate::error::Error;
     use crate::request::Request;
 
     #[test]
     fn a_server_validates_a_posted_request_as_its_poster_does() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let allocator = Allocator::with_dir(dir.path()).expect("an allocator");
-        let board = Arc::clone(allocator.board().expect("a board"));
+        let engine = allocator.engine();
+        let board = Arc::clone(engine.board().expect("a board"));
         // A request no poster of this version would post: a count of 0.
         let op = Op::Allocate {
             request: Box::new(Request::new().range(20000..=20009).count(0)),
@@ -369,13 +328,13 @@ mod tests {
         let slot = board.claim(poster).expect("a free slot");
         board.publish(slot, poster, &op.encode().expect("encodes"));
 
-        let lock = allocator
+        let lock = engine
             .lock_site()
             .try_lock(poster.pid)
             .expect("lock")
             .expect("free");
         // Served as another process's request: it is not ours to get back directly.
-        assert!(serve_posted(&allocator, lock, &board, poster, None).is_none());
+        assert!(serve_posted(engine, lock, &board, poster, None).is_none());
         let outcome = board.collect(slot).expect("served");
         match decode(&outcome, &op).expect("an outcome for this request") {
             Err(Error::InvalidRequest(message)) => assert!(message.contains("count of 0")),
@@ -394,6 +353,6 @@ mod tests {
             .allocate(&Request::new().range(20000..=20009))
             .expect("a port");
         lease.release().expect("released");
-        assert!(allocator.deadline(Instant::now()) > Instant::now());
+        assert!(allocator.engine().deadline(Instant::now()) > Instant::now());
     }
 }

@@ -225,20 +225,34 @@
 //!
 //! # Source map
 //! One concern per file; `allocator` on top, every module importing only modules
-//! below it (no cycles):
+//! below it (no cycles). One `alloc`, followed through the code, enters each file
+//! once, from the top down: `allocator` → `batch` (posted, or served by whoever
+//! holds the lock) → `engine` → `engine/execute` → `transaction` → `pick`.
 //!
-//! - `allocator`: the public operations, each one transaction under the lock, and the
-//!   serving of posted requests (the `Ledger` that `batch` drives).
+//! - `allocator`: the public facade. [`Allocator`] checks requests, turns each
+//!   allocation or release into an operation (the board's `Op`), has it done, and
+//!   makes [`Lease`]s of the outcomes; it holds an `Engine` and nothing else.
+//! - `batch`: the request board's poster and server sides: a request waits to be
+//!   served, or its poster takes the lock and serves every posted request in one
+//!   transaction. It moves requests and outcomes by the board's slot protocol and
+//!   calls the engine for the rest.
+//! - `engine`: one registry directory's state (the directory opened once, lock,
+//!   board, next-fit cursor, registry cache, sweep clock, lock timeout), shared by
+//!   an allocator's clones, and the one way to run work in a transaction under the
+//!   lock. `Locked` (the lock held) settles the board's orphans (requests withdrawn,
+//!   or whose server died) in one place, whoever takes the lock.
+//!   `engine/execute`: what each operation does to a transaction (allocate,
+//!   release, do again by token, change, hand over, release by a filter).
 //! - `transaction`: one transaction's view of the registry; its fields are private,
-//!   every change goes through a method that marks it changed. It asks `pick` for
-//!   ports, with the next-fit cursor (the board's, host-wide, or the allocator's own
-//!   where there is no board) and a closure that says whether a port is free.
+//!   every change goes through a method that marks it changed; it knows no wire
+//!   format. It asks `pick` for ports, with the next-fit cursor (the board's,
+//!   host-wide, or the engine's own where there is no board) and a closure that says
+//!   whether a port is free.
 //! - `pick`: choosing ports (preferred, next-fit, blocks, exclusions) as pure
 //!   functions over the candidates, a cursor and that closure; no I/O.
-//! - `batch`: the serving loop (a request waits to be served, or its poster serves
-//!   them all), free functions over the `Ledger` trait. `board/`: the shared memory
-//!   requests are posted in: `map` the mapping, `slot` the slot protocol as a state
-//!   machine, `wire` requests and outcomes as bytes.
+//! - `board/`: the shared memory requests are posted in: `map` the mapping, `slot`
+//!   the slot protocol as a state machine, `wire` requests (`Op`) and outcomes as
+//!   bytes.
 //! - `lock`: the `flock` with a deadline and one reusable waiting thread;
 //!   `fork_guard`: the lock files' descriptors, which no forked child keeps.
 //!   `interrupt`: the caller's check, which `lock` and `batch` consult while they
@@ -274,6 +288,7 @@ mod allocator;
 mod batch;
 mod board;
 mod directory;
+mod engine;
 mod error;
 mod files;
 mod fork_guard;

@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::board::Board;
-use crate::board::wire::Op;
 use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
 use crate::pick::{Candidates, pick};
@@ -304,15 +303,6 @@ impl<'a> Transaction<'a> {
             }
         }
         self.changed |= !stale.is_empty();
-    }
-
-    /// Ends the leases saved for allocations whose posters withdrew them.
-    pub(crate) fn end_withdrawn(&mut self, ops: &[Op]) {
-        for op in ops {
-            if let Op::Allocate { token, .. } = op {
-                self.end_token(token);
-            }
-        }
     }
 
     /// Removes every lease held under `token`.

@@ -90,7 +90,7 @@ use crate::layout::BOARD_FILE;
 use crate::process::ProcessId;
 
 use map::Mapping;
-pub(crate) use slot::{OUTCOME_MAX, REQUEST_MAX, Taken, Withdrawn};
+pub(crate) use slot::{OUTCOME_MAX, Orphan, REQUEST_MAX, Taken, Withdrawn};
 
 const HEADER: usize = 4096;
 const SIZE: usize = HEADER + slot::SLOTS * slot::SLOT_SIZE;
