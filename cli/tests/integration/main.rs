@@ -12,6 +12,7 @@ mod cli;
 mod corruption;
 mod default_dir;
 mod exec;
+mod exec_handover;
 mod helpers;
 mod lease;
 mod liveness;
