@@ -278,6 +278,7 @@ mod request;
 mod salvage;
 mod seed_api;
 mod snapshot;
+mod spawn;
 mod transaction;
 
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
@@ -290,6 +291,7 @@ pub use record::{OWNER_HORIZON_SECS, REFRESH_AFTER_SECS, SEED_LEASE_SECS, SKEW_A
 pub use request::{DEFAULT_RANGE, DEFAULT_TTL, Owner, Protocol, Request};
 pub use seed_api::{allocate_port, release_port};
 pub use snapshot::{EntryKind, LeaseInfo};
+pub use spawn::PARENT_GONE_EXIT;
 
 /// The README's Rust example, compiled (and its warnings denied) as a doctest.
 #[doc = include_str!("../README.md")]

@@ -65,26 +65,28 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> anyhow::Result<i32> {
     let all: Vec<String> = ports.iter().map(u16::to_string).collect();
     command.env("PORTLEASE_PORTS", all.join(" "));
 
-    let mut child = match command.spawn() {
+    let mut child = match lease.spawn(&mut command) {
         Ok(child) => child,
-        Err(e) => {
+        Err(portlease::Error::Spawn { source, .. }) => {
             let program = args.command[0].to_string_lossy();
-            let (code, why) = match e.kind() {
+            let (code, why) = match source.kind() {
                 ErrorKind::NotFound => (127, "command not found".to_string()),
                 ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
-                _ => (126, e.to_string()),
+                _ => (126, source.to_string()),
             };
             release(lease);
             crate::output::note(format_args!("error: cannot run {program:?}: {why}"));
             return Ok(code);
         }
+        Err(e) => {
+            release(lease);
+            return Err(e.into());
+        }
     };
+    // The lease is the command's since before it ran (see `Lease::spawn`).
     let pid = rustix::process::Pid::from_child(&child);
     if let Ok(mut forwarding) = forwarding.lock() {
         forwarding.started(pid);
-    }
-    if let Err(e) = lease.transfer_to(child.id()) {
-        log::debug!("the lease stays with portlease itself: {e}");
     }
     // Wait for the command to end without reaping it, so that its pid stays its own
     // until the forwarder has stopped sending to it; then reap it.

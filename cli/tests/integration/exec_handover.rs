@@ -140,6 +140,10 @@ fn exec_killed_at_random_moments_never_leaves_a_command_on_a_free_port() {
     }
     eprintln!("the command ran in {commands_ran} of 200 runs");
     assert!(
+        commands_ran > 0,
+        "no run got as far as the command: the storm tested nothing"
+    );
+    assert!(
         twice.is_empty(),
         "in {} runs the command ran while port {port} was leased again: {twice:?}",
         twice.len()
