@@ -13,6 +13,7 @@ mod corruption;
 mod default_dir;
 mod exec;
 mod exec_handover;
+mod exec_listen;
 mod helpers;
 mod lease;
 mod liveness;
