@@ -196,6 +196,8 @@ fn spawn_handed(lease: &Lease, command: &mut Command, passing: Option<Passing>) 
         program: program.clone(),
         source,
     };
+    // Most commands that cannot run are told before the fork, with the lease untouched.
+    runnable(command).map_err(spawn_error)?;
     let (gate_read, gate_write) = pipe().map_err(spawn_error)?;
     let (report_read, report_write) = pipe().map_err(spawn_error)?;
     let exec = match &passing {
@@ -562,6 +564,41 @@ fn candidates(program: &OsStr, path: Option<&OsStr>) -> Vec<Vec<u8>> {
             [dir, b"/", name, b"\0"].concat()
         })
         .collect()
+}
+
+/// Whether `command`'s program can be found and run, as `execvp` would look for it:
+/// `NotFound` or `PermissionDenied` if not. (Checked again by the exec itself.)
+fn runnable(command: &Command) -> io::Result<()> {
+    let program = command.get_program();
+    let path = command
+        .get_envs()
+        .find(|(k, _)| *k == "PATH")
+        .map_or_else(|| std::env::var_os("PATH"), |(_, v)| v.map(OsStr::to_owned));
+    let mut denied = false;
+    for candidate in candidates(program, path.as_deref()) {
+        let candidate = std::path::PathBuf::from(OsStr::from_bytes(
+            candidate.strip_suffix(b"\0").unwrap_or(&candidate),
+        ));
+        let candidate = match command.get_current_dir() {
+            Some(dir) if candidate.is_relative() => dir.join(candidate),
+            _ => candidate,
+        };
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() => {
+                match rustix::fs::access(&candidate, rustix::fs::Access::EXEC_OK) {
+                    Ok(()) => return Ok(()),
+                    Err(_) => denied = true,
+                }
+            }
+            Ok(_) => denied = true,
+            Err(_) => {}
+        }
+    }
+    Err(if denied {
+        io::Error::from(io::ErrorKind::PermissionDenied)
+    } else {
+        io::Error::from(io::ErrorKind::NotFound)
+    })
 }
 
 /// The variables `spawn_listening` sets, as a child sees them: for tests.
