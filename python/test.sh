@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python package's tests: a fresh virtual environment under target/, the tools from
-# PyPI (maturin, pytest, pytest-xdist, mypy, portpicker), the wheel built by maturin and
+# PyPI (maturin, pytest, pytest-xdist, mypy, portpicker; uvicorn and gunicorn for the
+# servers Lease.popen is tried with), the wheel built by maturin and
 # installed there, then pytest on python/tests. Extra arguments go to pytest; $PYTHON
 # names the interpreter (default python3).
 #
@@ -18,7 +19,7 @@ rm -rf "$venv" "$wheels"
     exit 1
 }
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    maturin pytest pytest-xdist mypy portpicker
+    maturin pytest pytest-xdist mypy portpicker uvicorn gunicorn
 "$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$wheels"/portlease-*.whl
 

@@ -121,13 +121,18 @@ impl Lease {
         names: &[&str],
     ) -> Result<Child> {
         let names = listen_names(self.ports().len(), names)?;
-        let sockets = self.bind_each(protocol)?;
+        let sockets = self.bind_all(protocol)?;
         spawn_handed(self, command, Some(Passing { sockets, names }))
     }
 
-    /// Binds one socket to each leased port (listening, for TCP), leaving the lease as
-    /// it is.
-    fn bind_each(&self, protocol: Protocol) -> Result<Vec<OwnedFd>> {
+    /// Binds one socket to each leased port, in the order of [`ports`](Lease::ports),
+    /// on the request's host or 127.0.0.1: listening (backlog 1024) for
+    /// [`Protocol::Tcp`], bound for [`Protocol::Udp`]. The lease stays as it is (for
+    /// a child to be handed both); the sockets are close-on-exec.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] for [`Protocol::Both`], [`Error::Bind`].
+    pub fn bind_all(&self, protocol: Protocol) -> Result<Vec<OwnedFd>> {
         let kind = match protocol {
             Protocol::Tcp => Type::STREAM,
             Protocol::Udp => Type::DGRAM,

@@ -183,6 +183,32 @@ impl NativeLease {
         })
         .py_err()
     }
+
+    /// Binds a socket to each leased port ("tcp": listening; "udp") and keeps the
+    /// lease; returns their file descriptors (close-on-exec), now the caller's.
+    fn listen_fds(&self, py: Python<'_>, kind: &str) -> PyResult<Vec<i32>> {
+        self.in_maker()?;
+        let protocol = match kind {
+            "tcp" => portlease::Protocol::Tcp,
+            "udp" => portlease::Protocol::Udp,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown socket kind {kind:?}: use \"tcp\" or \"udp\""
+                )));
+            }
+        };
+        let lease = self.take()?;
+        let (lease, result) = py.detach(move || {
+            let result = lease.bind_all(protocol);
+            (lease, result)
+        });
+        self.put_back(lease);
+        Ok(result
+            .py_err()?
+            .into_iter()
+            .map(IntoRawFd::into_raw_fd)
+            .collect())
+    }
 }
 
 impl Drop for NativeLease {
