@@ -330,6 +330,12 @@ fn read_full(from: &mut std::fs::File, buf: &mut [u8]) -> io::Result<bool> {
     }
 }
 
+/// The calling thread's `errno`: reading it allocates nothing, so the forked child
+/// may.
+fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
 /// A close-on-exec pipe: (reading end, writing end).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
@@ -376,7 +382,7 @@ impl ChildSide {
                 if n == 1 && byte == GO {
                     break;
                 }
-                if n < 0 && *libc::__errno_location() == libc::EINTR {
+                if n < 0 && last_errno() == libc::EINTR {
                     continue;
                 }
                 // End-of-file: the parent died, or gave up, before the hand-over.
@@ -497,7 +503,7 @@ impl Execve {
         unsafe {
             self.report_fd = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, clear);
             if self.report_fd < 0 {
-                return *libc::__errno_location();
+                return last_errno();
             }
             libc::close(report);
             // First every socket above the target range, then each to its place: no
@@ -510,12 +516,12 @@ impl Execve {
             for (i, &fd) in sockets.iter().enumerate() {
                 moved[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, clear);
                 if moved[i] < 0 {
-                    return *libc::__errno_location();
+                    return last_errno();
                 }
             }
             for (i, &fd) in moved[..sockets.len()].iter().enumerate() {
                 if libc::dup2(fd, first + i as RawFd) < 0 {
-                    return *libc::__errno_location();
+                    return last_errno();
                 }
                 libc::close(fd);
             }
@@ -541,7 +547,7 @@ impl Execve {
                     self.argv_ptrs.as_ptr(),
                     self.envp_ptrs.as_ptr(),
                 );
-                match *libc::__errno_location() {
+                match last_errno() {
                     libc::ENOENT | libc::ENOTDIR => {}
                     libc::EACCES => errno = libc::EACCES,
                     other => return other,
