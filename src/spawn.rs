@@ -333,7 +333,9 @@ fn read_full(from: &mut std::fs::File, buf: &mut [u8]) -> io::Result<bool> {
 /// The calling thread's `errno`: reading it allocates nothing, so the forked child
 /// may.
 fn last_errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 /// A close-on-exec pipe: (reading end, writing end).

@@ -89,20 +89,35 @@ impl Moments {
 
 #[test]
 fn exec_killed_at_random_moments_never_leaves_a_command_on_a_free_port() {
+    storm(*first_ports(67, 1).start(), &[], 200);
+}
+
+/// The same with --listen, where the child execs itself (to set LISTEN_PID).
+#[test]
+fn exec_listen_killed_at_random_moments_never_leaves_a_command_on_a_free_port() {
+    storm(*first_ports(67, 2).end(), &["--listen"], 100);
+}
+
+/// `runs` times: `portlease exec [extra] --range PORT-PORT -- sleep ...` killed at a
+/// random moment of its first 15 ms, then `alloc` of the port while the command
+/// (if it started) still runs: the port must never go out again meanwhile.
+fn storm(port: u16, extra: &[&str], runs: usize) {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let port = *first_ports(67, 1).start();
     let range = format!("{port}-{port}");
     let mut moments = Moments::new();
     let mut twice = Vec::new();
+    let mut unowned = Vec::new();
     let mut commands_ran = 0;
-    for run in 0..200 {
+    for run in 0..runs {
         // A marker of this run in the command line: the command (sleep) carries it as
         // its argument, and so does portlease, and its child until it execs.
-        let marker = format!("600.{run:04}");
+        let marker = format!("600.{port}{run:04}");
         let mut portlease = Reaped(
             Command::new(binary())
                 .env("PORTLEASE_DIR", dir.path())
-                .args(["exec", "--range", &range, "--", "sleep", &marker])
+                .arg("exec")
+                .args(extra)
+                .args(["--range", &range, "--", "sleep", &marker])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -113,6 +128,20 @@ fn exec_killed_at_random_moments_never_leaves_a_command_on_a_free_port() {
         let _ = portlease.0.kill();
         let _ = portlease.0.wait();
         let commands = settled_commands(&marker);
+        // A command that runs owns the port's lease, alive (with --listen its socket
+        // alone would also keep `alloc` off the port: so the registry is read too).
+        if !commands.is_empty() {
+            let leases: Vec<portlease::LeaseInfo> =
+                Run::new(dir.path()).args(["list", "--json"]).run().json();
+            let owned = leases.iter().any(|l| {
+                l.port == Some(port)
+                    && l.pid.is_some_and(|pid| commands.contains(&(pid as i32)))
+                    && l.owner_alive == Some(true)
+            });
+            if !owned {
+                unowned.push((run, commands.clone(), leases));
+            }
+        }
         let alloc = Run::new(dir.path())
             .args(["alloc", "--range", &range, "--ttl", "60"])
             .run();
@@ -138,10 +167,15 @@ fn exec_killed_at_random_moments_never_leaves_a_command_on_a_free_port() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    eprintln!("the command ran in {commands_ran} of 200 runs");
+    eprintln!("the command ran in {commands_ran} of {runs} runs");
     assert!(
         commands_ran > 0,
         "no run got as far as the command: the storm tested nothing"
+    );
+    assert!(
+        unowned.is_empty(),
+        "in {} runs the command ran without owning its lease: {unowned:?}",
+        unowned.len()
     );
     assert!(
         twice.is_empty(),
