@@ -416,6 +416,9 @@ struct Execve {
     listen_pid: *mut u8,
     /// The report's writing end, once moved clear of the passed descriptors.
     report_fd: RawFd,
+    /// Room for the sockets' copies above the target range, one per socket, made
+    /// before the fork (the child allocates nothing).
+    moved: Vec<RawFd>,
 }
 
 // SAFETY: the raw pointers point into the struct's own heap buffers, which it owns and
@@ -479,6 +482,7 @@ impl Execve {
             envp_ptrs: Vec::new(),
             listen_pid: std::ptr::null_mut(),
             report_fd: -1,
+            moved: vec![-1; passing.sockets.len()],
         };
         exec.argv_ptrs = exec.argv.iter().map(|a| a.as_ptr().cast()).collect();
         exec.argv_ptrs.push(std::ptr::null());
@@ -511,17 +515,14 @@ impl Execve {
             // First every socket above the target range, then each to its place: no
             // target overwrites a socket not yet placed. dup2 leaves the copy open
             // across exec.
-            let mut moved = [0 as RawFd; 64];
-            if sockets.len() > moved.len() {
-                return libc::EMFILE;
-            }
+            let moved = &mut self.moved;
             for (i, &fd) in sockets.iter().enumerate() {
                 moved[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, clear);
                 if moved[i] < 0 {
                     return last_errno();
                 }
             }
-            for (i, &fd) in moved[..sockets.len()].iter().enumerate() {
+            for (i, &fd) in moved.iter().enumerate() {
                 if libc::dup2(fd, first + i as RawFd) < 0 {
                     return last_errno();
                 }
