@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Python package's tests: a fresh virtual environment under target/, the tools from
-# the Python package index (maturin, pytest, pytest-xdist, mypy, portpicker), the wheel
+# the Python package index (maturin, pytest, pytest-xdist, pytest-asyncio, mypy,
+# portpicker; uvicorn and gunicorn for the servers Lease.popen is tried with), the wheel
 # built by maturin and installed there, then pytest on python/tests. Extra arguments go
 # to pytest; $PYTHON names the interpreter (default python3). $PORTLEASE_WHEEL names a
 # wheel built already (python/build-wheels.sh): it is installed instead, and nothing is
@@ -26,9 +27,9 @@ if [ -n "${PORTLEASE_WHEEL:-}" ]; then
         exit 1
     }
     wheel="$(cd "$(dirname "$PORTLEASE_WHEEL")" && pwd)/$(basename "$PORTLEASE_WHEEL")"
-    "${pip[@]}" pytest pytest-xdist pytest-asyncio mypy portpicker
+    "${pip[@]}" pytest pytest-xdist pytest-asyncio mypy portpicker uvicorn gunicorn
 else
-    "${pip[@]}" maturin pytest pytest-xdist pytest-asyncio mypy portpicker
+    "${pip[@]}" maturin pytest pytest-xdist pytest-asyncio mypy portpicker uvicorn gunicorn
     "$venv/bin/maturin" build --quiet --release --manifest-path "$here/Cargo.toml" --out "$wheels"
     wheel="$(echo "$wheels"/portlease-*.whl)"
 fi

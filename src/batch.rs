@@ -293,14 +293,20 @@ fn decode_or_redo(engine: &Engine, bytes: &[u8], op: &Op) -> Result<Outcome> {
 /// `PORTLEASE_TEST_STOP_AT` set to `taken` (requests of other processes taken, nothing
 /// saved) or `saved` (their transaction saved, no outcome handed out), a process that
 /// serves another's request stops itself there (`SIGSTOP`), for the test to let its
-/// posters give up, or to kill it, at exactly that point. Read once per process.
-fn stop_here_for_tests(step: &str) {
+/// posters give up, or to kill it, at exactly that point. `Lease::spawn` stops at
+/// `forked` (the child waits, the lease is not handed yet), `handed` (the lease is the
+/// child's, the gate still closed) and `started` (the gate opened). Read once per
+/// process.
+pub(crate) fn stop_here_for_tests(step: &str) {
     static STOP_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let stop_at = STOP_AT.get_or_init(|| std::env::var("PORTLEASE_TEST_STOP_AT").ok());
     if stop_at.as_deref() == Some(step) {
         log::debug!("stopping at step {step:?}, as PORTLEASE_TEST_STOP_AT asks");
-        let _ =
-            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+        // Sent to this thread, not the process: the thread stops before it returns
+        // from the call. (A signal to the process may be taken by another thread,
+        // and this one would run on a little until the whole process stops.)
+        // SAFETY: pthread_self names the calling thread, which is alive.
+        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGSTOP) };
     }
 }
 

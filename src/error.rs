@@ -194,6 +194,23 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    /// A command could not be spawned with its lease ([`Lease::spawn`](crate::Lease::spawn)):
+    /// it was not found, not executable, or its child ended before the hand-over. No
+    /// program ran. The lease is handed back to the caller where it can be; a child
+    /// that failed to exec after the hand-over has ended, and may have taken the lease
+    /// with it (then the guard's `release` reports [`Error::LeaseLost`]).
+    #[error(
+        "cannot run {program:?}: {source}; check the command's name, the PATH and its \
+         permissions"
+    )]
+    Spawn {
+        /// The program, as the command names it.
+        program: String,
+        /// The underlying error; its kind tells `NotFound` from `PermissionDenied`.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The crate's result type.

@@ -224,10 +224,12 @@ impl Lease {
     }
 
     fn address(&self) -> SocketAddr {
-        SocketAddr::new(
-            self.host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            self.port(),
-        )
+        SocketAddr::new(self.host_or_localhost(), self.port())
+    }
+
+    /// The host the lease's sockets are bound on: the request's, or 127.0.0.1.
+    pub(crate) fn host_or_localhost(&self) -> IpAddr {
+        self.host.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
     fn bind_single(&self, kind: Type, nonblocking: bool) -> Result<Socket> {

@@ -268,10 +268,15 @@
 //!   files relative to it, regular files only.
 //! - `layout`: the names of the files in a registry directory. `error`: the one
 //!   [`Error`] enum.
+//! - `spawn`: [`Lease::spawn`] and [`Lease::spawn_listening`], a child handed its
+//!   lease before its program runs (the gate protocol is documented there), with
+//!   sockets passed as systemd passes them.
 //!
-//! System calls go through `rustix`; the one `libc` use left is the board's `SIGBUS`
+//! System calls go through `rustix`; the `libc` uses left are the board's `SIGBUS`
 //! handler (`sigaction` and the `mmap` that replaces a faulting mapping), for which
-//! no safe wrapper exists.
+//! no safe wrapper exists, `spawn`'s child side between fork and exec (plain
+//! `close`, `read`, `write`, `fcntl`, `dup2`, `execve`, `_exit`: async-signal-safe,
+//! nothing allocated), and the test stop hook's `pthread_kill`.
 //!
 //! This crate is the library alone: it depends on no argument parser. The `portlease`
 //! command is the `portlease-cli` package in `cli/` of the same workspace, a thin
@@ -308,6 +313,7 @@ mod request;
 mod salvage;
 mod seed_api;
 mod snapshot;
+mod spawn;
 mod transaction;
 
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};
@@ -323,6 +329,7 @@ pub use request::{
 };
 pub use seed_api::{allocate_port, release_port};
 pub use snapshot::{EntryKind, LeaseInfo};
+pub use spawn::PARENT_GONE_EXIT;
 
 /// The README's Rust example, compiled (and its warnings denied) as a doctest.
 #[doc = include_str!("../README.md")]

@@ -134,6 +134,9 @@ fn library_code(error: &portlease::Error) -> i32 {
         | E::NoRegistry { .. }
         | E::ReadOnly { .. }
         | E::Bind { .. } => exit::FAILURE,
+        // A command that could not be started (exec maps not found and not executable
+        // to 127 and 126 itself, as shells do, before this is reached).
+        E::Spawn { .. } => exit::FAILURE,
         // `portlease::Error` is `#[non_exhaustive]`, so this arm must be; a variant
         // added to the library lands here, and the test
         // `every_library_error_is_given_its_code_by_name` fails until it is named above.

@@ -26,7 +26,19 @@ use super::error::Error;
 /// portlease with 128 + N. portlease exits with the command's exit code, 128 + N when
 /// signal N ended it, 127 when it cannot be found.
 ///
+/// The lease is the command's from before its program runs: portlease forks, records
+/// the child as the owner while the child waits, then lets it run; if portlease dies
+/// before that, the child exits (code 125) without running the command.
+///
+/// With --listen, portlease binds each port (on --host, else 127.0.0.1; listening for
+/// TCP, bound for --proto udp) and passes the sockets as descriptors 3, 4, ..., with
+/// LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES (the --env names, else port0, port1, ...),
+/// as systemd's socket activation does; {FD}, {FD0}, {FD1}, ... in the arguments name
+/// them. The port is bound before the command runs: no race with anyone for it.
+///
 /// Example: portlease exec -- python3 -m http.server {PORT}
+///
+/// Example: portlease exec --listen -- uvicorn --fd {FD} app:app
 #[derive(clap::Args, Debug)]
 pub(crate) struct ExecArgs {
     #[command(flatten)]
@@ -34,6 +46,9 @@ pub(crate) struct ExecArgs {
     /// An environment variable to set to a port: one per port, in order (repeatable)
     #[arg(long = "env", value_name = "NAME")]
     env: Vec<String>,
+    /// Bind each port and pass the sockets as descriptors 3, 4, ... (LISTEN_FDS, {FD})
+    #[arg(long)]
+    listen: bool,
     /// The command to run, after `--`
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -65,26 +80,34 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> Result<i32, Error> {
     let all: Vec<String> = ports.iter().map(u16::to_string).collect();
     command.env("PORTLEASE_PORTS", all.join(" "));
 
-    let mut child = match command.spawn() {
+    let spawned = if args.listen {
+        let socket_names: Vec<&str> = args.env.iter().map(String::as_str).collect();
+        lease.spawn_listening(&mut command, args.lease.proto, &socket_names)
+    } else {
+        lease.spawn(&mut command)
+    };
+    let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => {
+        Err(portlease::Error::Spawn { source, .. }) => {
             let program = args.command[0].to_string_lossy();
-            let (code, why) = match e.kind() {
+            let (code, why) = match source.kind() {
                 ErrorKind::NotFound => (127, "command not found".to_string()),
                 ErrorKind::PermissionDenied => (126, "permission denied".to_string()),
-                _ => (126, e.to_string()),
+                _ => (126, source.to_string()),
             };
             release(lease);
             crate::output::note(format_args!("error: cannot run {program:?}: {why}"));
             return Ok(code);
         }
+        Err(e) => {
+            release(lease);
+            return Err(e.into());
+        }
     };
+    // The lease is the command's since before it ran (see `Lease::spawn`).
     let pid = rustix::process::Pid::from_child(&child);
     if let Ok(mut forwarding) = forwarding.lock() {
         forwarding.started(pid);
-    }
-    if let Err(e) = lease.transfer_to(child.id()) {
-        log::debug!("the lease stays with portlease itself: {e}");
     }
     // Wait for the command to end without reaping it, so that its pid stays its own
     // until the forwarder has stopped sending to it; then reap it.
@@ -112,18 +135,43 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> Result<i32, Error> {
 /// `{PORTi}` in the command names, else 1. A `{PORTi}` past them is an error, not
 /// left in the command as it is.
 fn port_count(args: &ExecArgs) -> Result<usize, Error> {
+    if !args.listen
+        && let Some(arg) = args
+            .command
+            .iter()
+            .filter_map(|arg| arg.to_str())
+            .find(|arg| arg.contains("{FD"))
+    {
+        return Err(UsageError(format!(
+            "{arg:?} names a descriptor ({{FD}}), but none is passed without --listen: add \
+             --listen"
+        ))
+        .into());
+    }
+    if args.listen && args.lease.proto == portlease::Protocol::Both {
+        return Err(UsageError(
+            "--listen passes TCP or UDP sockets, not both: give --proto tcp or --proto udp".into(),
+        )
+        .into());
+    }
     let named = args
         .command
         .iter()
         .filter_map(|arg| arg.to_str())
-        .filter_map(highest_placeholder)
+        .flat_map(|arg| {
+            [
+                highest_placeholder(arg, "{PORT"),
+                highest_placeholder(arg, "{FD"),
+            ]
+        })
+        .flatten()
         .max()
         .map(|i| i + 1);
     let count = counted_ports(args)?;
     match (count, named) {
         (Some(count), Some(named)) if named > count => Err(UsageError(format!(
-            "{{PORT{}}} names port {named}, but only {count} will be leased: raise --count \
-             (or give one --env name per port)",
+            "{{PORT{0}}} (or {{FD{0}}}) names port {named}, but only {count} will be leased: \
+             raise --count (or give one --env name per port)",
             named - 1
         ))
         .into()),
@@ -132,9 +180,10 @@ fn port_count(args: &ExecArgs) -> Result<usize, Error> {
     }
 }
 
-/// The highest `i` of the `{PORTi}` placeholders in `arg`.
-fn highest_placeholder(arg: &str) -> Option<usize> {
-    arg.split("{PORT")
+/// The highest `i` of the `{PORTi}` (or, with `open` `"{FD"`, `{FDi}`) placeholders
+/// in `arg`.
+fn highest_placeholder(arg: &str, open: &str) -> Option<usize> {
+    arg.split(open)
         .skip(1)
         .filter_map(|rest| rest.split_once('}'))
         .filter_map(|(digits, _)| digits.parse::<usize>().ok())
@@ -162,14 +211,19 @@ fn counted_ports(args: &ExecArgs) -> Result<Option<usize>, Error> {
     }
 }
 
-/// Replaces `{PORT}` with the first port and `{PORTi}` with the i-th (from 0).
+/// Replaces `{PORT}` with the first port and `{PORTi}` with the i-th (from 0); and
+/// `{FD}`, `{FDi}` with the descriptors `--listen` passes them on (3, 4, ...).
 fn substitute(arg: &OsString, ports: &[u16]) -> OsString {
     let Some(text) = arg.to_str() else {
         return arg.clone();
     };
-    let mut text = text.replace("{PORT}", &ports[0].to_string());
+    let mut text = text
+        .replace("{PORT}", &ports[0].to_string())
+        .replace("{FD}", "3");
     for (i, port) in ports.iter().enumerate() {
-        text = text.replace(&format!("{{PORT{i}}}"), &port.to_string());
+        text = text
+            .replace(&format!("{{PORT{i}}}"), &port.to_string())
+            .replace(&format!("{{FD{i}}}"), &(3 + i).to_string());
     }
     text.into()
 }

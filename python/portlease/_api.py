@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket as _socket
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Iterable, Literal, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Iterable, Literal, Optional, Sequence, Tuple, Union, cast
 
 from portlease import _checks, _native
 from portlease._errors import InvalidRequest
@@ -227,6 +231,101 @@ class Lease:
         state = ("kept" if self.kept else "held") if self.held else "ended"
         return f"<portlease.Lease ports={list(self.ports)} {state}>"
 
+    def popen(
+        self,
+        args: Union[str, Sequence[str]],
+        *,
+        listen: bool = False,
+        names: Optional[Sequence[str]] = None,
+        **popen_kwargs: Any,
+    ) -> subprocess.Popen[Any]:
+        """Start ``args`` (as :class:`subprocess.Popen` does, with ``popen_kwargs``) as
+        the owner of this lease from before the command runs.
+
+        The child starts as a small trampoline that waits until the lease is recorded
+        as its own (pid and start time), then execs the command in the same process:
+        ``popen(...).pid`` is the command's pid. If this process dies before the
+        hand-over, the trampoline exits with code 125 without running the command, so
+        no command ever runs on a port leased to no living process (a ``Popen``
+        followed by :meth:`hand_to` leaves such a moment).
+
+        With ``listen=True``, each leased port is bound first (on the request's host,
+        or 127.0.0.1; listening for TCP, bound for a UDP lease) and passed as
+        descriptors 3, 4, ..., with ``LISTEN_FDS``, ``LISTEN_PID`` (the command's own
+        pid) and ``LISTEN_FDNAMES`` (``names``, else ``port0``, ``port1``, ...), as
+        systemd's socket activation does: ``uvicorn --fd 3``, gunicorn and Rust's
+        ``listenfd`` take them.
+
+        The lease stays with this object too: release it (or leave the ``with`` block)
+        once the command has ended; it ends with the command anyway. ``shell=True`` runs
+        ``args`` with ``/bin/sh -c``; ``executable`` and ``preexec_fn`` are refused.
+        Raises FileNotFoundError or PermissionError for a command that cannot run
+        (nothing ran, the lease is untouched), LeaseLost, and ``Popen``'s errors.
+        """
+        for refused in ("executable", "preexec_fn", "pass_fds"):
+            if refused in popen_kwargs:
+                raise TypeError(f"Lease.popen() does not take {refused}=")
+        if isinstance(args, (str, bytes, os.PathLike)):
+            command = [os.fsdecode(args)]
+        else:
+            command = [os.fsdecode(arg) for arg in args]
+        if popen_kwargs.pop("shell", False):
+            command = ["/bin/sh", "-c", *command]
+        if not command:
+            raise ValueError("Lease.popen() needs a command")
+        _check_runnable(command[0], popen_kwargs.get("env"), popen_kwargs.get("cwd"))
+        fds: list[int] = []
+        socket_names: list[str] = []
+        if listen:
+            if names is None:
+                socket_names = [f"port{i}" for i in range(len(self.ports))]
+            else:
+                socket_names = list(names)
+            if len(socket_names) != len(self.ports) or any(
+                not n or ":" in n or "=" in n for n in socket_names
+            ):
+                raise InvalidRequest(
+                    f"names {socket_names!r} do not fit {len(self.ports)} ports: give one "
+                    "name per port, without ':' or '='"
+                )
+            kind = "udp" if self._protocol == "udp" else "tcp"
+            fds = list(self._native.listen_fds(kind))
+        gate_read, gate_write = os.pipe()
+        try:
+            trampoline = [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                _TRAMPOLINE,
+                str(gate_read),
+                str(len(fds) if listen else -1),
+                *[str(fd) for fd in fds],
+                *socket_names,
+                "--",
+                *command,
+            ]
+            child = subprocess.Popen(trampoline, pass_fds=(gate_read, *fds), **popen_kwargs)
+        except BaseException:
+            os.close(gate_write)
+            raise
+        finally:
+            os.close(gate_read)
+            for fd in fds:
+                os.close(fd)
+        try:
+            _stop_here_for_tests("forked")
+            self._native.hand_to(child.pid)
+            _stop_here_for_tests("handed")
+            os.write(gate_write, b"G")
+        except BaseException:
+            os.close(gate_write)
+            child.wait()
+            raise
+        os.close(gate_write)
+        return child
+
+
 
 class Allocator:
     """Hands out leases from the registry in one directory.
@@ -429,3 +528,30 @@ __all__: Sequence[str] = [
     "lease",
     "leases",
 ]
+
+
+def _check_runnable(program: str, env: Any, cwd: Any) -> None:
+    """Raise FileNotFoundError or PermissionError when ``program`` cannot be run, as
+    ``Popen`` would, before anything is forked."""
+    if "/" in program:
+        path = os.path.join(os.fsdecode(cwd), program) if cwd is not None else program
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, "No such file or directory", program)
+        if not os.access(path, os.X_OK) or os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", program)
+        return
+    search = (env if env is not None else os.environ).get("PATH", os.defpath)
+    if shutil.which(program, path=search) is None:
+        raise FileNotFoundError(2, "No such file or directory", program)
+
+
+def _stop_here_for_tests(step: str) -> None:
+    """Stops this thread (SIGSTOP) at ``step`` of :meth:`Lease.popen` when
+    ``PORTLEASE_TEST_STOP_AT`` names it, for tests to kill the parent exactly there."""
+    if os.environ.get("PORTLEASE_TEST_STOP_AT") == step:
+        signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
+with open(os.path.join(os.path.dirname(__file__), "_exec.py"), encoding="utf-8") as _source:
+    #: The trampoline's source, run with ``python -c`` so that it imports nothing.
+    _TRAMPOLINE = _source.read()

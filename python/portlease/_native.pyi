@@ -87,3 +87,5 @@ class NativeLease:
         """Hands the lease to the running process ``pid``; its TTL is kept."""
     def bind_socket_fd(self, kind: str) -> int:
         """Binds a socket to the port, ends the lease, returns the descriptor."""
+    def listen_fds(self, kind: str) -> list[int]:
+        """Binds a socket to each port, keeps the lease, returns the descriptors."""

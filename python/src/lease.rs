@@ -274,6 +274,26 @@ impl NativeLease {
         self.end_done(None);
         bound.py_err()
     }
+
+    /// Binds a socket to each leased port ("tcp": listening; "udp") and keeps the
+    /// lease; returns their file descriptors (close-on-exec), now the caller's.
+    fn listen_fds(&self, py: Python<'_>, kind: &str) -> PyResult<Vec<i32>> {
+        self.in_maker()?;
+        let protocol = match kind {
+            "tcp" => portlease::Protocol::Tcp,
+            "udp" => portlease::Protocol::Udp,
+            _ => {
+                return Err(errors::to_py(portlease::Error::InvalidRequest(format!(
+                    "unknown socket kind {kind:?}: use \"tcp\" or \"udp\""
+                ))));
+            }
+        };
+        Ok(self
+            .with_lease(py, move |lease| lease.bind_all(protocol))?
+            .into_iter()
+            .map(IntoRawFd::into_raw_fd)
+            .collect())
+    }
 }
 
 impl Drop for NativeLease {

@@ -409,6 +409,8 @@ impl From<&Error> for WireError {
                 errno: source.raw_os_error(),
                 message: source.to_string(),
             },
+            // Spawning is never a registry operation; told as text, should one come.
+            Error::Spawn { .. } => WireError::Invalid(error.to_string()),
             Error::NoRegistry { dir } => WireError::NoRegistry { dir: dir.clone() },
             Error::ReadOnly { dir } => WireError::ReadOnly { dir: dir.clone() },
             Error::NotLeased { port } => WireError::NotLeased { port: *port },

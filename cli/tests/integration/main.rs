@@ -9,6 +9,8 @@ mod cli;
 mod corruption;
 mod default_dir;
 mod exec;
+mod exec_handover;
+mod exec_listen;
 mod exit_codes;
 mod first_use;
 mod helpers;
