@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::interrupt;
 use crate::lock::RegistryLock;
 use crate::process::ProcessId;
+use crate::test_hooks;
 
 /// How long a poster sleeps before it checks that the processes it waits on live (and
 /// consults the caller's interrupt check: at most [`interrupt::SLICE`]).
@@ -185,12 +186,12 @@ pub(crate) fn serve_posted(
             Some(slot) == own || board.still_taken(slot, me)
         };
         if batch.iter().any(|taken| Some(taken.slot) != own) {
-            stop_here_for_tests("taken");
+            test_hooks::stop_here("taken");
         }
         let results = match locked.serve(&requests, &wanted) {
             Ok(results) => {
                 if batch.iter().any(|taken| Some(taken.slot) != own) {
-                    stop_here_for_tests("saved");
+                    test_hooks::stop_here("saved");
                 }
                 locked.settle_orphans();
                 results
@@ -287,27 +288,6 @@ fn decode_or_redo(engine: &Engine, bytes: &[u8], op: &Op) -> Result<Outcome> {
         log::warn!("the request board handed back an outcome that does not answer the request; finishing it alone");
         engine.run_unposted(op, true)
     })
-}
-
-/// The hook by which tests stop a server at a known step of the protocol: with
-/// `PORTLEASE_TEST_STOP_AT` set to `taken` (requests of other processes taken, nothing
-/// saved) or `saved` (their transaction saved, no outcome handed out), a process that
-/// serves another's request stops itself there (`SIGSTOP`), for the test to let its
-/// posters give up, or to kill it, at exactly that point. `Lease::spawn` stops at
-/// `forked` (the child waits, the lease is not handed yet), `handed` (the lease is the
-/// child's, the gate still closed) and `started` (the gate opened). Read once per
-/// process.
-pub(crate) fn stop_here_for_tests(step: &str) {
-    static STOP_AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let stop_at = STOP_AT.get_or_init(|| std::env::var("PORTLEASE_TEST_STOP_AT").ok());
-    if stop_at.as_deref() == Some(step) {
-        log::debug!("stopping at step {step:?}, as PORTLEASE_TEST_STOP_AT asks");
-        // Sent to this thread, not the process: the thread stops before it returns
-        // from the call. (A signal to the process may be taken by another thread,
-        // and this one would run on a little until the whole process stops.)
-        // SAFETY: pthread_self names the calling thread, which is alive.
-        unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGSTOP) };
-    }
 }
 
 #[cfg(test)]

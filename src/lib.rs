@@ -222,6 +222,9 @@
 //! - `tokio` (off by default): `Lease::into_tokio_listener` and
 //!   `Lease::into_tokio_udp_socket` (non-blocking sockets registered with the current
 //!   Tokio runtime), and `Lease::release_async` (the release on Tokio's blocking pool).
+//! - `test-hooks` (off by default; for portlease's own test builds, with no stability
+//!   promise): stop points a test names in `PORTLEASE_TEST_STOP_AT`, at which the
+//!   process stops itself. Release builds have none.
 //!
 //! # Source map
 //! One concern per file; `allocator` on top, every module importing only modules
@@ -314,6 +317,8 @@ mod salvage;
 mod seed_api;
 mod snapshot;
 mod spawn;
+#[doc(hidden)]
+pub mod test_hooks;
 mod transaction;
 
 pub use allocator::{Allocator, DEFAULT_LOCK_TIMEOUT};

@@ -47,10 +47,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::batch::stop_here_for_tests;
 use crate::error::{Error, Result};
 use crate::lease::Lease;
 use crate::request::Protocol;
+use crate::test_hooks;
 
 /// The exit code of a spawned child whose parent died (or gave up) before handing it
 /// its lease: the child ends with it without running its program.
@@ -309,15 +309,15 @@ fn hand_over(lease: &Lease, report: &mut std::fs::File, gate: OwnedFd) -> Result
         _ => return Ok(false),
     }
     let pid = u32::from_ne_bytes(pid);
-    stop_here_for_tests("forked");
+    test_hooks::stop_here("forked");
     lease.transfer_to(pid)?;
-    stop_here_for_tests("handed");
+    test_hooks::stop_here("handed");
     let mut gate = std::fs::File::from(gate);
     gate.write_all(&[GO]).map_err(|source| Error::Spawn {
         program: format!("pid {pid}"),
         source,
     })?;
-    stop_here_for_tests("started");
+    test_hooks::stop_here("started");
     Ok(true)
 }
 

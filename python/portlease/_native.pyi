@@ -3,6 +3,7 @@
 from typing import Optional
 
 __version__: str
+TEST_HOOKS: bool
 DEFAULT_RANGE_START: int
 DEFAULT_RANGE_END: int
 

@@ -39,6 +39,8 @@ fn is_port_free(py: Python<'_>, port: u16) -> PyResult<bool> {
 /// The native module, `portlease._native`.
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Whether this build stops at PORTLEASE_TEST_STOP_AT's points (test builds only).
+    module.add("TEST_HOOKS", portlease::test_hooks::ENABLED)?;
     module.add_class::<allocator::NativeAllocator>()?;
     module.add_class::<lease::NativeLease>()?;
     module.add_function(wrap_pyfunction!(run_cli, module)?)?;

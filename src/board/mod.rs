@@ -76,7 +76,7 @@ mod map;
 #[cfg(not(target_os = "linux"))]
 #[path = "map_other.rs"]
 mod map;
-mod slot;
+pub(crate) mod slot;
 pub(crate) mod wire;
 
 use std::fs::File;
@@ -92,12 +92,12 @@ use crate::process::ProcessId;
 use map::Mapping;
 pub(crate) use slot::{OUTCOME_MAX, Orphan, REQUEST_MAX, Taken, Withdrawn};
 
-const HEADER: usize = 4096;
+pub(crate) const HEADER: usize = 4096;
 const SIZE: usize = HEADER + slot::SLOTS * slot::SLOT_SIZE;
 
 // Header: byte offsets of its words.
 const CURSOR: usize = 0;
-const DESIGNATED: usize = 64;
+pub(crate) const DESIGNATED: usize = 64;
 const DESIGNATED_START: usize = 72;
 const LAYOUT: usize = 128;
 /// The pid of a portlease process holding the lock, which will wake a poster when it

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::Board;
 use crate::process::ProcessId;
 
-pub(super) const SLOTS: usize = 64;
-pub(super) const SLOT_SIZE: usize = 2048;
+pub(crate) const SLOTS: usize = 64;
+pub(crate) const SLOT_SIZE: usize = 2048;
 
 // A slot: byte offsets of its words. TAG holds the state and, in its high half, a pid
 // (the poster's while it fills or posts, the server's while it serves), changed only by
@@ -34,10 +34,10 @@ pub(crate) const OUTCOME_MAX: usize = SLOT_SIZE - OUTCOME_AT;
 /// A slot's states.
 const FREE: u32 = 0;
 const FILLING: u32 = 1;
-const POSTED: u32 = 2;
-const TAKEN: u32 = 3;
+pub(crate) const POSTED: u32 = 2;
+pub(crate) const TAKEN: u32 = 3;
 const DONE: u32 = 4;
-const WITHDRAWN: u32 = 5;
+pub(crate) const WITHDRAWN: u32 = 5;
 
 fn tag(state: u32, pid: u32) -> u64 {
     u64::from(pid) << 32 | u64::from(state)

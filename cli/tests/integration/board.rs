@@ -14,23 +14,19 @@ use std::time::Duration;
 use crate::helpers::{binary, range_arg, registry_json};
 
 use portlease::BOARD_FILE;
-/// The board's layout, as `src/board` writes it: a header, then 64 slots whose first
-/// word holds the state in its low half.
-const HEADER: usize = 4096;
-const SLOTS: usize = 64;
-const SLOT_SIZE: usize = 2048;
-const POSTED: u32 = 2;
-const TAKEN: u32 = 3;
-const WITHDRAWN: u32 = 5;
+// The board's layout, read from the library (its test builds export it).
+use portlease::test_hooks::board_layout::{
+    DESIGNATED, HEADER, POSTED, SLOT_SIZE, SLOTS, TAKEN, WITHDRAWN,
+};
 
 /// The pid of the board's designated waiter (the one poster blocking on the lock):
-/// the header's word at byte 64, as `src/board` writes it; 0 for none.
+/// the header's word at byte `DESIGNATED`; 0 for none.
 fn designated(dir: &Path) -> u32 {
     std::fs::read(dir.join(BOARD_FILE))
         .ok()
         .and_then(|board| {
             board
-                .get(64..68)
+                .get(DESIGNATED..DESIGNATED + 4)
                 .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
         })
         .unwrap_or(0)
