@@ -263,8 +263,10 @@
 //!   `registry`: the file, loaded with salvage and saved atomically; `salvage`:
 //!   reading what is left of a damaged one. `record`: what an entry says, and whether
 //!   it is stale.
-//! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`: the public types. A
-//!   [`Lease`] holds its allocator through the `LeaseKeeper` trait defined beside it.
+//! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`, `portpicker_api`: the
+//!   public types, and the seed's and Rust portpicker's functions. A [`Lease`] holds
+//!   its allocator through the `LeaseKeeper` trait defined beside it. [`parse`]: ports
+//!   and ranges as people write them, for every front end.
 //! - `probe`: bind checks. `process` (with `process/linux.rs`): owner identity (pid,
 //!   start time, pid namespace) and liveness. `directory`: where the registry lives,
 //!   and whether it is safe (opened once, without following links). `files`: opening
@@ -279,7 +281,9 @@
 //! handler (`sigaction` and the `mmap` that replaces a faulting mapping), for which
 //! no safe wrapper exists, `spawn`'s child side between fork and exec (plain
 //! `close`, `read`, `write`, `fcntl`, `dup2`, `execve`, `_exit`: async-signal-safe,
-//! nothing allocated), and the test stop hook's `pthread_kill`.
+//! nothing allocated), `fork_guard`'s fork handler (`pthread_atfork`, and the
+//! async-signal-safe `socket`, `dup2`, `fcntl` and `close` it makes in the child),
+//! and the test builds' stop hook's `pthread_kill` (`test_hooks`).
 //!
 //! This crate is the library alone: it depends on no argument parser. The `portlease`
 //! command is the `portlease-cli` package in `cli/` of the same workspace, a thin
