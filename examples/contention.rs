@@ -11,6 +11,12 @@
 //! It runs itself again as the workers; they start together on a signal from the
 //! parent, so process start-up is not timed.
 
+#![expect(
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    reason = "timings and counts of one run, far below 2^52, and a clock that is positive"
+)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

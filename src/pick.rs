@@ -62,6 +62,10 @@ impl Candidates {
 
     /// Every port in next-fit order: ascending from the first one after `cursor`,
     /// then wrapping around to the first.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "each port is within a run of u16 ports"
+    )]
     pub(crate) fn next_fit(&self, cursor: Option<u16>) -> impl Iterator<Item = u16> + '_ {
         let after = cursor.map_or(0, |c| u32::from(c) + 1);
         let clip = move |&(start, end): &(u16, u16), low: u32, high: u32| {
@@ -83,6 +87,10 @@ impl Candidates {
     }
 
     /// Whether the `count` ports from `start` on are all candidates.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a block's count fits a range of ports: Request::validate refuses more"
+    )]
     pub(crate) fn holds_block(&self, start: u16, count: usize) -> bool {
         let last = u32::from(start) + count as u32 - 1;
         let index = self
@@ -121,6 +129,10 @@ pub(crate) struct Exhausted {
 ///
 /// The outer `Err` is `is_free`'s own error, passed on at once; the inner one says
 /// that no choice fits.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a block's count fits a range of ports: Request::validate refuses more"
+)]
 pub(crate) fn pick<E>(
     want: &Want<'_>,
     candidates: &Candidates,

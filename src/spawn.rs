@@ -368,12 +368,12 @@ impl ChildSide {
         if !self.armed.load(Ordering::Relaxed) {
             return Ok(());
         }
-        // SAFETY (for the calls below): each is async-signal-safe, on descriptors
-        // this child inherited and buffers that live in its copy of the memory.
+        // SAFETY: each call below is async-signal-safe, on descriptors this child
+        // inherited and buffers that live in its copy of the memory.
         unsafe {
             libc::close(self.gate_write);
             libc::close(self.report_read);
-            let pid = libc::getpid() as u32;
+            let pid = libc::getpid().unsigned_abs();
             let bytes = pid.to_ne_bytes();
             if libc::write(self.report_write, bytes.as_ptr().cast(), bytes.len()) != 4 {
                 libc::_exit(PARENT_GONE_EXIT);
@@ -501,6 +501,11 @@ impl Execve {
     ///
     /// # Safety
     /// Only in the forked child, before exec: it replaces descriptors 3, 4, ...
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        reason = "a handful of sockets; no conversion that could fail may run here"
+    )]
     unsafe fn run(&mut self, sockets: &[RawFd], report: RawFd, pid: u32) -> i32 {
         let first = 3;
         let clear = first + sockets.len() as RawFd;

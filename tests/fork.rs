@@ -27,6 +27,7 @@ impl ForkedChild {
         // SAFETY: the child calls only `pause` and `_exit`, both async-signal-safe.
         match unsafe { libc::fork() } {
             0 => loop {
+                // SAFETY: pause is async-signal-safe and touches no memory.
                 unsafe { libc::pause() };
             },
             -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
@@ -173,6 +174,7 @@ fn busy_process_with_a_forked_worker(dir: &Path) -> ! {
     // SAFETY: the child calls only `pause`, async-signal-safe.
     match unsafe { libc::fork() } {
         0 => loop {
+            // SAFETY: pause is async-signal-safe and touches no memory.
             unsafe { libc::pause() };
         },
         -1 => panic!("fork failed"),

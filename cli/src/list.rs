@@ -99,6 +99,11 @@ fn row(info: &LeaseInfo) -> [String; 9] {
     ]
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a float to integer cast saturates, and the seconds are clamped at 0 first"
+)]
 fn seconds(secs: f64) -> String {
     let secs = secs.max(0.0).round() as u64;
     match secs {

@@ -304,7 +304,8 @@ impl Board {
 fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     use rustix::thread::futex;
     let timeout = futex::Timespec {
-        tv_sec: timeout.as_secs().min(i32::MAX as u64) as i64,
+        tv_sec: i64::try_from(timeout.as_secs())
+            .map_or(i64::from(i32::MAX), |secs| secs.min(i64::from(i32::MAX))),
         tv_nsec: i64::from(timeout.subsec_nanos()),
     };
     // Not PRIVATE: other processes wake it.

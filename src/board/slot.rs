@@ -43,6 +43,10 @@ fn tag(state: u32, pid: u32) -> u64 {
     u64::from(pid) << 32 | u64::from(state)
 }
 
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the state is the tag's low half, by design"
+)]
 fn state_of(tag: u64) -> u32 {
     tag as u32
 }
@@ -102,6 +106,10 @@ impl Board {
             .is_ok()
     }
 
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the bytes fit a slot of a few KiB"
+    )]
     fn write_bytes(&self, slot: usize, at: usize, len_word: usize, bytes: &[u8]) {
         let area = self
             .map
@@ -379,7 +387,7 @@ mod tests {
     #[test]
     fn a_request_and_its_outcome_cross_between_mappings_intact() {
         let (_dir, poster, holder) = two_views();
-        let request: Vec<u8> = (0..REQUEST_MAX).map(|i| (i * 7) as u8).collect();
+        let request: Vec<u8> = (0..REQUEST_MAX).map(|i| (i * 7).to_le_bytes()[0]).collect();
         let slot = poster.claim(me()).expect("a slot");
         poster.publish(slot, me(), &request);
         let taken = holder.take_posted(server());
@@ -389,7 +397,7 @@ mod tests {
             "every byte, through the other mapping"
         );
         assert!(poster.collect(slot).is_none(), "not served yet");
-        let outcome: Vec<u8> = (0..OUTCOME_MAX).map(|i| (i * 3) as u8).collect();
+        let outcome: Vec<u8> = (0..OUTCOME_MAX).map(|i| (i * 3).to_le_bytes()[0]).collect();
         assert!(holder.complete(slot, server(), &outcome));
         assert_eq!(poster.collect(slot), Some(outcome));
         assert!(

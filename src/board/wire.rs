@@ -715,8 +715,8 @@ mod tests {
             seed ^= seed >> 7;
             seed ^= seed << 17;
             let mut bytes = good.clone();
-            let at = seed as usize % bytes.len();
-            bytes[at] = (seed >> 32) as u8;
+            let at = usize::try_from(seed % 4096).unwrap_or(0) % bytes.len();
+            bytes[at] = (seed >> 32).to_le_bytes()[0];
             bytes.truncate(bytes.len() - round % 5);
             let _ = Op::decode(&bytes);
             let _ = Outcome::decode(&bytes, &op);

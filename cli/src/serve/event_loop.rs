@@ -66,7 +66,8 @@ impl Signals {
             // Registered first, so it sees the flag as the previous signal left it.
             flag::register_conditional_shutdown(signal, 1, Arc::clone(&signals.stop))
                 .map_err(cannot)?;
-            flag::register_usize(signal, Arc::clone(&signals.stopped_by), signal as usize)
+            let number = usize::try_from(signal).map_err(|e| cannot(std::io::Error::other(e)))?;
+            flag::register_usize(signal, Arc::clone(&signals.stopped_by), number)
                 .map_err(cannot)?;
             flag::register(signal, Arc::clone(&signals.stop)).map_err(cannot)?;
             pipe::register(signal, waker.try_clone().map_err(cannot)?).map_err(cannot)?;

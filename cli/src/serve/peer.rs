@@ -26,7 +26,8 @@ impl Peer {
     pub(super) fn of(socket: &impl std::os::fd::AsFd) -> std::io::Result<Peer> {
         use std::os::fd::AsRawFd;
         let mut cred = Ucred::default();
-        let mut len = size_of::<Ucred>() as libc::socklen_t;
+        let mut len =
+            libc::socklen_t::try_from(size_of::<Ucred>()).map_err(std::io::Error::other)?;
         // SAFETY: the descriptor is open for the call (borrowed from `socket`); `cred`
         // is a writable `struct ucred` (three 32-bit integers, the kernel's layout) of
         // `len` bytes, of which the kernel writes at most `len`; and any bytes it writes

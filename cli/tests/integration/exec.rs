@@ -1,5 +1,11 @@
 //! `portlease exec`: ports passed to a command, released however it ends.
 
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "pids and ports the test itself started or leased fit the C types"
+)]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

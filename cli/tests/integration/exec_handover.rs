@@ -1,6 +1,11 @@
 //! `portlease exec` hands its lease to the command before the command runs: killed at
 //! any moment, portlease leaves no command running on a port leased to nobody.
 
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "pids and ports the test itself started or leased fit the C types"
+)]
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

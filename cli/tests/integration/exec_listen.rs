@@ -4,6 +4,12 @@
 //!
 //! Ports: block 75, ten ports per test (see `range`).
 
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "pids and ports the test itself started or leased fit the C types"
+)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

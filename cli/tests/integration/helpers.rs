@@ -1,6 +1,12 @@
 //! What the tests share: temp registries, port ranges, the worker processes and a
 //! small builder that runs the real binary.
 
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "the clock's fields are positive, and the hold lines are ports and pids the workers wrote"
+)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -137,8 +137,9 @@ fn a_lease_for_another_process_ends_with_it() {
 
 /// Waits until the process has exited, leaving it a zombie.
 fn wait_without_reaping(pid: u32) {
-    // SAFETY: waitid fills `info`, a valid siginfo_t; WNOWAIT leaves the child unreaped.
+    // SAFETY: an all-zero siginfo_t is a valid value of that plain C struct.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid fills `info`, a valid siginfo_t; WNOWAIT leaves the child unreaped.
     let done = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
     assert_eq!(done, 0, "waitid: {}", std::io::Error::last_os_error());
 }

@@ -4,6 +4,12 @@
 //! `slice`), one per test; blocks 115-122 (800 ports) are the 8 × 100 clients' pool;
 //! block 123 is the SIGUSR1 storm's pool, and block 124's first port the empty address's.
 
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "pids and ports the test itself started or leased fit the C types"
+)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -735,8 +741,8 @@ fn sigterm_finishes_the_transaction_in_progress() {
     let lock = std::fs::File::open(dir.path().join(portlease::LOCK_FILE))
         .or_else(|_| std::fs::File::create(dir.path().join(portlease::LOCK_FILE)))
         .expect("the lock file");
-    // SAFETY: flock on a descriptor this test owns.
     assert_eq!(
+        // SAFETY: flock on a descriptor this test owns.
         unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
         0
     );

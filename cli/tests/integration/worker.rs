@@ -1,6 +1,11 @@
 //! The worker processes other tests start: this test binary run again with
 //! `PORTLEASE_WORKER` set (see `helpers::worker`). Ignored in ordinary runs.
 
+#![expect(
+    clippy::cast_possible_truncation,
+    reason = "the numeric arguments are ports the test itself wrote"
+)]
+
 use std::time::Duration;
 
 use portlease::{Allocator, Request};
