@@ -45,6 +45,8 @@ export PATH="$venv/bin:$PATH"
 
 # From elsewhere than python/, so that the installed package is tested, not the sources.
 cd "$scratch"
+# The native module's stubs say what the built module has.
+"$venv/bin/python" -m mypy.stubtest portlease._native
 run=(pytest -p no:cacheprovider --rootdir "$here" "$here/tests" "$@")
 if [ "$(id -u)" = 0 ] && unshare -n true 2>/dev/null; then
     unshare -n -- sh -c 'ip link set lo up && exec "$@"' sh "${run[@]}"

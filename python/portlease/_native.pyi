@@ -2,6 +2,21 @@
 
 from typing import Optional
 
+from typing_extensions import final
+
+__all__ = [
+    "DEFAULT_RANGE_END",
+    "DEFAULT_RANGE_START",
+    "NativeAllocator",
+    "NativeLease",
+    "TEST_HOOKS",
+    "__version__",
+    "default_dir",
+    "existing_leases_json",
+    "is_port_free",
+    "run_cli",
+]
+
 __version__: str
 TEST_HOOKS: bool
 DEFAULT_RANGE_START: int
@@ -20,10 +35,11 @@ def existing_leases_json(dir: Optional[str], lock_timeout: float) -> str:
     """Every entry of the existing registry in ``dir``, as ``portlease list --json``
     prints them; creates nothing, raises ``NoRegistry`` when ``dir`` is missing."""
 
+@final
 class NativeAllocator:
     """The registry in one directory."""
 
-    def __init__(self, dir: Optional[str], lock_timeout: float) -> None: ...
+    def __new__(cls, dir: Optional[str], lock_timeout: float) -> NativeAllocator: ...
     @property
     def dir(self) -> str:
         """The registry directory."""
@@ -66,6 +82,7 @@ class NativeAllocator:
     def gc_json(self) -> str:
         """Reclaims stale leases; returns them as JSON."""
 
+@final
 class NativeLease:
     """Ports leased to the caller."""
 
