@@ -1,8 +1,7 @@
 """Type stubs of the native module (Rust, PyO3): the library's allocator and lease."""
 
-from typing import Optional
+from typing import Optional, final
 
-from typing_extensions import final
 
 __all__ = [
     "DEFAULT_RANGE_END",
