@@ -2,7 +2,6 @@
 
 from typing import Optional, final
 
-
 __all__ = [
     "DEFAULT_RANGE_END",
     "DEFAULT_RANGE_START",
