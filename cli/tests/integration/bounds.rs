@@ -10,36 +10,18 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::helpers::{
-    Run, python, range_arg, registry_bytes, registry_json, required, seed_module,
+    Run, file_names, kept_aside, python, range_arg, registry_bytes, registry_json, required,
+    seed_module,
 };
 
-/// The read limit every party applies to the registry.
-const READ_LIMIT: usize = 64 << 20;
+/// The read limit every party applies to the registry (64 MiB fits any usize here).
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "64 MiB fits a usize on every target portlease builds for"
+)]
+const READ_LIMIT: usize = portlease::MAX_REGISTRY_BYTES as usize;
 /// The limit on a label.
-const TEXT_LIMIT: usize = 4096;
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("the dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn kept_aside(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .expect("the dir")
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("port_registry.json.corrupt-")
-        })
-        .map(|e| e.path())
-        .collect()
-}
+const TEXT_LIMIT: usize = portlease::MAX_TEXT_BYTES;
 
 /// A registry of exactly `size` bytes: `head`'s entries, then foreign entries
 /// (which portlease keeps as they are) padding it.
@@ -147,7 +129,7 @@ fn a_registry_past_the_read_limit_is_listed_then_salvaged_by_the_next_writer() {
         .success();
     assert_eq!(out.trim(), (range.start() + 2).to_string());
     let aside = kept_aside(dir.path());
-    assert_eq!(aside.len(), 1, "{:?}", names_in(dir.path()));
+    assert_eq!(aside.len(), 1, "{:?}", file_names(dir.path()));
     assert!(std::fs::read(&aside[0]).expect("read").as_slice() == &oversize[..]);
     assert!(registry_bytes(dir.path()).expect("a registry").len() <= READ_LIMIT);
 }
@@ -219,7 +201,7 @@ fn a_failed_rename_leaves_no_temporary_file() {
         .run()
         .fails(1, "port_registry.json");
     assert_eq!(registry_bytes(dir.path()), before, "the registry as it was");
-    let names = names_in(dir.path());
+    let names = file_names(dir.path());
     assert!(
         !names.iter().any(|n| n.ends_with(".tmp")),
         "the temporary file is removed: {names:?}"

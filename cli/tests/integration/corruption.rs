@@ -13,17 +13,11 @@ fn write_registry(dir: &Path, bytes: &[u8]) {
     std::fs::write(dir.join(portlease::REGISTRY_FILE), bytes).expect("write the registry");
 }
 
-/// The files kept aside as `port_registry.json.corrupt-*`.
+/// The bytes of the files kept aside as `port_registry.json.corrupt-*`.
 fn kept_aside(dir: &Path) -> Vec<Vec<u8>> {
-    std::fs::read_dir(dir)
-        .expect("the dir")
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("port_registry.json.corrupt-")
-        })
-        .map(|e| std::fs::read(e.path()).expect("read"))
+    crate::helpers::kept_aside(dir)
+        .iter()
+        .map(|path| std::fs::read(path).expect("read"))
         .collect()
 }
 

@@ -6,19 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{binary, first_ports, portlease_in, run_within};
+use crate::helpers::{binary, file_names, first_ports, portlease_in, run_within};
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("the dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn reading_commands_on_a_missing_registry_find_nothing_and_create_nothing() {
@@ -68,11 +58,11 @@ fn reading_commands_work_on_a_registry_the_user_may_not_write() {
     for path in [root.path(), dir.as_path()] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    for name in names(&dir) {
+    for name in file_names(&dir) {
         std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644))
             .expect("chmod");
     }
-    let before = names(&dir);
+    let before = file_names(&dir);
     let probe = as_nobody(&dir, &["--version"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!("skipped: cannot run the binary as user nobody here ({probe:?})");
@@ -89,7 +79,7 @@ fn reading_commands_work_on_a_registry_the_user_may_not_write() {
     assert!(checked.stdout().contains("leased"), "{}", checked.stdout());
     let info = run_within(as_nobody(&dir, &["info"]), LIMIT).success();
     assert!(info.contains("1 (0 stale)"), "{info}");
-    assert_eq!(names(&dir), before, "nothing created");
+    assert_eq!(file_names(&dir), before, "nothing created");
 
     // Without a lock file it may open, it reads without the lock, and says so.
     std::fs::set_permissions(
