@@ -45,8 +45,8 @@ fn squat_as_nobody(path: &Path, squat: Squat) -> bool {
                 rustix::process::geteuid().as_raw() != 0,
                 "root could not run setpriv as nobody: {outcome:?}"
             );
-            eprintln!("skipped: cannot act as another user here ({outcome:?})");
-            false
+            let what = format!("acting as another user ({outcome:?})");
+            crate::helpers::required(false, &what, "run the tests as root, as CI does")
         }
     }
 }

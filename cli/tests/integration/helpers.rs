@@ -339,8 +339,31 @@ pub fn required(available: bool, what: &str, install: &str) -> bool {
         !under_ci,
         "{what} is missing, and {REQUIRE_PEERS}=1 needs it: {install}"
     );
-    eprintln!("skipped: {what} is missing ({install}); with {REQUIRE_PEERS}=1 this test fails");
+    skipped(&format!(
+        "{what} is missing ({install}); with {REQUIRE_PEERS}=1 this test fails"
+    ));
     false
+}
+
+/// Says that a test skipped, and why, where the run shows it: straight to stderr (a
+/// passing test's captured output is never shown), and as a line of the run's list
+/// of skips, `$CARGO_TARGET_TMPDIR/skipped-tests` (or `$PORTLEASE_TEST_SKIP_LIST`),
+/// which `.ci/run` counts.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let line = format!("portlease test skipped: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let list = std::env::var_os("PORTLEASE_TEST_SKIP_LIST").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests"),
+        PathBuf::from,
+    );
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(list)
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
 }
 
 /// The Python interpreter the tests run: `$PORTLEASE_TEST_PYTHON`, else `python3`.
@@ -430,7 +453,8 @@ pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
                 let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
             }
             if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-                eprintln!("skipped: unshare is refused here ({})", stderr.trim());
+                let what = format!("unshare ({})", stderr.trim());
+                required(false, &what, "run the tests as root, as CI does");
                 return None;
             }
             panic!("the namespaced owner ended first ({status}): {stderr}");
@@ -453,6 +477,8 @@ pub fn run_test_without(test: &str, ci: &str, env: (&str, &str)) -> Output {
     Command::new(std::env::current_exe().expect("the test binary"))
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(REQUIRE_PEERS, ci)
+        // Its skip is the point of the test that runs it, not one of the run's.
+        .env("PORTLEASE_TEST_SKIP_LIST", "/dev/null")
         .env(env.0, env.1)
         .output()
         .expect("the test binary runs")

@@ -132,7 +132,8 @@ fn an_owner_whose_main_thread_exited_keeps_its_port() {
     match compiled {
         Ok(status) if status.success() => {}
         other => {
-            eprintln!("skipped: no C compiler to build the helper ({other:?})");
+            let what = format!("a C compiler to build the helper ({other:?})");
+            crate::helpers::required(false, &what, "apt-get install gcc");
             return;
         }
     }
@@ -229,7 +230,8 @@ fn processes_of_two_pid_namespaces_on_one_registry_all_get_their_ports() {
         let output = child.wait_with_output().expect("the loop ends");
         let stderr = String::from_utf8_lossy(&output.stderr);
         if stderr.contains("unshare failed") {
-            eprintln!("skipped: unshare is refused here ({})", stderr.trim());
+            let what = format!("unshare ({})", stderr.trim());
+            crate::helpers::required(false, &what, "run the tests as root, as CI does");
             return;
         }
         for line in String::from_utf8_lossy(&output.stdout).lines() {

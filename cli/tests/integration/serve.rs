@@ -525,7 +525,11 @@ pub(crate) fn nobody_runs(
     env: &[(&str, String)],
 ) -> Option<(Child, tempfile::TempDir)> {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: only root can run a client as another user");
+        crate::helpers::required(
+            false,
+            "root, to run a client as another user",
+            "run the tests as root, as CI does",
+        );
         return None;
     }
     // A copy where `nobody` may run it: the build tree may sit in a private home.
@@ -551,7 +555,8 @@ pub(crate) fn nobody_runs(
     match child {
         Ok(child) => Some((child, place)),
         Err(e) => {
-            eprintln!("skipped: setpriv cannot run ({e})");
+            let what = format!("setpriv ({e})");
+            crate::helpers::required(false, &what, "apt-get install util-linux");
             None
         }
     }
