@@ -212,6 +212,22 @@ impl NativeAllocator {
             request = request.label(label);
         }
         let allocator = self.allocator.clone();
+        if let Some(port) = preferred
+            && !request.ranges().iter().any(|range| range.contains(&port))
+        {
+            // As the library's log warns, where Python users see it.
+            PyErr::warn(
+                py,
+                &py.get_type::<pyo3::exceptions::PyUserWarning>(),
+                &std::ffi::CString::new(format!(
+                    "preferred port {port} is outside the ranges searched ({}): it is tried \
+                     first all the same; drop the preference or widen the ranges if that is \
+                     not meant",
+                    request.describe_ranges()
+                ))?,
+                1,
+            )?;
+        }
         let lease = signals::call(py, || allocator.allocate(&request))?;
         Ok(NativeLease::new(lease, self.allocator.clone()))
     }
