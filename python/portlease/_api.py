@@ -403,19 +403,19 @@ class Allocator:
         if host == "localhost":
             host = "127.0.0.1"
         native = self._native.allocate(
-            _normalise_ranges(ranges),
-            None if preferred is None else _check_port(preferred, "preferred"),
-            _ports(exclude, "exclude"),
-            count,
-            block,
-            protocol,
-            host or None,
-            owner_kind,
-            owner_pid,
-            ttl_given,
-            ttl_seconds,
-            _checks.text(label, "label"),
-            "python",
+            ranges=_normalise_ranges(ranges),
+            preferred=None if preferred is None else _check_port(preferred, "preferred"),
+            exclude=_ports(exclude, "exclude"),
+            count=count,
+            block=block,
+            protocol=protocol,
+            host=host or None,
+            owner=owner_kind,
+            owner_pid=owner_pid,
+            ttl_given=ttl_given,
+            ttl=ttl_seconds,
+            label=_checks.text(label, "label"),
+            source="python",
         )
         return Lease(native, protocol)
 

@@ -45,6 +45,7 @@ class NativeAllocator:
         """The same registry with another lock timeout."""
     def allocate(
         self,
+        *,
         ranges: list[tuple[int, int]],
         preferred: Optional[int],
         exclude: list[int],

@@ -166,7 +166,8 @@ impl NativeAllocator {
     /// Leases ports; the arguments are checked and normalised by `portlease.Allocator`.
     /// `owner` is "self", "pid" (then `owner_pid`) or "none"; `ttl_given` false keeps
     /// the library's default TTL.
-    #[pyo3(signature = (ranges, preferred, exclude, count, block, protocol, host, owner, owner_pid, ttl_given, ttl, label, source))]
+    // Keyword-only: thirteen values in a row are too easy to pass in the wrong order.
+    #[pyo3(signature = (*, ranges, preferred, exclude, count, block, protocol, host, owner, owner_pid, ttl_given, ttl, label, source))]
     #[allow(clippy::too_many_arguments)]
     fn allocate(
         &self,
