@@ -445,6 +445,30 @@ pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut owner = Reaped(owner.spawn().expect("unshare runs"));
+    // Leased first to `exec` (pid 1 there), then handed to its command: wait for the
+    // hand-over, so that the test sees the lease's last owner.
+    match wait_until_leased(&mut owner, dir, port, |pid| pid != 1) {
+        Ok(()) => Some(owner),
+        Err((_, stderr))
+            if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") =>
+        {
+            let what = format!("unshare ({})", stderr.trim());
+            required(false, &what, "run the tests as root, as CI does");
+            None
+        }
+        Err((status, stderr)) => panic!("the namespaced owner ended first ({status}): {stderr}"),
+    }
+}
+
+/// Waits while `owner` runs until the registry in `dir` leases `port` to a pid that
+/// `holder` accepts; `Err` with the owner's exit status and stderr (piped) if it ends
+/// first.
+pub fn wait_until_leased(
+    owner: &mut Reaped,
+    dir: &Path,
+    port: u16,
+    holder: impl Fn(u64) -> bool,
+) -> Result<(), (std::process::ExitStatus, String)> {
     let registry_file = dir.join(portlease::REGISTRY_FILE);
     loop {
         if let Some(status) = owner.0.try_wait().expect("wait") {
@@ -452,20 +476,15 @@ pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
             if let Some(mut err) = owner.0.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
             }
-            if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-                let what = format!("unshare ({})", stderr.trim());
-                required(false, &what, "run the tests as root, as CI does");
-                return None;
-            }
-            panic!("the namespaced owner ended first ({status}): {stderr}");
+            return Err((status, stderr));
         }
-        // Leased first to `exec` (pid 1 there), then handed to its command: wait for
-        // the hand-over, so that the test sees the lease's last owner.
         let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
         let registry: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let holder = registry[port.to_string()]["pid"].as_u64();
-        if holder.is_some_and(|pid| pid != 1) {
-            return Some(owner);
+        if registry[port.to_string()]["pid"]
+            .as_u64()
+            .is_some_and(&holder)
+        {
+            return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

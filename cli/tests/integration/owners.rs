@@ -11,7 +11,7 @@ use portlease::{Error, Owner, Request};
 
 use crate::helpers::{
     Reaped, Run, binary, exec_in_new_pid_namespace, first_ports, kernel_thread, portlease_in,
-    ports, registry, registry_bytes, registry_json, required, run_within,
+    ports, registry, registry_bytes, registry_json, required, run_within, wait_until_leased,
 };
 
 #[test]
@@ -287,33 +287,21 @@ fn an_owner_in_a_pid_namespace_that_kept_the_hosts_proc_keeps_its_port() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut owner = Reaped(owner.spawn().expect("unshare runs"));
-    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
-    loop {
-        if let Some(status) = owner.0.try_wait().expect("wait") {
-            let mut stderr = String::new();
-            if let Some(mut err) = owner.0.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
-            }
-            let refused = stderr.contains("unshare failed")
-                || stderr.contains("Operation not permitted")
-                || stderr.contains("ns_last_pid");
-            if !required(
-                !refused,
-                &format!(
-                    "a PID namespace whose ns_last_pid may be written (unshare: {})",
-                    stderr.trim()
-                ),
-                "run the tests as root, as CI does",
-            ) {
-                return;
-            }
-            panic!("the namespaced owner ended first ({status}): {stderr}");
+    if let Err((status, stderr)) = wait_until_leased(&mut owner, dir.path(), port, |_| true) {
+        let refused = stderr.contains("unshare failed")
+            || stderr.contains("Operation not permitted")
+            || stderr.contains("ns_last_pid");
+        if !required(
+            !refused,
+            &format!(
+                "a PID namespace whose ns_last_pid may be written (unshare: {})",
+                stderr.trim()
+            ),
+            "run the tests as root, as CI does",
+        ) {
+            return;
         }
-        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
-        if text.contains(&format!("\"{port}\"")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        panic!("the namespaced owner ended first ({status}): {stderr}");
     }
     let lease = &registry_json(dir.path())[&port.to_string()];
     assert!(
@@ -343,29 +331,17 @@ fn an_owner_in_another_time_namespace_keeps_its_port() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut owner = Reaped(owner.spawn().expect("unshare runs"));
-    let registry_file = dir.path().join(portlease::REGISTRY_FILE);
-    loop {
-        if let Some(status) = owner.0.try_wait().expect("wait") {
-            let mut stderr = String::new();
-            if let Some(mut err) = owner.0.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
-            }
-            // It ended before it held the port: `unshare --time` is refused here.
-            required(
-                false,
-                &format!(
-                    "a time namespace (unshare --time: {status}: {})",
-                    stderr.trim()
-                ),
-                "run the tests as root on Linux 5.6 or later, as CI does",
-            );
-            return;
-        }
-        let text = std::fs::read_to_string(&registry_file).unwrap_or_default();
-        if text.contains(&format!("\"{port}\"")) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if let Err((status, stderr)) = wait_until_leased(&mut owner, dir.path(), port, |_| true) {
+        // It ended before it held the port: `unshare --time` is refused here.
+        required(
+            false,
+            &format!(
+                "a time namespace (unshare --time: {status}: {})",
+                stderr.trim()
+            ),
+            "run the tests as root on Linux 5.6 or later, as CI does",
+        );
+        return;
     }
     let args = ["alloc", "--range", &range, "--lock-timeout", "5"];
     run_within(portlease_in(dir.path(), &args), Duration::from_secs(60)).fails(3, "no port free");
