@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import socket
+import subprocess
 import sys
+import time
 import types
 from typing import Iterator
 
@@ -45,6 +48,17 @@ def load_seed() -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def wait_listening(address: str, server: "subprocess.Popen[bytes]") -> None:
+    """Returns once the portserver ``server`` listens on the abstract ``address``."""
+    for _ in range(400):
+        assert server.poll() is None, "the portserver exited"
+        with socket.socket(socket.AF_UNIX) as probe:
+            if probe.connect_ex("\0" + address[1:]) == 0:
+                return
+        time.sleep(0.05)
+    pytest.fail(f"the portserver never listened on {address}")
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ import pathlib
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 import portlease
+from conftest import wait_listening
 import portlease as portpicker
 
 R = (12300, 12349)
@@ -51,11 +51,7 @@ def test_a_portserver_is_asked_when_its_address_is_given(tmp_path: pathlib.Path,
     server = subprocess.Popen(["portlease", "--dir", str(tmp_path / "served"), "serve", "--address", address,
                                "--pool", "12380-12389"], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):  # until it listens
-            with socket.socket(socket.AF_UNIX) as probe:
-                if probe.connect_ex("\0" + address[1:]) == 0:
-                    break
-            time.sleep(0.05)
+        wait_listening(address, server)
         port = portpicker.pick_unused_port(portserver_address=address, ranges=(12390, 12399))
         assert 12380 <= port <= 12389
         assert [(i.port, i.pid, i.source) for i in portlease.leases(tmp_path / "served")] == [(port, os.getpid(), "serve")]

@@ -11,12 +11,12 @@ import os
 import pathlib
 import socket
 import subprocess
-import time
 from typing import Iterator
 
 import pytest
 
 import portlease
+from conftest import wait_listening
 import portlease as portpicker
 
 POOL = "13900-13949"
@@ -40,13 +40,7 @@ def portserver(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
     server = subprocess.Popen(["portlease", "--dir", str(served), "serve", "--address", address,
                                "--pool", POOL], stderr=subprocess.DEVNULL)
     try:
-        for _ in range(200):  # until it listens
-            with socket.socket(socket.AF_UNIX) as probe:
-                if probe.connect_ex("\0" + address[1:]) == 0:
-                    break
-            time.sleep(0.05)
-        else:
-            pytest.fail("portlease serve did not listen within 10 s")
+        wait_listening(address, server)
         yield address, served
     finally:
         server.terminate()

@@ -12,25 +12,15 @@ import pathlib
 import socket
 import subprocess
 import threading
-import time
 from typing import Iterator, Optional
 
 import pytest
 
 import portlease
+from conftest import wait_listening
 
 POOL = "13300-13309"
 OWN = (13350, 13359)
-
-
-def _wait_listening(address: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(400):
-        assert server.poll() is None, "the portserver exited"
-        with socket.socket(socket.AF_UNIX) as probe:
-            if probe.connect_ex("\0" + address[1:]) == 0:
-                return
-        time.sleep(0.05)
-    pytest.fail(f"the portserver never listened on {address}")
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ def test_a_portserver_over_its_per_user_limit_refuses_and_the_registry_is_not_us
     server = subprocess.Popen(["portlease", "--dir", str(tmp_path / "served"), "serve", "--address", address,
                                "--pool", POOL, "--max-per-uid", "1"], stderr=subprocess.DEVNULL)
     try:
-        _wait_listening(address, server)
+        wait_listening(address, server)
         first = portlease.pick_unused_port(portserver_address=address, ranges=OWN)
         assert 13300 <= first <= 13309
         with pytest.raises(portlease.NoFreePortFoundError) as refused:
