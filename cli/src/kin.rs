@@ -43,16 +43,27 @@ pub(crate) fn is_kin(holder: portlease::ProcessId) -> bool {
 /// shell but a launcher of sessions (a terminal multiplexer's server, a user service
 /// manager): everything it started would count as this command's kin.
 fn same_session(shell: u32) -> bool {
-    use rustix::process::{Pid, getsid};
-    let Some(shell) = i32::try_from(shell).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
-    matches!((getsid(None), getsid(Some(shell))), (Ok(mine), Ok(its)) if mine == its)
+    matches!(
+        (stat_field(std::process::id(), SESSION), stat_field(shell, SESSION)),
+        (Some(mine), Some(its)) if mine == its
+    )
 }
 
-/// The parent pid of `pid`, from field 4 of `/proc/PID/stat` (after the command
-/// name, which may itself hold spaces and parentheses).
+/// The parent pid of `pid`.
 fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, PARENT)
+}
+
+/// Fields of `/proc/PID/stat` after the command name, from 0 (the state letter).
+const PARENT: usize = 1;
+/// The session id: 0 where the session's leader is outside this PID namespace (a
+/// container entered from a shell), which `getsid` reads alike but some wrappers of
+/// it reject.
+const SESSION: usize = 3;
+
+/// Field `index` of `/proc/PID/stat`, counted after the command name (which may
+/// itself hold spaces and parentheses).
+fn stat_field(pid: u32, index: usize) -> Option<u32> {
     let mut buf = [0u8; 1024];
     let len = std::fs::File::open(format!("/proc/{pid}/stat"))
         .and_then(|mut file| file.read(&mut buf))
@@ -60,7 +71,7 @@ fn parent_of(pid: u32) -> Option<u32> {
     let stat = &buf[..len];
     let close = stat.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    rest.split_ascii_whitespace().nth(index)?.parse().ok()
 }
 
 /// A lease the command may not touch without `--force`.
@@ -117,9 +128,11 @@ mod tests {
             .arg("5")
             .spawn()
             .expect("sleep runs");
-        assert!(is_kin(here(child.id())), "a child descends from our parent");
+        // Judged before the assertion, so that a failure leaves no `sleep` behind.
+        let child_is_kin = is_kin(here(child.id()));
         let _ = child.kill();
         let _ = child.wait();
+        assert!(child_is_kin, "a child descends from our parent");
         assert!(!is_kin(here(1)));
     }
 }

@@ -250,3 +250,51 @@ fn release_started_by_a_launcher_of_sessions_spares_a_job_in_another_session() {
     );
     assert!(leased, "the job's lease is still there");
 }
+
+/// In a PID namespace entered without a session of its own (a container started
+/// from a shell, as CI runners are), the session's leader lives outside and
+/// `getsid` reads 0. A `release` there must still judge kinship, not crash.
+#[test]
+fn release_in_a_namespace_whose_session_leader_is_outside_judges_kinship() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *ports(30).start();
+    // pid 1 is the outer sh; the job and the inner sh (the `release`'s shell) are
+    // its children, so the job is no kin of the shell the release runs in.
+    let script = format!(
+        "\"$PL\" exec --range {port}-{port} -- sleep 30 & job=$!
+         until \"$PL\" list --json 2>/dev/null | grep -q '\"port\": *{port}'; do sleep 0.02; done
+         sh -c '\"$PL\" release {port}; echo \"exit $?\"'
+         kill $job; wait"
+    );
+    let output = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("PL", binary())
+        .env("PORTLEASE_DIR", dir.path())
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !crate::helpers::required(
+        !stderr.contains("unshare failed") && !stderr.contains("Operation not permitted"),
+        "unshare",
+        "run the tests as root, as CI does",
+    ) {
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("exit 6"),
+        "the job's lease is refused to a release from another shell; \
+         stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "no panic: {stderr}");
+}
