@@ -298,6 +298,7 @@ mod tests {
     use crate::request::Request;
 
     #[test]
+    #[cfg_attr(not(linux_kernel), ignore = "no request board without linux_kernel")]
     fn a_server_validates_a_posted_request_as_its_poster_does() {
         let dir = tempfile::tempdir().expect("a temp dir");
         let allocator = Allocator::with_dir(dir.path()).expect("an allocator");

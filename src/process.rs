@@ -15,11 +15,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-#[cfg(target_os = "linux")]
-#[path = "process/linux.rs"]
-mod imp;
-#[cfg(not(target_os = "linux"))]
-#[path = "process/other.rs"]
+#[cfg_attr(linux_kernel, path = "process/linux.rs")]
+#[cfg_attr(not(linux_kernel), path = "process/other.rs")]
 mod imp;
 
 /// One process, as a lease records it: its pid and, where known, its start time.

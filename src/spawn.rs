@@ -339,6 +339,7 @@ fn last_errno() -> i32 {
 }
 
 /// A close-on-exec pipe: (reading end, writing end).
+#[cfg(linux_kernel)]
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
@@ -347,6 +348,24 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: pipe2 succeeded: both descriptors are open and ours alone.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A close-on-exec pipe: (reading end, writing end). Without `pipe2` (macOS), the flag
+/// is set after: a fork by another thread in between may leak the pipe's ends into
+/// that child's program, which then holds them open.
+#[cfg(not(linux_kernel))]
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe writes.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe succeeded: both descriptors are open and ours alone.
+    let ends = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for end in [&ends.0, &ends.1] {
+        rustix::io::fcntl_setfd(end, rustix::io::FdFlags::CLOEXEC)?;
+    }
+    Ok(ends)
 }
 
 /// What the child does between fork and exec; built before the fork.

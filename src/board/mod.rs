@@ -71,17 +71,14 @@
 //! (A release that its poster gave up on after its server took it may still be
 //! done: the lease then ends, as was asked; undoing it could hand out a port twice.)
 
-#[cfg(target_os = "linux")]
-mod map;
-#[cfg(not(target_os = "linux"))]
-#[path = "map_other.rs"]
+#[cfg_attr(linux_kernel, path = "map/linux.rs")]
+#[cfg_attr(not(linux_kernel), path = "map/other.rs")]
 mod map;
 pub(crate) mod slot;
 pub(crate) mod wire;
 
 use std::fs::File;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
@@ -144,7 +141,7 @@ impl Board {
     /// cannot be had (then every request takes the lock itself). Something other than
     /// a regular file of one link in its place is refused: nothing is written to it.
     pub(crate) fn open(dir: &RegistryDir) -> Result<Option<Board>> {
-        if !cfg!(target_os = "linux") {
+        if !cfg!(linux_kernel) {
             return Ok(None);
         }
         let file = match open_board_file(dir) {
@@ -297,30 +294,3 @@ impl Board {
             .store(u32::from(port), Ordering::Relaxed);
     }
 }
-
-/// Sleeps on a shared futex word while it holds `expected`, for `timeout` at most;
-/// returns on a wake, a change, a signal or the timeout alike.
-#[cfg(target_os = "linux")]
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    use rustix::thread::futex;
-    let timeout = futex::Timespec {
-        tv_sec: i64::try_from(timeout.as_secs())
-            .map_or(i64::from(i32::MAX), |secs| secs.min(i64::from(i32::MAX))),
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
-    // Not PRIVATE: other processes wake it.
-    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&timeout));
-}
-
-#[cfg(target_os = "linux")]
-fn futex_wake(word: &AtomicU32) {
-    let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1);
-}
-
-#[cfg(not(target_os = "linux"))]
-fn futex_wait(_: &AtomicU32, _: u32, timeout: Duration) {
-    std::thread::sleep(timeout);
-}
-
-#[cfg(not(target_os = "linux"))]
-fn futex_wake(_: &AtomicU32) {}

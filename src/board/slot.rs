@@ -222,14 +222,14 @@ impl Board {
 
     /// Sleeps until the poster of `slot` is woken after `wakes` was read, or `timeout`.
     pub(crate) fn wait(&self, slot: usize, wakes: u32, timeout: Duration) {
-        super::futex_wait(self.slot_u32(slot, WAKE), wakes, timeout);
+        super::map::wait_while(self.slot_u32(slot, WAKE), wakes, timeout);
     }
 
     /// Wakes the poster of `slot` (served, or asked to take the lock).
     pub(crate) fn wake(&self, slot: usize) {
         let word = self.slot_u32(slot, WAKE);
         word.fetch_add(1, Ordering::AcqRel);
-        super::futex_wake(word);
+        super::map::wake_one(word);
     }
 
     /// Wakes one poster still waiting to be served, so that it takes the lock next.
@@ -354,7 +354,8 @@ impl Board {
     }
 }
 
-#[cfg(test)]
+// Of a board: none is made without `linux_kernel`.
+#[cfg(all(test, linux_kernel))]
 mod tests {
     use super::*;
 

@@ -1,7 +1,9 @@
-//! Elsewhere than Linux there is no board (no futexes): a mapping is never made.
+//! Elsewhere than Linux there is no board (no futexes): a mapping is never made, and
+//! so no word of one is ever waited on.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
+use std::time::Duration;
 
 /// A mapping that cannot exist.
 pub(crate) enum Mapping {}
@@ -27,3 +29,11 @@ impl Mapping {
         match *self {}
     }
 }
+
+/// Unreachable without a mapping; sleeps, to be harmless.
+pub(crate) fn wait_while(_: &AtomicU32, _: u32, timeout: Duration) {
+    std::thread::sleep(timeout);
+}
+
+/// Unreachable without a mapping.
+pub(crate) fn wake_one(_: &AtomicU32) {}

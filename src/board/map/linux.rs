@@ -25,9 +25,11 @@ use std::fs::File;
 use std::sync::Once;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use rustix::fs::FallocateFlags;
 use rustix::mm::{MapFlags, ProtFlags};
+use rustix::thread::futex;
 
 /// How many boards one process can have mapped at once (one per registry directory in
 /// use); past that, an allocator works without one.
@@ -242,4 +244,21 @@ fn pass_on(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::
         default.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(libc::SIGBUS, &default, std::ptr::null_mut());
     }
+}
+
+/// Sleeps on a shared futex word while it holds `expected`, for `timeout` at most;
+/// returns on a wake, a change, a signal or the timeout alike.
+pub(crate) fn wait_while(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let timeout = futex::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs())
+            .map_or(i64::from(i32::MAX), |secs| secs.min(i64::from(i32::MAX))),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    // Not PRIVATE: other processes wake it.
+    let _ = futex::wait(word, futex::Flags::empty(), expected, Some(&timeout));
+}
+
+/// Wakes one process sleeping in [`wait_while`] on `word`.
+pub(crate) fn wake_one(word: &AtomicU32) {
+    let _ = futex::wake(word, futex::Flags::empty(), 1);
 }

@@ -1,0 +1,14 @@
+//! `cfg(linux_kernel)`: the library uses Linux's own interfaces (futexes and the
+//! shared board, `/proc` start times, pidfs, PID namespaces). Off on other systems,
+//! and on Linux when built with `--cfg portlease_other_unix`, so that the paths of
+//! macOS and the BSDs build and run their tests here.
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(linux_kernel)");
+    println!("cargo::rustc-check-cfg=cfg(portlease_other_unix)");
+    let linux = std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux");
+    let forced_other = std::env::var_os("CARGO_CFG_PORTLEASE_OTHER_UNIX").is_some();
+    if linux && !forced_other {
+        println!("cargo::rustc-cfg=linux_kernel");
+    }
+}
