@@ -3,6 +3,8 @@
 #![allow(dead_code)] // Each test binary uses its own part.
 
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::process::Child;
 
 use portlease::Allocator;
 use tempfile::TempDir;
@@ -26,4 +28,59 @@ pub fn registry() -> (TempDir, Allocator) {
 pub fn leased(allocator: &Allocator) -> Vec<u16> {
     let leases = allocator.leases().expect("the registry's leases");
     leases.iter().filter_map(|lease| lease.port).collect()
+}
+
+/// Kills and reaps a child when dropped, so a failed assertion leaves no process.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The project setting that makes a missing test requirement (the seed's copy, root,
+/// namespaces) fail its test instead of skipping it: `.ci/run` sets it to 1.
+pub const REQUIRE_PEERS: &str = "PORTLEASE_REQUIRE_PEERS";
+
+/// Whether something a test needs from outside the project (the seed's copy, root, a
+/// namespace) is there. With `PORTLEASE_REQUIRE_PEERS=1` (which `.ci/run` sets) a
+/// missing one fails the test, saying what to install; elsewhere the test is skipped,
+/// with the reason printed.
+pub fn required(available: bool, what: &str, install: &str) -> bool {
+    if available {
+        return true;
+    }
+    let under_ci = std::env::var(REQUIRE_PEERS).is_ok_and(|required| required == "1");
+    assert!(
+        !under_ci,
+        "{what} is missing, and {REQUIRE_PEERS}=1 needs it: {install}"
+    );
+    skipped(&format!(
+        "{what} is missing ({install}); with {REQUIRE_PEERS}=1 this test fails"
+    ));
+    false
+}
+
+/// Says that a test skipped, and why, where the run shows it: straight to stderr (a
+/// passing test's captured output is never shown), and as a line of the run's list
+/// of skips, `$CARGO_TARGET_TMPDIR/skipped-tests` (or `$PORTLEASE_TEST_SKIP_LIST`),
+/// which `.ci/run` counts. The command's tests (`cli/tests/integration/helpers.rs`)
+/// write the same list.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let line = format!("portlease test skipped: {why}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    let list = std::env::var_os("PORTLEASE_TEST_SKIP_LIST").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests"),
+        PathBuf::from,
+    );
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(list)
+    {
+        let _ = file.write_all(line.as_bytes());
+    }
 }
