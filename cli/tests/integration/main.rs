@@ -21,7 +21,6 @@ mod messages;
 mod output;
 mod owners;
 mod pid_namespaces;
-mod probe;
 mod read_only;
 mod release;
 mod salvage;
