@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -83,4 +84,62 @@ pub fn skipped(why: &str) {
     {
         let _ = file.write_all(line.as_bytes());
     }
+}
+
+/// The registry file as JSON.
+pub fn registry_json(dir: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join(portlease::REGISTRY_FILE)).expect("the registry");
+    serde_json::from_str(&text).expect("the registry is a JSON object")
+}
+
+/// Seconds since the Unix epoch, as the registry writes them.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time after 1970")
+        .as_secs_f64()
+}
+
+/// Nanoseconds on the system-wide monotonic clock (the one Python's
+/// `time.monotonic_ns` reads), for comparing holds across processes.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let whole = u64::try_from(now.tv_sec).expect("a monotonic clock past its start");
+    whole * 1_000_000_000 + u64::try_from(now.tv_nsec).expect("nanoseconds below a second")
+}
+
+/// One port held from `start` to `end` (monotonic ns) by process `by`.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub port: u16,
+    pub start: u64,
+    pub end: u64,
+    /// The pid that held it, for the report of an overlap.
+    pub by: u32,
+}
+
+/// Every pair of holds of one port that overlapped in time.
+pub fn overlapping(holds: &[Hold]) -> Vec<(Hold, Hold)> {
+    let mut by_port: HashMap<u16, Vec<Hold>> = HashMap::new();
+    for hold in holds {
+        by_port.entry(hold.port).or_default().push(*hold);
+    }
+    let mut overlaps = Vec::new();
+    for holds in by_port.values_mut() {
+        holds.sort_by_key(|h| h.start);
+        for (i, a) in holds.iter().enumerate() {
+            for b in &holds[i + 1..] {
+                if b.start >= a.end {
+                    break;
+                }
+                overlaps.push((*a, *b));
+            }
+        }
+    }
+    overlaps
 }
