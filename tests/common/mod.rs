@@ -143,3 +143,22 @@ pub fn overlapping(holds: &[Hold]) -> Vec<(Hold, Hold)> {
     }
     overlaps
 }
+
+/// The registry's bytes, or none.
+pub fn registry_bytes(dir: &Path) -> Option<Vec<u8>> {
+    std::fs::read(dir.join(portlease::REGISTRY_FILE)).ok()
+}
+
+/// The files a damaged registry was kept aside as (`port_registry.json.corrupt-*`).
+pub fn kept_aside(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("the dir")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("port_registry.json.corrupt-")
+        })
+        .map(|e| e.path())
+        .collect()
+}
