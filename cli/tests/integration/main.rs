@@ -15,7 +15,6 @@ mod exit_codes;
 mod first_use;
 mod helpers;
 mod lease;
-mod lock;
 mod messages;
 mod output;
 mod owners;
