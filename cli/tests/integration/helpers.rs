@@ -68,14 +68,12 @@ pub fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// One port held from `start` to `end` (monotonic ns) by process `by`.
+/// One port held from `start` to `end` (monotonic ns).
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
     pub port: u16,
     pub start: u64,
     pub end: u64,
-    /// The pid that held it, for the report of an overlap.
-    pub by: u32,
 }
 
 /// Every pair of holds of one port that overlapped in time.
@@ -125,7 +123,6 @@ pub fn parse_holds(stdout: &str) -> Vec<Hold> {
                 port: f[0] as u16,
                 start: f[1],
                 end: f[2],
-                by: f[3] as u32,
             }
         })
         .collect()

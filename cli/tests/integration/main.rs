@@ -6,7 +6,6 @@
 mod board;
 mod bounds;
 mod cli;
-mod corruption;
 mod default_dir;
 mod exec;
 mod exec_handover;
@@ -26,6 +25,5 @@ mod seed;
 mod serve;
 mod serve_users;
 mod special_files;
-mod stress;
 mod unwritable_stderr;
 mod worker;

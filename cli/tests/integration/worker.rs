@@ -38,28 +38,6 @@ fn worker() {
                 println!("HOLD {port} {start} {end} {pid}");
             }
         }
-        // START END CYCLES: allocate, hold, release by token, then release by token
-        // again (a retry after a lost answer); print every hold.
-        "token_retry" => {
-            let request = Request::new().range(args[0] as u16..=args[1] as u16);
-            let pid = std::process::id();
-            for _ in 0..args[2] {
-                let lease = allocator.allocate(&request).expect("a port");
-                let start = monotonic_ns();
-                std::thread::sleep(Duration::from_micros(300));
-                let end = monotonic_ns();
-                let (port, token) = (lease.port(), lease.token().to_owned());
-                let _ = lease.keep();
-                assert_eq!(allocator.release_by_token(&token).expect("release"), [port]);
-                assert!(
-                    allocator
-                        .release_by_token(&token)
-                        .expect("retry")
-                        .is_empty()
-                );
-                println!("HOLD {port} {start} {end} {pid}");
-            }
-        }
         // START END: lease a port for this process's lifetime, print it, wait.
         "hold" => {
             let request = Request::new()
