@@ -66,33 +66,6 @@ fn worker() {
             println!("THREADS {threads} {}", count("/proc/self/task"));
             println!("FDS {fds} {}", count("/proc/self/fd"));
         }
-        // START END CYCLES TIMEOUT_MS: allocations with a short lock timeout, each
-        // labelled; a success is released (patiently), a timeout printed as FAILED.
-        "give_up" => {
-            let hasty = allocator
-                .clone()
-                .lock_timeout(Duration::from_millis(args[3]));
-            let patient = allocator.lock_timeout(Duration::from_secs(60));
-            let pid = std::process::id();
-            for i in 0..args[2] {
-                let label = format!("{pid}-{i}");
-                let request = Request::new()
-                    .range(args[0] as u16..=args[1] as u16)
-                    .owner(portlease::Owner::Nobody)
-                    .label(label.clone());
-                match hasty.allocate(&request) {
-                    Ok(lease) => {
-                        lease.keep();
-                        let released = patient
-                            .release_where(|info| info.label.as_deref() == Some(&label))
-                            .expect("a patient release");
-                        assert_eq!(released.len(), 1, "the lease of {label} was there");
-                    }
-                    Err(portlease::Error::LockTimeout { .. }) => println!("FAILED {label}"),
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        }
         // Hold the registry lock itself, then wait.
         "lock" => {
             let file = std::fs::OpenOptions::new()
