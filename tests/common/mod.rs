@@ -391,3 +391,26 @@ pub fn worker_main() {
         other => panic!("unknown worker mode {other}"),
     }
 }
+
+/// The Python interpreter the tests run: `$PORTLEASE_TEST_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var("PORTLEASE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// The seed's runnable copy: `$PORTLEASE_TEST_SEED_DIR/port_allocator.py`, else
+/// `../shared/seed/port_allocator.py` beside the project. Under CI a missing copy
+/// fails the test that needs it; elsewhere it is skipped (see [`required`]).
+pub fn seed_module() -> Option<PathBuf> {
+    let dir = std::env::var_os("PORTLEASE_TEST_SEED_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed"),
+        PathBuf::from,
+    );
+    let path = dir.join("port_allocator.py");
+    required(
+        path.exists(),
+        &format!("the seed's copy {}", path.display()),
+        "put the seed module port_allocator.py in ../shared/seed beside the project, or name \
+         its directory in PORTLEASE_TEST_SEED_DIR",
+    )
+    .then_some(path)
+}

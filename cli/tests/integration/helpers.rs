@@ -7,7 +7,6 @@
     reason = "the clock's fields are positive, and the hold lines are ports and pids the workers wrote"
 )]
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -66,81 +65,6 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: `now` is a valid timespec for clock_gettime to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
-/// One port held from `start` to `end` (monotonic ns).
-#[derive(Debug, Clone, Copy)]
-pub struct Hold {
-    pub port: u16,
-    pub start: u64,
-    pub end: u64,
-}
-
-/// Every pair of holds of one port that overlapped in time.
-pub fn overlapping(holds: &[Hold]) -> Vec<(Hold, Hold)> {
-    let mut by_port: HashMap<u16, Vec<Hold>> = HashMap::new();
-    for hold in holds {
-        by_port.entry(hold.port).or_default().push(*hold);
-    }
-    let mut overlaps = Vec::new();
-    for holds in by_port.values_mut() {
-        holds.sort_by_key(|h| h.start);
-        for (i, a) in holds.iter().enumerate() {
-            for b in &holds[i + 1..] {
-                if b.start >= a.end {
-                    break;
-                }
-                overlaps.push((*a, *b));
-            }
-        }
-    }
-    overlaps
-}
-
-/// Asserts that no two holds of one port overlapped in time.
-pub fn assert_no_overlaps(holds: &[Hold]) {
-    let overlaps = overlapping(holds);
-    assert!(
-        overlaps.is_empty(),
-        "{} overlapping holds, e.g. {:?}",
-        overlaps.len(),
-        overlaps.first()
-    );
-}
-
-/// Parses `HOLD port start end pid` lines, as workers print them.
-pub fn parse_holds(stdout: &str) -> Vec<Hold> {
-    stdout
-        .lines()
-        // libtest may print "test worker::worker ... " before the first line.
-        .filter_map(|line| line.split_once("HOLD ").map(|(_, rest)| rest))
-        .map(|line| {
-            let f: Vec<u64> = line
-                .split(' ')
-                .map(|x| x.parse().expect("a number"))
-                .collect();
-            Hold {
-                port: f[0] as u16,
-                start: f[1],
-                end: f[2],
-            }
-        })
-        .collect()
-}
-
-/// Waits for worker processes, each of which must succeed; returns all their holds.
-pub fn collect_holds(children: Vec<Child>) -> Vec<Hold> {
-    let mut holds = Vec::new();
-    for child in children {
-        let output = child.wait_with_output().expect("the worker ends");
-        assert!(
-            output.status.success(),
-            "a worker failed: {:?}",
-            output.status
-        );
-        holds.extend(parse_holds(&String::from_utf8_lossy(&output.stdout)));
-    }
-    holds
 }
 
 /// Starts this test binary again as a worker process (see `worker.rs`).

@@ -13,7 +13,6 @@ mod exec_listen;
 mod exit_codes;
 mod first_use;
 mod helpers;
-mod lease;
 mod messages;
 mod output;
 mod owners;
