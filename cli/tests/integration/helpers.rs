@@ -1,11 +1,5 @@
-//! What the tests share: temp registries, port ranges, the worker processes and a
+//! What the tests share: temp registries, port ranges, the worker process and a
 //! small builder that runs the real binary.
-
-#![expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "the clock's fields are positive, and the hold lines are ports and pids the workers wrote"
-)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -55,20 +49,8 @@ pub fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Nanoseconds on the system-wide monotonic clock (the one Python's
-/// `time.monotonic_ns` reads), for comparing holds across processes.
-pub fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
 /// Starts this test binary again as a worker process (see `worker.rs`).
-pub fn worker(mode: &str, dir: &Path, args: &[String]) -> Command {
+pub fn worker(mode: &str, dir: &Path) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the test binary"));
     command
         .args([
@@ -80,25 +62,22 @@ pub fn worker(mode: &str, dir: &Path, args: &[String]) -> Command {
         ])
         .env("PORTLEASE_WORKER", mode)
         .env("PORTLEASE_WORKER_DIR", dir)
-        .env("PORTLEASE_WORKER_ARGS", args.join(" "))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     command
 }
 
 /// Starts a worker and waits for the first line it prints with `prefix`; returns the
-/// child and the rest of that line.
-pub fn start_worker_until(mut command: Command, prefix: &str) -> (Child, String) {
-    let mut child = command.spawn().expect("a worker process");
-    let stdout = child.stdout.take().expect("the worker's stdout");
+/// worker, killed and reaped when dropped, and the rest of that line.
+pub fn start_worker_until(mut command: Command, prefix: &str) -> (Reaped, String) {
+    let mut child = Reaped(command.spawn().expect("a worker process"));
+    let stdout = child.0.stdout.take().expect("the worker's stdout");
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("a line from the worker");
         if let Some((_, rest)) = line.split_once(prefix) {
             return (child, rest.trim().to_owned());
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     panic!("the worker ended without printing {prefix:?}");
 }
 
