@@ -1,4 +1,11 @@
-//! What the library's own integration tests share.
+//! What the library's own integration tests share: temp registries, kill-on-drop
+//! children, the one way to skip a test ([`required`], [`skipped`]), the worker
+//! processes ([`worker_command`], [`worker_main`]) and the check that no two holds of
+//! a port overlapped.
+//!
+//! Ports: each file has its own hundred (or two) from 38000 up, named in its `//!` doc
+//! (`grep -rnE '3[89][0-9]{3}' tests src` finds every use, the doc tests' in `src/`
+//! among them); a few older files use [`ports`] blocks instead.
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
