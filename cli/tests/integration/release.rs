@@ -220,8 +220,8 @@ fn release_started_by_a_launcher_of_sessions_spares_a_job_in_another_session() {
         .output()
         .expect("setsid runs");
     let leased = registry_json(dir.path()).contains_key(&key);
-    let _ = job.kill();
-    let _ = job.wait();
+    // setsid made the job lead a process group: `exec` and its `sleep` end together.
+    stop(job);
     assert_eq!(
         release.status.code(),
         Some(6),
