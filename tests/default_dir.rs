@@ -13,8 +13,8 @@ use portlease::{Allocator, Owner, Request};
 
 const HELPER_ENV: &str = "PORTLEASE_DEFAULT_DIR_HELPER";
 
-/// Makes `path` (a directory, or else a file) as nobody; `false` where no user can be
-/// switched to (not root).
+/// Makes `path` (a directory, or else a file) as nobody; `false` (the test skipped,
+/// saying why) where no user can be switched to (not root).
 fn squat_as_nobody(path: &Path, directory: bool) -> bool {
     let script = if directory {
         "mkdir -m 700 \"$1\""
@@ -35,8 +35,11 @@ fn squat_as_nobody(path: &Path, directory: bool) -> bool {
         0,
         "root could not run setpriv as nobody"
     );
-    eprintln!("skipped: cannot act as another user here");
-    false
+    common::required(
+        false,
+        "root, to make a file as another user",
+        "run the tests as root, as CI does",
+    )
 }
 
 /// A temp dir anyone may write, sticky, as `/dev/shm` is.

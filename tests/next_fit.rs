@@ -1,6 +1,8 @@
 //! Next-fit with or without the request board: a port released a moment ago is not
 //! handed out again at once, whether the cursor is the board's (host-wide) or the
 //! allocator's own.
+//!
+//! Ports: blocks 63 and 64 (`common::ports`), and 38800-38899.
 
 mod common;
 
@@ -8,7 +10,7 @@ use std::path::Path;
 
 use portlease::{Allocator, BOARD_FILE, Request};
 
-use common::ports;
+use common::{ports, registry};
 
 /// A board file of another layout version (all bytes 0xff) in `dir`: an allocator
 /// there works without a board, as where the board's file cannot be had at all.
@@ -58,4 +60,22 @@ fn with_a_board_the_cursor_is_shared_by_allocators_that_share_nothing_else() {
     first.release().expect("released");
     let again = other.allocate(&request).expect("a port");
     assert_ne!(again.port(), released, "the board's cursor moved for both");
+}
+
+#[test]
+fn a_released_port_is_not_handed_out_again_at_once() {
+    let (_dir, allocator) = registry();
+    let request = Request::new().range(38800..=38809);
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        let lease = allocator.allocate(&request).expect("a port");
+        seen.push(lease.port());
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen.len(),
+        10,
+        "ten cycles went through all ten ports: {seen:?}"
+    );
 }

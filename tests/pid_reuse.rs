@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 
 use portlease::{Owner, ProcessId, Request};
 
+use common::{Reaped, required, skipped};
+
 /// Ports of the library's tests (38100-38199): this file's ten.
 const PORTS: std::ops::RangeInclusive<u16> = 38100..=38109;
 
@@ -19,22 +21,12 @@ const ATTEMPTS: usize = 100;
 
 const HELPER_ENV: &str = "PORTLEASE_PID_REUSE_HELPER";
 
-/// Kills and reaps a child when dropped.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_pid_reused_within_its_dead_owners_clock_tick_keeps_no_lease() {
     if !pidfs_available() {
-        eprintln!(
-            "skipped: this kernel has no pidfs (Linux 6.9+), so a pid reused within the \
-             owner's clock tick passes for the owner (documented in the crate's Guarantees)"
+        skipped(
+            "this kernel has no pidfs (Linux 6.9+), so a pid reused within the owner's \
+             clock tick passes for the owner (documented in the crate's Guarantees)",
         );
         return;
     }
@@ -55,7 +47,8 @@ fn a_pid_reused_within_its_dead_owners_clock_tick_keeps_no_lease() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if stderr.contains("unshare failed") || stderr.contains("Operation not permitted") {
-        eprintln!("skipped: unshare or ns_last_pid is refused here ({stderr})");
+        let what = format!("unshare or ns_last_pid ({})", stderr.trim());
+        required(false, &what, "run the tests as root, as CI does");
         return;
     }
     assert!(
@@ -170,7 +163,7 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 #[test]
 fn a_lease_records_its_owners_pidfs_inode_and_ends_with_it() {
     if !pidfs_available() {
-        eprintln!("skipped: no pidfs on this kernel (Linux 6.9+)");
+        skipped("no pidfs on this kernel (Linux 6.9+)");
         return;
     }
     let (dir, allocator) = common::registry();

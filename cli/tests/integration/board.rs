@@ -516,66 +516,6 @@ fn a_killed_designated_waiter_holds_nobody_up() {
 }
 
 #[test]
-fn posters_that_give_up_amid_stopped_servers_never_leave_a_lease() {
-    let (dir, allocator) = crate::helpers::registry();
-    let range = crate::helpers::ports(52);
-    let args = [
-        range.start().to_string(),
-        range.end().to_string(),
-        "400".into(),
-        "15".into(),
-    ];
-    let mut workers: Vec<Child> = (0..6)
-        .map(|_| {
-            crate::helpers::worker("give_up", dir.path(), &args)
-                .spawn()
-                .expect("a worker")
-        })
-        .collect();
-    // Stop and continue the workers in turn, whatever each is doing: some are
-    // stopped while serving the others, whose lock timeouts then run out. (A worker
-    // is signalled only while not reaped, so its pid is still its own.)
-    let mut outputs = Vec::new();
-    let mut turn = 0usize;
-    while !workers.is_empty() {
-        turn = (turn + 1) % workers.len();
-        if workers[turn].try_wait().expect("try_wait").is_some() {
-            outputs.push(
-                workers
-                    .remove(turn)
-                    .wait_with_output()
-                    .expect("a worker ends"),
-            );
-            continue;
-        }
-        signal(&workers[turn], rustix::process::Signal::STOP);
-        std::thread::sleep(Duration::from_millis(30));
-        signal(&workers[turn], rustix::process::Signal::CONT);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut gave_up = 0;
-    for output in outputs {
-        assert!(
-            output.status.success(),
-            "a worker failed: {:?}",
-            output.status
-        );
-        gave_up += String::from_utf8_lossy(&output.stdout)
-            .matches("FAILED")
-            .count();
-    }
-    // Every success was released; every poster that gave up owns nothing, once the
-    // next transaction has ended what stopped servers saved for it.
-    let left = allocator.leases().expect("a listing");
-    assert!(
-        left.is_empty(),
-        "{} leases left ({gave_up} gave up): {left:?}",
-        left.len()
-    );
-    assert!(gave_up > 0, "the storm made some posters give up");
-}
-
-#[test]
 fn a_poster_killed_while_its_request_is_served_gets_nothing() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(39, 10);

@@ -427,7 +427,7 @@ fn unusable_directories_are_refused_with_the_reason() {
 #[test]
 fn a_held_lock_times_out_with_exit_code_4() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
+    let (mut holder, _) = start_worker_until(worker("lock", dir.path()), "LOCKED");
     Run::new(dir.path())
         .args([
             "alloc",
@@ -438,8 +438,8 @@ fn a_held_lock_times_out_with_exit_code_4() {
         ])
         .run()
         .fails(4, "timed out after");
-    holder.kill().expect("SIGKILL");
-    holder.wait().expect("reap");
+    holder.0.kill().expect("SIGKILL");
+    holder.0.wait().expect("reap");
 }
 
 #[test]

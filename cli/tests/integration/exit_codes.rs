@@ -89,7 +89,7 @@ fn no_free_port_exits_3() {
 #[test]
 fn a_held_lock_exits_4() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
+    let (mut holder, _) = start_worker_until(worker("lock", dir.path()), "LOCKED");
     let outcome = Run::new(dir.path())
         .args([
             "alloc",
@@ -99,8 +99,8 @@ fn a_held_lock_exits_4() {
             "0.2",
         ])
         .run();
-    holder.kill().expect("SIGKILL");
-    holder.wait().expect("reap");
+    holder.0.kill().expect("SIGKILL");
+    holder.0.wait().expect("reap");
     outcome.fails(4, "timed out after");
 }
 

@@ -1,13 +1,6 @@
-//! What the tests share: temp registries, port ranges, the worker processes and a
+//! What the tests share: temp registries, port ranges, the worker process and a
 //! small builder that runs the real binary.
 
-#![expect(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    reason = "the clock's fields are positive, and the hold lines are ports and pids the workers wrote"
-)]
-
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -56,98 +49,8 @@ pub fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Nanoseconds on the system-wide monotonic clock (the one Python's
-/// `time.monotonic_ns` reads), for comparing holds across processes.
-pub fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec for clock_gettime to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
-/// One port held from `start` to `end` (monotonic ns) by process `by`.
-#[derive(Debug, Clone, Copy)]
-pub struct Hold {
-    pub port: u16,
-    pub start: u64,
-    pub end: u64,
-    /// The pid that held it, for the report of an overlap.
-    pub by: u32,
-}
-
-/// Every pair of holds of one port that overlapped in time.
-pub fn overlapping(holds: &[Hold]) -> Vec<(Hold, Hold)> {
-    let mut by_port: HashMap<u16, Vec<Hold>> = HashMap::new();
-    for hold in holds {
-        by_port.entry(hold.port).or_default().push(*hold);
-    }
-    let mut overlaps = Vec::new();
-    for holds in by_port.values_mut() {
-        holds.sort_by_key(|h| h.start);
-        for (i, a) in holds.iter().enumerate() {
-            for b in &holds[i + 1..] {
-                if b.start >= a.end {
-                    break;
-                }
-                overlaps.push((*a, *b));
-            }
-        }
-    }
-    overlaps
-}
-
-/// Asserts that no two holds of one port overlapped in time.
-pub fn assert_no_overlaps(holds: &[Hold]) {
-    let overlaps = overlapping(holds);
-    assert!(
-        overlaps.is_empty(),
-        "{} overlapping holds, e.g. {:?}",
-        overlaps.len(),
-        overlaps.first()
-    );
-}
-
-/// Parses `HOLD port start end pid` lines, as workers print them.
-pub fn parse_holds(stdout: &str) -> Vec<Hold> {
-    stdout
-        .lines()
-        // libtest may print "test worker::worker ... " before the first line.
-        .filter_map(|line| line.split_once("HOLD ").map(|(_, rest)| rest))
-        .map(|line| {
-            let f: Vec<u64> = line
-                .split(' ')
-                .map(|x| x.parse().expect("a number"))
-                .collect();
-            Hold {
-                port: f[0] as u16,
-                start: f[1],
-                end: f[2],
-                by: f[3] as u32,
-            }
-        })
-        .collect()
-}
-
-/// Waits for worker processes, each of which must succeed; returns all their holds.
-pub fn collect_holds(children: Vec<Child>) -> Vec<Hold> {
-    let mut holds = Vec::new();
-    for child in children {
-        let output = child.wait_with_output().expect("the worker ends");
-        assert!(
-            output.status.success(),
-            "a worker failed: {:?}",
-            output.status
-        );
-        holds.extend(parse_holds(&String::from_utf8_lossy(&output.stdout)));
-    }
-    holds
-}
-
 /// Starts this test binary again as a worker process (see `worker.rs`).
-pub fn worker(mode: &str, dir: &Path, args: &[String]) -> Command {
+pub fn worker(mode: &str, dir: &Path) -> Command {
     let mut command = Command::new(std::env::current_exe().expect("the test binary"));
     command
         .args([
@@ -159,25 +62,22 @@ pub fn worker(mode: &str, dir: &Path, args: &[String]) -> Command {
         ])
         .env("PORTLEASE_WORKER", mode)
         .env("PORTLEASE_WORKER_DIR", dir)
-        .env("PORTLEASE_WORKER_ARGS", args.join(" "))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     command
 }
 
 /// Starts a worker and waits for the first line it prints with `prefix`; returns the
-/// child and the rest of that line.
-pub fn start_worker_until(mut command: Command, prefix: &str) -> (Child, String) {
-    let mut child = command.spawn().expect("a worker process");
-    let stdout = child.stdout.take().expect("the worker's stdout");
+/// worker, killed and reaped when dropped, and the rest of that line.
+pub fn start_worker_until(mut command: Command, prefix: &str) -> (Reaped, String) {
+    let mut child = Reaped(command.spawn().expect("a worker process"));
+    let stdout = child.0.stdout.take().expect("the worker's stdout");
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("a line from the worker");
         if let Some((_, rest)) = line.split_once(prefix) {
             return (child, rest.trim().to_owned());
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     panic!("the worker ended without printing {prefix:?}");
 }
 

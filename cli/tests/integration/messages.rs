@@ -5,7 +5,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 
-use portlease::{LeaseInfo, Request};
+use portlease::LeaseInfo;
 use serde_json::json;
 
 use crate::helpers::{Run, first_ports, registry, registry_json, unix_now};
@@ -244,30 +244,6 @@ fn portlease_range_sets_the_ranges_of_alloc_and_exec() {
         .run()
         .fails(2, "$PORTLEASE_RANGE");
     assert_eq!(registry_json(dir.path()).len(), 1, "nothing more leased");
-}
-
-#[test]
-fn the_default_library_lease_lasts_while_its_process_runs() {
-    let (dir, allocator) = registry();
-    let port = *first_ports(111, 1).start();
-    let lease = allocator
-        .allocate(&Request::new().range(port..=port))
-        .expect("a port");
-    let info = &allocator.leases().expect("leases")[0];
-    assert!(info.owned_by_process);
-    assert_eq!(info.pid, Some(std::process::id().into()));
-    assert_eq!(
-        info.ttl_secs, None,
-        "no TTL: it lasts while this process runs"
-    );
-    let stamp = registry_json(dir.path())[&port.to_string()]["timestamp"]
-        .as_f64()
-        .expect("a timestamp");
-    assert!(
-        stamp > unix_now() + 12.0 * 3600.0,
-        "the seed is told to leave it alone for a day"
-    );
-    drop(lease);
 }
 
 #[test]

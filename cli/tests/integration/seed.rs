@@ -1,103 +1,15 @@
-//! Living with the seed: its entries are honoured as it honours them, its own
-//! processes and portlease's share one registry without ever sharing a port, and what
-//! portlease rewrites (a NaN timestamp) the seed still reads.
+//! Living with the seed, through the command: the seed leaves a live process's lease
+//! alone for hours, takes a dead owner's port once portlease has met the lease,
+//! honours a TTL lease until a day past its end, and still reads what portlease
+//! rewrites (a NaN timestamp). (What the library alone does beside the seed is tested
+//! in the library's `tests/seed.rs`.)
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use portlease::{EntryKind, Error, Request};
-use serde_json::json;
-
 use crate::helpers::{
-    Run, assert_no_overlaps, collect_holds, first_ports, portlease_in, ports, python, registry,
-    registry_json, run_within, seed_module, unix_now, worker,
+    Run, first_ports, portlease_in, ports, python, registry, registry_json, run_within, seed_module,
 };
-
-#[test]
-fn a_seed_entry_is_honoured_for_300_seconds_then_reclaimed() {
-    let (dir, allocator) = registry();
-    let port = *first_ports(6, 1).start();
-    let one_port = Request::new().range(port..=port);
-    // A pid that cannot exist: the seed judges by timestamp alone, and so do we.
-    let write = |age: f64| {
-        let entry = json!({ port.to_string(): { "pid": 999_999_999, "timestamp": unix_now() - age, "note": "kept" }});
-        std::fs::write(dir.path().join("port_registry.json"), entry.to_string()).expect("write");
-    };
-
-    write(290.0);
-    assert!(matches!(
-        allocator.allocate(&one_port),
-        Err(Error::Exhausted { .. })
-    ));
-    let listed = allocator.leases().expect("leases");
-    assert_eq!((listed[0].kind, listed[0].stale), (EntryKind::Seed, false));
-    assert_eq!(
-        registry_json(dir.path())[&port.to_string()]["note"],
-        "kept",
-        "a failed allocation writes nothing"
-    );
-
-    write(310.0);
-    let lease = allocator
-        .allocate(&one_port)
-        .expect("the expired seed entry is reclaimed");
-    assert_eq!(lease.port(), port);
-}
-
-const SEED_WORKER: &str = r#"
-import os, sys, time, pathlib
-sys.path.insert(0, sys.argv[1])
-import port_allocator as seed
-a = seed.CrossProcessPortAllocator(registry_dir=pathlib.Path(sys.argv[2]))
-start, size, cycles = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-for _ in range(cycles):
-    p = a.allocate(range_start=start, range_size=size)
-    t0 = time.monotonic_ns()
-    time.sleep(0.001)
-    t1 = time.monotonic_ns()
-    a.release(p)
-    print(f"HOLD {p} {t0} {t1} {os.getpid()}", flush=True)
-"#;
-
-#[test]
-fn the_seed_and_portlease_never_hold_one_port_at_once() {
-    let Some(seed) = seed_module() else {
-        return;
-    };
-    let (dir, _allocator) = registry();
-    let range = first_ports(7, 6);
-    let (start, end) = (range.start().to_string(), range.end().to_string());
-    let seed_dir = seed.parent().expect("the seed's directory").to_owned();
-    let mut children = Vec::new();
-    for _ in 0..3 {
-        let python = Command::new(python())
-            .args(["-c", SEED_WORKER])
-            .arg(&seed_dir)
-            .arg(dir.path())
-            .args([start.as_str(), "6", "40"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        children.push(python);
-        let args = [start.clone(), end.clone(), "150".into(), "1000".into()];
-        children.push(
-            worker("cycles", dir.path(), &args)
-                .spawn()
-                .expect("a worker"),
-        );
-    }
-    let holds = collect_holds(children);
-    assert_eq!(
-        holds.len(),
-        3 * 40 + 3 * 150,
-        "every cycle recorded its hold"
-    );
-    assert_no_overlaps(&holds);
-    assert!(
-        registry_json(dir.path()).is_empty(),
-        "every lease was released"
-    );
-}
 
 /// The seed's `allocate`, of one port, with its clock `ahead` seconds in the future:
 /// prints the port it took, or "refused".
@@ -259,32 +171,6 @@ fn a_missing_seed_copy_fails_under_ci_and_is_skipped_with_the_reason_elsewhere()
     let said = String::from_utf8_lossy(&elsewhere.stderr);
     assert!(elsewhere.status.success(), "{said}");
     assert!(said.contains("skipped: the seed's copy"), "{said}");
-}
-
-#[test]
-fn a_live_lease_stamped_the_old_way_is_moved_ahead_when_met() {
-    let (dir, allocator) = registry();
-    let ports = first_ports(101, 3);
-    let port = *ports.end();
-    let start_time = portlease::ProcessId::current()
-        .start_time
-        .expect("this process's start time");
-    // As portlease wrote it before: stamped at allocation, which the seed reclaims
-    // 300 s later.
-    let now = unix_now();
-    let entry = json!({ port.to_string(): {
-        "pid": std::process::id(), "timestamp": now, "owner": "process",
-        "start_time": start_time, "ttl": null, "proto": "tcp"
-    }});
-    std::fs::write(dir.path().join("port_registry.json"), entry.to_string()).expect("write");
-    let other = allocator
-        .allocate(&Request::new().range(port - 1..=port))
-        .expect("another port");
-    assert_eq!(other.port(), port - 1);
-    let stamp = registry_json(dir.path())[&port.to_string()]["timestamp"]
-        .as_f64()
-        .expect("a timestamp");
-    assert!(stamp > now + 12.0 * 3600.0, "moved a day ahead: {stamp}");
 }
 
 #[test]

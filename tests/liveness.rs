@@ -1,18 +1,30 @@
-//! Leases end with their owner: a killed process, a reused pid, a passed TTL.
+//! Leases end with their owner: a killed process (even before it is reaped), a
+//! reused pid, a passed TTL, another process the lease was for; and the library's
+//! default lease lasts while its process runs.
+//!
+//! Ports 38900-38999 are this file's.
+
+mod common;
 
 use std::time::Duration;
 
 use portlease::{Error, Owner, ProcessId, Request};
 use serde_json::json;
 
-use crate::helpers::{first_ports, registry, registry_json, start_worker_until, unix_now, worker};
+use common::{Reaped, registry, registry_json, start_worker_until, unix_now, worker_command};
+
+#[test]
+#[ignore = "a worker process that the tests here start (common::worker_command)"]
+fn worker() {
+    common::worker_main();
+}
 
 #[test]
 fn a_killed_owners_lease_goes_to_the_next_allocation() {
     let (dir, allocator) = registry();
-    let range = first_ports(2, 1);
+    let range = 38900..=38900;
     let args = [range.start().to_string(), range.end().to_string()];
-    let (mut holder, port) = start_worker_until(worker("hold", dir.path(), &args), "PORT ");
+    let (mut holder, port) = start_worker_until(worker_command("hold", dir.path(), &args), "PORT ");
     let port: u16 = port.parse().expect("a port number");
     let one_port = Request::new().range(range.clone());
     assert!(
@@ -20,8 +32,8 @@ fn a_killed_owners_lease_goes_to_the_next_allocation() {
         "held while it lives"
     );
 
-    holder.kill().expect("SIGKILL");
-    wait_without_reaping(holder.id());
+    holder.0.kill().expect("SIGKILL");
+    wait_without_reaping(holder.0.id());
     // Not reaped yet: a zombie holds no sockets and counts as gone.
     let lease = allocator
         .allocate(&one_port)
@@ -33,13 +45,13 @@ fn a_killed_owners_lease_goes_to_the_next_allocation() {
         std::process::id(),
         "the lease is ours now: {entry}"
     );
-    holder.wait().expect("reap");
+    holder.0.wait().expect("reap");
 }
 
 #[test]
 fn a_reused_pid_does_not_keep_a_lease_alive() {
     let (dir, allocator) = registry();
-    let port = *first_ports(3, 1).start();
+    let port = 38910;
     let me = ProcessId::current();
     let start_time = me.start_time.expect("Linux tells start times");
     let entry = |start: u64| {
@@ -75,7 +87,7 @@ fn a_reused_pid_does_not_keep_a_lease_alive() {
 #[test]
 fn a_lease_with_no_owner_ends_with_its_ttl() {
     let (_dir, allocator) = registry();
-    let range = first_ports(4, 1);
+    let range = 38920..=38920;
     let request = Request::new()
         .range(range.clone())
         .owner(Owner::Nobody)
@@ -99,27 +111,29 @@ fn a_lease_with_no_owner_ends_with_its_ttl() {
 #[test]
 fn a_lease_for_another_process_ends_with_it() {
     let (_dir, allocator) = registry();
-    let range = first_ports(5, 1);
-    let mut child = std::process::Command::new("sleep")
-        .arg("600")
-        .spawn()
-        .expect("sleep");
+    let range = 38930..=38930;
+    let mut child = Reaped(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("sleep"),
+    );
     let request = Request::new()
         .range(range.clone())
-        .owner(Owner::Process(child.id()))
+        .owner(Owner::Process(child.0.id()))
         .ttl(None);
     let port = allocator.allocate(&request).expect("a port").keep()[0];
     let leases = allocator.leases().expect("leases");
     assert_eq!(
         (leases[0].pid, leases[0].owner_alive),
-        (Some(child.id().into()), Some(true))
+        (Some(child.0.id().into()), Some(true))
     );
     assert!(matches!(
         allocator.allocate(&Request::new().range(range.clone())),
         Err(Error::Exhausted { .. })
     ));
-    child.kill().expect("kill");
-    child.wait().expect("reap");
+    child.0.kill().expect("kill");
+    child.0.wait().expect("reap");
     assert_eq!(
         allocator
             .allocate(&Request::new().range(range))
@@ -128,11 +142,35 @@ fn a_lease_for_another_process_ends_with_it() {
         port
     );
 
-    let gone = Request::new().owner(Owner::Process(child.id()));
+    let gone = Request::new().owner(Owner::Process(child.0.id()));
     assert!(matches!(
         allocator.allocate(&gone),
         Err(Error::NoSuchProcess { .. })
     ));
+}
+
+#[test]
+fn the_default_library_lease_lasts_while_its_process_runs() {
+    let (dir, allocator) = registry();
+    let port = 38940;
+    let lease = allocator
+        .allocate(&Request::new().range(port..=port))
+        .expect("a port");
+    let info = &allocator.leases().expect("leases")[0];
+    assert!(info.owned_by_process);
+    assert_eq!(info.pid, Some(std::process::id().into()));
+    assert_eq!(
+        info.ttl_secs, None,
+        "no TTL: it lasts while this process runs"
+    );
+    let stamp = registry_json(dir.path())[&port.to_string()]["timestamp"]
+        .as_f64()
+        .expect("a timestamp");
+    assert!(
+        stamp > unix_now() + 12.0 * 3600.0,
+        "the seed is told to leave it alone for a day"
+    );
+    drop(lease);
 }
 
 /// Waits until the process has exited, leaving it a zombie.

@@ -1,10 +1,15 @@
-//! Ports held by processes that use no registry are never handed out.
+//! Ports held by processes that use no registry are never handed out: a TCP listener
+//! on any local address, a UDP socket when UDP is asked, a host named the seed's way.
+//!
+//! Ports 39500-39599 are this file's.
+
+mod common;
 
 use std::net::{TcpListener, UdpSocket};
 
 use portlease::{Error, Protocol, Request};
 
-use crate::helpers::{first_ports, registry};
+use common::registry;
 
 fn exhausted(result: portlease::Result<portlease::Lease>) -> bool {
     matches!(result, Err(Error::Exhausted { .. }))
@@ -13,8 +18,7 @@ fn exhausted(result: portlease::Result<portlease::Lease>) -> bool {
 #[test]
 fn a_tcp_listener_on_any_local_address_keeps_its_port() {
     let (_dir, allocator) = registry();
-    let range = first_ports(8, 3);
-    let [a, b, c] = [*range.start(), range.start() + 1, range.start() + 2];
+    let [a, b, c] = [39500, 39501, 39502];
     let _wildcard = TcpListener::bind(("0.0.0.0", a)).expect("bind 0.0.0.0");
     let _loopback = TcpListener::bind(("127.0.0.1", b)).expect("bind 127.0.0.1");
     let ipv6 = TcpListener::bind(("::1", c));
@@ -33,7 +37,7 @@ fn a_tcp_listener_on_any_local_address_keeps_its_port() {
 #[test]
 fn a_seed_style_host_check_covers_that_host_and_ipv6_loopback() {
     let (_dir, allocator) = registry();
-    let port = *first_ports(9, 1).start();
+    let port = 39510;
     let _listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let request = Request::new()
         .range(port..=port)
@@ -50,7 +54,7 @@ fn a_seed_style_host_check_covers_that_host_and_ipv6_loopback() {
 #[test]
 fn a_udp_socket_keeps_its_port_when_udp_is_asked() {
     let (_dir, allocator) = registry();
-    let port = *first_ports(10, 1).start();
+    let port = 39520;
     let _socket = UdpSocket::bind(("0.0.0.0", port)).expect("bind udp");
     for protocol in [Protocol::Udp, Protocol::Both] {
         let request = Request::new().range(port..=port).protocol(protocol);
@@ -65,7 +69,7 @@ fn a_udp_socket_keeps_its_port_when_udp_is_asked() {
 #[test]
 fn a_bound_port_is_skipped_for_the_next() {
     let (_dir, allocator) = registry();
-    let range = first_ports(11, 2);
+    let range = 39530..=39531;
     let _listener = TcpListener::bind(("127.0.0.1", *range.start())).expect("bind");
     let lease = allocator
         .allocate(&Request::new().range(range.clone()))

@@ -1,18 +1,30 @@
 //! The lock timeout: while another process holds the lock, a waiter gives up in time
-//! with an error that names the directory; once it is gone, work goes on.
+//! with an error that names the directory, a lock file deleted and made anew is the
+//! one waited on, and timed-out waits leave no threads or descriptors behind; once the
+//! holder is gone, work goes on.
+//!
+//! Ports 39400-39499 are this file's.
+
+mod common;
 
 use std::time::Duration;
 
 use portlease::{Error, Request};
 
-use crate::helpers::{first_ports, registry, start_worker_until, worker};
+use common::{registry, start_worker_until, worker_command};
+
+#[test]
+#[ignore = "a worker process that the tests here start (common::worker_command)"]
+fn worker() {
+    common::worker_main();
+}
 
 #[test]
 fn a_held_lock_times_out_with_an_error_naming_the_directory() {
     let (dir, allocator) = registry();
     let allocator = allocator.lock_timeout(Duration::from_millis(300));
-    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
-    let request = Request::new().range(first_ports(31, 1));
+    let (mut holder, _) = start_worker_until(worker_command("lock", dir.path(), &[]), "LOCKED");
+    let request = Request::new().range(39400..=39400);
 
     let error = allocator.allocate(&request).expect_err("the lock is held");
     match &error {
@@ -29,20 +41,20 @@ fn a_held_lock_times_out_with_an_error_naming_the_directory() {
         "{error}"
     );
 
-    holder.kill().expect("SIGKILL");
-    holder.wait().expect("reap");
+    holder.0.kill().expect("SIGKILL");
+    holder.0.wait().expect("reap");
     let lease = allocator
         .lock_timeout(Duration::from_secs(30))
         .allocate(&request)
         .expect("the lock is free");
-    assert_eq!(lease.port(), *first_ports(31, 1).start());
+    assert_eq!(lease.port(), 39400);
 }
 
 #[test]
 fn a_deleted_lock_file_is_not_locked_alone() {
     let (dir, allocator) = registry();
     let allocator = allocator.lock_timeout(Duration::from_millis(300));
-    let request = Request::new().range(first_ports(32, 1));
+    let request = Request::new().range(39410..=39410);
     drop(
         allocator
             .allocate(&request)
@@ -50,30 +62,30 @@ fn a_deleted_lock_file_is_not_locked_alone() {
     );
     // Someone cleans the directory up; another process creates the lock file anew.
     std::fs::remove_file(dir.path().join(portlease::LOCK_FILE)).expect("rm");
-    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
+    let (mut holder, _) = start_worker_until(worker_command("lock", dir.path(), &[]), "LOCKED");
     let error = allocator
         .allocate(&request)
         .expect_err("the new lock file is held");
     assert!(matches!(error, Error::LockTimeout { .. }), "{error}");
-    holder.kill().expect("SIGKILL");
-    holder.wait().expect("reap");
+    holder.0.kill().expect("SIGKILL");
+    holder.0.wait().expect("reap");
 }
 
 #[test]
 fn timed_out_waits_keep_one_waiting_thread_and_no_descriptors() {
     let (dir, _) = registry();
-    let range = first_ports(100, 10);
-    let (mut holder, _) = start_worker_until(worker("lock", dir.path(), &[]), "LOCKED");
+    let range = 39420..=39429;
+    let (mut holder, _) = start_worker_until(worker_command("lock", dir.path(), &[]), "LOCKED");
     let args = [
         range.start().to_string(),
         range.end().to_string(),
         "25".into(),
     ];
-    let output = worker("timeouts", dir.path(), &args)
+    let output = worker_command("timeouts", dir.path(), &args)
         .output()
         .expect("the worker runs");
-    holder.kill().expect("SIGKILL");
-    holder.wait().expect("reap");
+    holder.0.kill().expect("SIGKILL");
+    holder.0.wait().expect("reap");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     let after = |what: &str| -> (usize, usize) {
