@@ -267,12 +267,15 @@
 //!   public types, and the seed's and Rust portpicker's functions. A [`Lease`] holds
 //!   its allocator through the `LeaseKeeper` trait defined beside it. [`parse`]: ports
 //!   and ranges as people write them, for every front end.
-//! - `probe`: bind checks. `process` (with `process/linux.rs`): owner identity (pid,
-//!   start time, pid namespace) and liveness. `directory`: where the registry lives,
+//! - `probe`: bind checks. `process`: owner identity (pid, start time, pid
+//!   namespace) and liveness. `directory`: where the registry lives,
 //!   and whether it is safe (opened once, without following links). `files`: opening
 //!   files relative to it, regular files only.
 //! - `layout`: the names of the files in a registry directory. `error`: the one
 //!   [`Error`] enum.
+//! - Platform files are `module/linux.rs` and `module/other.rs` (`process/`,
+//!   `board/map/`), chosen by `cfg(linux_kernel)` (`build.rs`); [`platform`] says
+//!   what the build has.
 //! - `spawn`: [`Lease::spawn`] and [`Lease::spawn_listening`], a child handed its
 //!   lease before its program runs (the gate protocol is documented there), with
 //!   sockets passed as systemd passes them.
@@ -289,7 +292,7 @@
 //! command is the `portlease-cli` package in `cli/` of the same workspace, a thin
 //! binary over this library (one file per subcommand, and `sockets`, which finds who
 //! binds a port, for `check`). The library's own integration tests are in `tests/`;
-//! `cli/tests/` drives both the library and the real binary.
+//! `cli/tests/` drives the real binary.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -310,6 +313,7 @@ mod lease;
 mod lock;
 pub mod parse;
 mod pick;
+pub mod platform;
 mod portpicker_api;
 pub mod probe;
 mod process;

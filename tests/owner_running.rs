@@ -1,5 +1,7 @@
 //! `Owner::Running`: a lease for a process the caller has already looked up lasts as
 //! long as that very process, as one for `Owner::Process` does.
+//!
+//! Ports 37100-37199 are this file's.
 
 mod common;
 
@@ -7,12 +9,11 @@ use std::process::Command;
 
 use portlease::{Owner, ProcessId, Request};
 
-use common::{ports, registry};
+use common::registry;
 
 #[test]
 fn a_lease_for_a_process_looked_up_ends_with_it() {
-    let block = ports(124);
-    let pool = *block.start()..=*block.start() + 1;
+    let pool = 37100..=37101;
     let (_dir, allocator) = registry();
     let mut child = Command::new("sleep").arg("60").spawn().expect("sleep runs");
     let owner = ProcessId::of_running(child.id()).expect("the child runs");

@@ -9,9 +9,10 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
+use portlease::platform::PROCESS_IDENTITY;
 use portlease::{Owner, ProcessId, Request};
 
-use common::{Reaped, required, skipped};
+use common::{Reaped, platform_has, required, skipped};
 
 /// Ports of the library's tests (38100-38199): this file's ten.
 const PORTS: std::ops::RangeInclusive<u16> = 38100..=38109;
@@ -23,6 +24,9 @@ const HELPER_ENV: &str = "PORTLEASE_PID_REUSE_HELPER";
 
 #[test]
 fn a_pid_reused_within_its_dead_owners_clock_tick_keeps_no_lease() {
+    if !platform_has(PROCESS_IDENTITY, "owner identity beyond the pid") {
+        return;
+    }
     if !pidfs_available() {
         skipped(
             "this kernel has no pidfs (Linux 6.9+), so a pid reused within the owner's \
@@ -162,6 +166,9 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 
 #[test]
 fn a_lease_records_its_owners_pidfs_inode_and_ends_with_it() {
+    if !platform_has(PROCESS_IDENTITY, "owner identity beyond the pid") {
+        return;
+    }
     if !pidfs_available() {
         skipped("no pidfs on this kernel (Linux 6.9+)");
         return;

@@ -2,14 +2,14 @@
 //! leased to the calling process, and `$PORTLEASE_RANGE` setting the default ranges.
 //!
 //! Each case runs in a child process of this test binary (the functions use the
-//! default registry, named by `$PORTLEASE_DIR`). Ports 38250-38299.
+//! default registry, named by `$PORTLEASE_DIR`). Ports 37400-37499 are this file's.
 
 use std::collections::HashSet;
 use std::process::{Command, Output};
 
 use portlease as portpicker;
 
-const RANGE: &str = "38250-38299";
+const RANGE: &str = "37400-37499";
 /// Set in a child run of this binary: which case to play.
 const ROLE: &str = "PORTLEASE_TEST_PORTPICKER_ROLE";
 
@@ -67,7 +67,7 @@ fn processes_picking_at_once_never_get_the_same_port() {
     for child in children {
         for port in picked_ports(&child.join().expect("a child's output")) {
             assert!(
-                (38250..=38299).contains(&port),
+                (37400..=37499).contains(&port),
                 "{port} from $PORTLEASE_RANGE"
             );
             assert!(seen.insert(port), "port {port} went to two processes");
@@ -119,7 +119,7 @@ fn a_bad_portlease_range_is_refused_saying_what_to_write() {
             other => panic!("{other:?}"),
         }
         // A request that names its ranges does not need the variable.
-        let named = portlease::Request::new().range(38250..=38299);
+        let named = portlease::Request::new().range(37400..=37499);
         assert!(allocator.allocate(&named).is_ok());
         println!("picked 1");
         return;
@@ -128,7 +128,7 @@ fn a_bad_portlease_range_is_refused_saying_what_to_write() {
     let output = run_child(
         "a_bad_portlease_range_is_refused_saying_what_to_write",
         dir.path(),
-        "38250-",
+        "37400-",
     );
     assert_eq!(picked_ports(&output), [1]);
 }

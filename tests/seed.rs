@@ -12,12 +12,13 @@ mod common;
 
 use std::process::{Command, Stdio};
 
+use portlease::platform::PROCESS_IDENTITY;
 use portlease::{EntryKind, Error, Request};
 use serde_json::json;
 
 use common::{
-    Reaped, assert_no_overlaps, collect_holds, python, registry, registry_json, seed_module,
-    unix_now, worker_command,
+    Reaped, assert_no_overlaps, collect_holds, platform_has, python, registry, registry_json,
+    seed_module, unix_now, worker_command,
 };
 
 #[test]
@@ -117,6 +118,9 @@ fn a_live_lease_stamped_the_old_way_is_moved_ahead_when_met() {
     let (dir, allocator) = registry();
     let ports = 39820..=39822;
     let port = *ports.end();
+    if !platform_has(PROCESS_IDENTITY, "owner start times") {
+        return;
+    }
     let start_time = portlease::ProcessId::current()
         .start_time
         .expect("this process's start time");

@@ -1,6 +1,8 @@
 //! `Lease`'s Tokio methods (the `tokio` feature): sockets a runtime can drive, and a
 //! release that leaves the runtime's thread free. Built only with the feature:
 //! `cargo test -p portlease --features tokio --test tokio`.
+//!
+//! Ports 37300-37399 are this file's.
 
 mod common;
 
@@ -15,7 +17,7 @@ use rustix::fs::{FlockOperation, OFlags, fcntl_getfl, flock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
-use common::{leased, ports, registry};
+use common::{leased, registry};
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -35,7 +37,7 @@ fn into_tokio_listener_gives_a_nonblocking_listener_that_holds_the_port() {
     let (_dir, allocator) = registry();
     runtime().block_on(async {
         let lease = allocator
-            .allocate(&Request::new().range(ports(51)))
+            .allocate(&Request::new().range(37300..=37309))
             .expect("a port");
         let port = lease.port();
         let listener = lease.into_tokio_listener().expect("a listener");
@@ -62,7 +64,7 @@ fn into_tokio_udp_socket_gives_a_nonblocking_socket_on_the_port() {
     let (_dir, allocator) = registry();
     runtime().block_on(async {
         let lease = allocator
-            .allocate(&Request::new().range(ports(52)).protocol(Protocol::Udp))
+            .allocate(&Request::new().range(37310..=37319).protocol(Protocol::Udp))
             .expect("a port");
         let port = lease.port();
         let socket = lease.into_tokio_udp_socket().expect("a socket");
@@ -89,7 +91,7 @@ fn release_async_waits_for_the_lock_on_another_thread() {
     // Long enough never to pass while this test holds the lock on purpose.
     let allocator = allocator.lock_timeout(Duration::from_secs(10));
     let lease = allocator
-        .allocate(&Request::new().range(ports(53)))
+        .allocate(&Request::new().range(37320..=37329))
         .expect("a port");
     let port = lease.port();
     // Hold the registry lock, as another process in a transaction would.
@@ -128,7 +130,7 @@ fn release_async_waits_for_the_lock_on_another_thread() {
 #[test]
 fn outside_a_runtime_the_tokio_methods_say_so_and_do_not_panic() {
     let (_dir, allocator) = registry();
-    let request = Request::new().range(ports(54));
+    let request = Request::new().range(37330..=37339);
     let lease = allocator.allocate(&request).expect("a port");
     match lease.into_tokio_listener() {
         Err(Error::InvalidRequest(message)) => {

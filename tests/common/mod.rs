@@ -3,29 +3,21 @@
 //! processes ([`worker_command`], [`worker_main`]) and the check that no two holds of
 //! a port overlapped.
 //!
-//! Ports: each file has its own hundred (or two) from 38000 up, named in its `//!` doc
-//! (`grep -rnE '3[89][0-9]{3}' tests src` finds every use, the doc tests' in `src/`
-//! among them); a few older files use [`ports`] blocks instead.
+//! Ports: each file has its own hundred from 37000 up, named in its `//!` doc
+//! (`grep -rnE '3[789][0-9]{3}' tests src` finds every use, the doc tests' in `src/`
+//! among them). The command's tests use 20000-32699, the Python package's
+//! 12000-14999.
 
 #![allow(dead_code)] // Each test binary uses its own part.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use portlease::{Allocator, Request};
 use tempfile::TempDir;
-
-/// Block `block` of 100 ports, the same blocks as the command's tests
-/// (`cli/tests/integration/helpers.rs`), so the two suites never share a port.
-pub fn ports(block: u16) -> RangeInclusive<u16> {
-    assert!(block < 127, "port block {block} is past 32699");
-    let start = 20000 + block * 100;
-    start..=start + 99
-}
 
 /// An allocator on a fresh registry in a temp dir of its own.
 pub fn registry() -> (TempDir, Allocator) {
@@ -73,6 +65,18 @@ pub fn required(available: bool, what: &str, install: &str) -> bool {
     false
 }
 
+/// Whether this build has a part of Linux that a test is about (one of the flags of
+/// `portlease::platform`); if not (a build of other Unix systems' paths, `--cfg
+/// portlease_other_unix`), the test is skipped, saying so: there is nothing to test.
+pub fn platform_has(available: bool, what: &str) -> bool {
+    if !available {
+        skipped(&format!(
+            "this build has no {what} (the paths of other Unix systems)"
+        ));
+    }
+    available
+}
+
 /// Says that a test skipped, and why, where the run shows it: straight to stderr (a
 /// passing test's captured output is never shown), and as a line of the run's list
 /// of skips, `$CARGO_TARGET_TMPDIR/skipped-tests` (or `$PORTLEASE_TEST_SKIP_LIST`),
@@ -80,7 +84,8 @@ pub fn required(available: bool, what: &str, install: &str) -> bool {
 /// write the same list.
 pub fn skipped(why: &str) {
     use std::io::Write;
-    let line = format!("portlease test skipped: {why}\n");
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!("portlease test skipped: {test}: {why}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
     let list = std::env::var_os("PORTLEASE_TEST_SKIP_LIST").map_or_else(
         || Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests"),

@@ -11,13 +11,19 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{binary, range_arg, registry_json};
+use crate::helpers::{binary, platform_has, range_arg, registry_json};
 
 use portlease::BOARD_FILE;
 // The board's layout, read from the library (its test builds export it).
 use portlease::test_hooks::board_layout::{
     DESIGNATED, HEADER, POSTED, SLOT_SIZE, SLOTS, TAKEN, WITHDRAWN,
 };
+
+/// Whether this build posts requests on a board (skipping the test, saying so, where
+/// it does not).
+fn has_board() -> bool {
+    platform_has(portlease::platform::REQUEST_BOARD, "request board")
+}
 
 /// The pid of the board's designated waiter (the one poster blocking on the lock):
 /// the header's word at byte `DESIGNATED`; 0 for none.
@@ -186,6 +192,9 @@ fn stopped_server_and_poster(
 
 #[test]
 fn a_poster_that_gives_up_before_its_server_saves_is_left_out() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(91, 10);
     let (server, _) = poster_gives_up_while_its_server_is_stopped_at(dir.path(), &range, "taken");
@@ -206,6 +215,9 @@ fn a_poster_that_gives_up_before_its_server_saves_is_left_out() {
 
 #[test]
 fn a_poster_that_gives_up_after_its_server_saved_is_ended_by_its_server() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(92, 10);
     let (server, _) = poster_gives_up_while_its_server_is_stopped_at(dir.path(), &range, "saved");
@@ -226,6 +238,9 @@ fn a_poster_that_gives_up_after_its_server_saved_is_ended_by_its_server() {
 
 #[test]
 fn a_poster_that_gives_up_after_its_server_saved_and_died_is_ended_by_the_next_holder() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(93, 10);
     let (mut server, _) =
@@ -253,6 +268,9 @@ fn a_poster_that_gives_up_after_its_server_saved_and_died_is_ended_by_the_next_h
 
 #[test]
 fn a_server_killed_after_taking_leaves_the_requests_for_the_next_holder() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(94, 10);
     let (mut server, poster) = stopped_server_and_poster(dir.path(), &range, "taken", "60");
@@ -276,6 +294,9 @@ fn a_server_killed_after_taking_leaves_the_requests_for_the_next_holder() {
 
 #[test]
 fn a_server_killed_after_saving_hands_the_saved_lease_out_once() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(95, 10);
     let (mut server, poster) = stopped_server_and_poster(dir.path(), &range, "saved", "60");
@@ -302,6 +323,9 @@ fn a_server_killed_after_saving_hands_the_saved_lease_out_once() {
 
 #[test]
 fn posted_requests_are_served_in_one_transaction() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(96, 10);
     let lock = hold_lock(dir.path());
@@ -336,6 +360,9 @@ fn posted_requests_are_served_in_one_transaction() {
 
 #[test]
 fn a_board_truncated_under_a_waiting_poster_crashes_nothing() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(97, 10);
     let lock = hold_lock(dir.path());
@@ -379,6 +406,9 @@ fn alloc_with_room(dir: &Path, range: &str, bytes: u64) -> Output {
 
 #[test]
 fn without_room_for_the_board_the_command_works_without_it() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(98, 10);
     let output = alloc_with_room(dir.path(), &range, 16 * 1024);
@@ -419,6 +449,9 @@ fn a_lock_timeout_of_1e19_seconds_is_no_panic() {
 
 #[test]
 fn ctrl_c_ends_exec_while_it_waits_for_the_lock() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(51, 10);
     let lock = hold_lock(dir.path());
@@ -465,6 +498,9 @@ fn ctrl_c_ends_exec_while_it_waits_for_the_lock() {
 
 #[test]
 fn a_poster_killed_before_it_is_served_gets_nothing() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(72, 10);
     let lock = hold_lock(dir.path());
@@ -491,6 +527,9 @@ fn a_poster_killed_before_it_is_served_gets_nothing() {
 
 #[test]
 fn a_killed_designated_waiter_holds_nobody_up() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(38, 10);
     let lock = hold_lock(dir.path());
@@ -517,6 +556,9 @@ fn a_killed_designated_waiter_holds_nobody_up() {
 
 #[test]
 fn a_poster_killed_while_its_request_is_served_gets_nothing() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(39, 10);
     let (server, mut poster) = stopped_server_and_poster(dir.path(), &range, "taken", "60");
@@ -538,6 +580,9 @@ fn a_poster_killed_while_its_request_is_served_gets_nothing() {
 
 #[test]
 fn leases_saved_for_posters_that_died_with_their_server_are_ended_by_the_next_holder() {
+    if !has_board() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let range = range_arg(73, 10);
     let (mut server, mut poster) = stopped_server_and_poster(dir.path(), &range, "saved", "60");

@@ -255,10 +255,12 @@ fn kill_at_step(step: &str, block: u16) -> (bool, bool) {
     let runs = loop {
         let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-        let gone = stat.is_empty()
-            || stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, r)| r.starts_with('Z'));
+        // A zombie counts as gone where owners are known by more than their pid;
+        // elsewhere its pid answers `kill(pid, 0)` until it is reaped.
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, r)| r.starts_with('Z'));
+        let gone = stat.is_empty() || (zombie && portlease::platform::PROCESS_IDENTITY);
         if gone {
             break false;
         }

@@ -208,6 +208,9 @@ fn a_malformed_token_is_a_usage_error_and_an_unknown_one_says_so() {
 
 #[test]
 fn list_names_an_owner_in_another_pid_namespace_as_such() {
+    if !crate::helpers::platform_has(portlease::platform::PROCESS_IDENTITY, "PID namespaces") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let port = *first_ports(121, 1).start();
     let Some(_owner) = exec_in_new_pid_namespace(dir.path(), port) else {

@@ -245,13 +245,26 @@ pub fn required(available: bool, what: &str, install: &str) -> bool {
     false
 }
 
+/// Whether this build has a part of Linux that a test is about (one of the flags of
+/// `portlease::platform`); if not (a build of other Unix systems' paths, `--cfg
+/// portlease_other_unix`), the test is skipped, saying so: there is nothing to test.
+pub fn platform_has(available: bool, what: &str) -> bool {
+    if !available {
+        skipped(&format!(
+            "this build has no {what} (the paths of other Unix systems)"
+        ));
+    }
+    available
+}
+
 /// Says that a test skipped, and why, where the run shows it: straight to stderr (a
 /// passing test's captured output is never shown), and as a line of the run's list
 /// of skips, `$CARGO_TARGET_TMPDIR/skipped-tests` (or `$PORTLEASE_TEST_SKIP_LIST`),
 /// which `.ci/run` counts.
 pub fn skipped(why: &str) {
     use std::io::Write;
-    let line = format!("portlease test skipped: {why}\n");
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!("portlease test skipped: {test}: {why}\n");
     let _ = std::io::stderr().write_all(line.as_bytes());
     let list = std::env::var_os("PORTLEASE_TEST_SKIP_LIST").map_or_else(
         || Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests"),

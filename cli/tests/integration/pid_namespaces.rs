@@ -11,6 +11,9 @@ use crate::helpers::{
 
 #[test]
 fn a_lease_held_in_another_pid_namespace_is_refused_as_such() {
+    if !crate::helpers::platform_has(portlease::platform::PROCESS_IDENTITY, "PID namespaces") {
+        return;
+    }
     let (dir, _allocator) = registry();
     let port = *first_ports(36, 1).start();
     // `portlease exec` runs in a new PID namespace, and owns the lease.
