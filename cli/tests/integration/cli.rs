@@ -7,9 +7,7 @@ use std::path::Path;
 use portlease::LeaseInfo;
 use serde::Deserialize;
 
-use crate::helpers::{
-    Run, binary, first_ports, range_arg, registry_bytes, registry_json, start_worker_until, worker,
-};
+use crate::helpers::{Run, binary, first_ports, range_arg, registry_bytes, registry_json};
 
 fn list(dir: &Path) -> Vec<LeaseInfo> {
     Run::new(dir).args(["list", "--json"]).run().json()
@@ -422,24 +420,6 @@ fn unusable_directories_are_refused_with_the_reason() {
     };
     run.fails(1, "Permission denied");
     assert!(!locked.join(portlease::REGISTRY_FILE).exists());
-}
-
-#[test]
-fn a_held_lock_times_out_with_exit_code_4() {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let (mut holder, _) = start_worker_until(worker("lock", dir.path()), "LOCKED");
-    Run::new(dir.path())
-        .args([
-            "alloc",
-            "--range",
-            &range_arg(49, 3),
-            "--lock-timeout",
-            "0.2",
-        ])
-        .run()
-        .fails(4, "timed out after");
-    holder.0.kill().expect("SIGKILL");
-    holder.0.wait().expect("reap");
 }
 
 #[test]
