@@ -2,7 +2,8 @@
 //! front end (the command's arguments, `$PORTLEASE_RANGE`, the Python package's
 //! arguments), with errors that say what was wrong and what to write instead.
 //!
-//! - Text: [`port`], [`range`], [`ranges`], [`host`].
+//! - Text: [`port`], [`range`], [`ranges`], [`host`], and [`socket_names`] for
+//!   `LISTEN_FDNAMES`.
 //! - Numbers that another language already holds (the Python package's ints and
 //!   floats): the [`Rule`]s [`PORT`], [`PID`], [`COUNT`] and [`SECONDS`], whose
 //!   refusals name the argument and show the value as its caller wrote it.
@@ -86,6 +87,33 @@ pub fn host(text: &str) -> Result<IpAddr, String> {
     })
 }
 
+/// The `LISTEN_FDNAMES` of `count` sockets passed as systemd passes them: `names`, one
+/// per socket, or `port0`, `port1`, ... when there are none.
+///
+/// # Errors
+/// A count of names that is not `count`, or a name that `LISTEN_FDNAMES` cannot carry
+/// (empty, or with `:`, `=` or NUL), saying what to write.
+pub fn socket_names(count: usize, names: &[&str]) -> Result<Vec<String>, String> {
+    if names.is_empty() {
+        return Ok((0..count).map(|i| format!("port{i}")).collect());
+    }
+    if names.len() != count {
+        return Err(format!(
+            "{} socket names for {count} ports: give one name per port, or none",
+            names.len()
+        ));
+    }
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.is_empty() || n.contains([':', '\0', '=']))
+    {
+        return Err(format!(
+            "socket name {bad:?} cannot be passed in LISTEN_FDNAMES: use letters, digits and _"
+        ));
+    }
+    Ok(names.iter().map(|n| (*n).to_owned()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +160,16 @@ mod tests {
                 .expect_err("backwards")
                 .contains("runs backwards")
         );
+    }
+
+    #[test]
+    fn socket_names_are_given_or_numbered_and_must_fit_listen_fdnames() {
+        assert_eq!(socket_names(2, &[]).expect("numbered"), ["port0", "port1"]);
+        assert_eq!(socket_names(1, &["web"]).expect("given"), ["web"]);
+        assert!(socket_names(2, &["web"]).is_err());
+        for bad in ["a:b", "a=b", "", "a\0b"] {
+            assert!(socket_names(1, &[bad]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
