@@ -37,6 +37,7 @@ pub struct SeedRange {
 
 /// Why a seed allocation fails, as the seed failed; each says what to write instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SeedRefusal {
     /// A number that is no port (past 65535, or below 0) would be tried: where the
     /// seed's `bind()` raised `OverflowError`.
