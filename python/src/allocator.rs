@@ -163,8 +163,7 @@ impl NativeAllocator {
         if let Some(ranges) = args::ranges(ranges)? {
             request = request.set_ranges(ranges);
         }
-        let preferred = args::optional_port(preferred, "preferred")?;
-        if let Some(port) = preferred {
+        if let Some(port) = args::optional_port(preferred, "preferred")? {
             request = request.prefer(port);
         }
         for port in args::ports(exclude, "exclude")? {
@@ -182,23 +181,16 @@ impl NativeAllocator {
         if let Some(source) = args::text(source, "source")? {
             request = request.source(source);
         }
-        let allocator = self.allocator.clone();
-        if let Some(port) = preferred
-            && !request.ranges().iter().any(|range| range.contains(&port))
-        {
+        if let Some(warning) = request.preferred_outside_ranges() {
             // As the library's log warns, where Python users see it.
             PyErr::warn(
                 py,
                 &py.get_type::<pyo3::exceptions::PyUserWarning>(),
-                &std::ffi::CString::new(format!(
-                    "preferred port {port} is outside the ranges searched ({}): it is tried \
-                     first all the same; drop the preference or widen the ranges if that is \
-                     not meant",
-                    request.describe_ranges()
-                ))?,
+                &std::ffi::CString::new(warning)?,
                 1,
             )?;
         }
+        let allocator = self.allocator.clone();
         let lease = signals::call(py, || allocator.allocate(&request))?;
         Ok(NativeLease::new(lease, self.allocator.clone()))
     }
