@@ -214,8 +214,8 @@ impl NativeLease {
     /// Restarts the lease's time, with a new TTL or its own.
     #[pyo3(signature = (ttl=None))]
     fn renew(&self, py: Python<'_>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.in_maker()?;
         let ttl = ttl.map(|ttl| args::seconds(ttl, "ttl")).transpose()?;
+        self.in_maker()?;
         self.with_lease(py, move |lease| lease.renew(ttl))
     }
 
@@ -228,8 +228,8 @@ impl NativeLease {
     /// Hands the lease to the running process `pid`: it ends when that process does,
     /// or when its TTL (kept as it was) runs out.
     fn hand_to(&self, py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.in_maker()?;
         let pid = args::pid(pid, "pid")?;
+        self.in_maker()?;
         self.with_lease(py, move |lease| lease.transfer_to(pid))
     }
 
@@ -237,14 +237,14 @@ impl NativeLease {
     /// lease; returns the socket's file descriptor, now the caller's. Once bound, the
     /// lease is ended without answering Ctrl-C: the port is the socket's either way.
     fn bind_socket_fd(&self, py: Python<'_>, kind: &Bound<'_, PyAny>) -> PyResult<i32> {
-        self.in_maker()?;
         let udp = args::socket_kind(kind)? == portlease::Protocol::Udp;
+        self.in_maker()?;
         // Checked here, as the library would only say so after taking the lease.
         if self.ports.len() != 1 {
-            return Err(errors::to_py(portlease::Error::InvalidRequest(format!(
+            return Err(errors::invalid(format!(
                 "this lease holds {} ports; bind each with the socket module instead",
                 self.ports.len()
-            ))));
+            )));
         }
         let Some(lease) = self.start_end(py)? else {
             return Err(self.ended());
@@ -272,12 +272,12 @@ impl NativeLease {
         kind: &Bound<'_, PyAny>,
         names: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Vec<i32>, Vec<String>)> {
-        self.in_maker()?;
         let protocol = args::socket_kind(kind)?;
         let names = names.map_or(Ok(Vec::new()), |names| args::texts(names, "names"))?;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let names =
             portlease::parse::socket_names(self.ports.len(), &names).map_err(errors::invalid)?;
+        self.in_maker()?;
         let fds = self
             .with_lease(py, move |lease| lease.bind_all(protocol))?
             .into_iter()
