@@ -265,8 +265,10 @@
 //!   it is stale.
 //! - `request`, `lease`, `snapshot` ([`LeaseInfo`]), `seed_api`, `portpicker_api`: the
 //!   public types, and the seed's and Rust portpicker's functions. A [`Lease`] holds
-//!   its allocator through the `LeaseKeeper` trait defined beside it. [`parse`]: ports
-//!   and ranges as people write them, for every front end.
+//!   its allocator through the `LeaseKeeper` trait defined beside it. [`parse`]: ports,
+//!   ranges and hosts as people write them, the rules of numbers other languages hold
+//!   (ports, pids, counts, seconds) and the seed's reading of a range, for every front
+//!   end.
 //! - `probe`: bind checks. `process`: owner identity (pid, start time, pid
 //!   namespace) and liveness. `directory`: where the registry lives,
 //!   and whether it is safe (opened once, without following links). `files`: opening

@@ -330,20 +330,29 @@ impl Request {
         }
     }
 
-    /// Logs a warning when the preferred port lies outside the ranges: it is still
-    /// tried first (as the seed tries it), but a caller who meant the ranges as a
-    /// fence should know. Never refused: the seed's callers rely on it.
+    /// Logs a warning when the preferred port lies outside the ranges (see
+    /// [`preferred_outside_ranges`](Request::preferred_outside_ranges)).
     pub(crate) fn warn_if_preferred_outside(&self) {
-        if let Some(port) = self.preferred
-            && !self.ranges.iter().any(|range| range.contains(&port))
-        {
-            log::warn!(
-                "preferred port {port} is outside the ranges searched ({}): it is tried \
-                 first all the same; drop the preference or widen the ranges if that is not \
-                 meant",
-                self.describe_ranges()
-            );
+        if let Some(warning) = self.preferred_outside_ranges() {
+            log::warn!("{warning}");
         }
+    }
+
+    /// The warning due when the preferred port lies outside the ranges: it is still
+    /// tried first (as the seed tries it), but a caller who meant the ranges as a
+    /// fence should know. Never refused: the seed's callers rely on it. The library
+    /// logs it; a front end with a warning channel of its own (Python's `warnings`)
+    /// shows it there too.
+    pub fn preferred_outside_ranges(&self) -> Option<String> {
+        let port = self.preferred?;
+        if self.ranges.iter().any(|range| range.contains(&port)) {
+            return None;
+        }
+        Some(format!(
+            "preferred port {port} is outside the ranges searched ({}): it is tried first \
+             all the same; drop the preference or widen the ranges if that is not meant",
+            self.describe_ranges()
+        ))
     }
 
     /// Checks the request on its own, before any lock is taken.
@@ -498,6 +507,21 @@ mod tests {
         let long = "x".repeat(MAX_TEXT_BYTES + 1);
         assert!(invalid(Request::new().label(long.clone())).contains("4096 bytes"));
         assert!(invalid(Request::new().source(long)).contains("source"));
+    }
+
+    #[test]
+    fn a_preferred_port_outside_the_ranges_is_warned_of() {
+        let request = Request::new().range(13605..=13609);
+        assert_eq!(
+            request.clone().prefer(13606).preferred_outside_ranges(),
+            None
+        );
+        let warning = request.prefer(13600).preferred_outside_ranges();
+        assert!(
+            warning.as_deref().is_some_and(|w| w
+                .starts_with("preferred port 13600 is outside the ranges searched (13605-13609)")),
+            "{warning:?}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 
 use crate::allocator::Allocator;
 use crate::error::{Error, Result};
+use crate::parse::{SeedRange, SeedRefusal};
 use crate::request::Request;
 
 fn shared_allocator() -> Result<&'static Allocator> {
@@ -18,28 +19,28 @@ fn shared_allocator() -> Result<&'static Allocator> {
 
 /// Leases one port, as the seed's `allocate_port` does: `preferred` first, else one
 /// of `range_start .. range_start + range_size`, checked on `host` (or on every
-/// address when `None`). The lease is the calling process's, for 300 s, in the default
-/// directory; end it with [`release_port`].
+/// address when `None`). The range is read as the seed reads it ([`SeedRange`]): an
+/// empty one tries `preferred` alone, and one that runs past 65535 is tried up to
+/// 65535. The lease is the calling process's, for 300 s, in the default directory; end
+/// it with [`release_port`].
 ///
 /// # Errors
-/// As [`Allocator::allocate`]; a range past 65535 is an invalid request.
+/// As [`Allocator::allocate`]; port 0, or a range that runs past 65535 and holds no
+/// free port, is an invalid request (where the seed's `bind()` raised).
 pub fn allocate_port(
     preferred: Option<u16>,
     range_start: u16,
     range_size: u16,
     host: Option<IpAddr>,
 ) -> Result<u16> {
-    let last = range_start
-        .checked_add(range_size.saturating_sub(1))
-        .filter(|_| range_size > 0)
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "range of {range_size} ports from {range_start} is empty or runs past 65535"
-            ))
-        })?;
+    let range = SeedRange::new(range_start.into(), range_size.into());
+    let preferred = range.check(preferred.map(i128::from)).map_err(refused)?;
+    let ports = range
+        .searched(preferred)
+        .ok_or_else(|| refused(range.empty()))?;
     // The seed's leases last 300 s; this one does too, as its callers expect.
     let mut request = Request::new()
-        .range(range_start..=last)
+        .range(ports)
         .ttl(Some(crate::request::DEFAULT_TTL));
     if let Some(port) = preferred {
         request = request.prefer(port);
@@ -47,7 +48,29 @@ pub fn allocate_port(
     if let Some(host) = host {
         request = request.host(host);
     }
-    Ok(shared_allocator()?.allocate(&request)?.keep()[0])
+    match shared_allocator()?.allocate(&request) {
+        Ok(lease) => Ok(lease.keep()[0]),
+        Err(exhausted @ Error::Exhausted { .. }) => {
+            match range.exhausted(&exhausted, String::new()) {
+                // Past the ports: where the seed's bind() raised.
+                SeedRefusal::OutsidePorts(message) => Err(Error::invalid(message)),
+                _ => Err(exhausted),
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// A seed allocation's refusal as the library's error: exhaustion as
+/// [`Error::Exhausted`], numbers the seed could not bind as an invalid request.
+fn refused(refusal: SeedRefusal) -> Error {
+    match refusal {
+        SeedRefusal::Exhausted { ranges, .. } => Error::Exhausted {
+            wanted: "port".into(),
+            ranges,
+        },
+        other => Error::invalid(other.to_string()),
+    }
 }
 
 /// Ends the lease on `port` in the default directory, as the seed's `release_port`

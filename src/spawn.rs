@@ -120,7 +120,8 @@ impl Lease {
         protocol: Protocol,
         names: &[&str],
     ) -> Result<Child> {
-        let names = listen_names(self.ports().len(), names)?;
+        let names =
+            crate::parse::socket_names(self.ports().len(), names).map_err(Error::invalid)?;
         let sockets = self.bind_all(protocol)?;
         spawn_handed(self, command, Some(Passing { sockets, names }))
     }
@@ -163,28 +164,6 @@ fn bind(addr: SocketAddr, kind: Type, listen: bool) -> io::Result<OwnedFd> {
         socket.listen(1024)?;
     }
     Ok(socket.into())
-}
-
-/// The `LISTEN_FDNAMES` of `count` sockets: the given names, or `port0`, `port1`, ...
-fn listen_names(count: usize, names: &[&str]) -> Result<Vec<String>> {
-    if names.is_empty() {
-        return Ok((0..count).map(|i| format!("port{i}")).collect());
-    }
-    if names.len() != count {
-        return Err(Error::invalid(format!(
-            "{} socket names for {count} ports: give one name per port, or none",
-            names.len()
-        )));
-    }
-    if let Some(bad) = names
-        .iter()
-        .find(|n| n.is_empty() || n.contains([':', '\0', '=']))
-    {
-        return Err(Error::invalid(format!(
-            "socket name {bad:?} cannot be passed in LISTEN_FDNAMES: use letters, digits and _"
-        )));
-    }
-    Ok(names.iter().map(|n| (*n).to_owned()).collect())
 }
 
 /// Sockets to pass to the child, with their names.
@@ -651,14 +630,6 @@ fn env_of(exec: &Execve) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_are_given_or_numbered_and_must_fit_listen_fdnames() {
-        assert_eq!(listen_names(2, &[]).expect("numbered"), ["port0", "port1"]);
-        assert_eq!(listen_names(1, &["web"]).expect("given"), ["web"]);
-        assert!(listen_names(2, &["web"]).is_err());
-        assert!(listen_names(1, &["a:b"]).is_err());
-    }
 
     #[test]
     fn a_program_without_a_slash_is_looked_for_on_the_path() {

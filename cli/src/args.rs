@@ -40,7 +40,8 @@ pub(crate) fn parse_token(text: &str) -> Result<String, String> {
     }
 }
 
-/// A positive number of seconds (fractions allowed), or 0.
+/// A number of seconds (fractions allowed), by the library's rule: finite, from 0 to
+/// [`portlease::parse::MAX_SECONDS`].
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs = text.trim().parse::<f64>().ok();
     if secs.is_some_and(|secs| secs < 0.0) {
@@ -48,19 +49,17 @@ pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
             "{text} seconds is negative: write 0 or more, e.g. 30 or 0.5"
         ));
     }
-    secs.and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("{text:?} is not a number of seconds: write e.g. 30 or 0.5"))
+    secs.and_then(|secs| portlease::parse::SECONDS.accept(secs))
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a number of seconds: write {}, e.g. 30 or 0.5",
+                portlease::parse::SECONDS.wanted()
+            )
+        })
 }
 
-/// An IP address, or `localhost` (127.0.0.1, which is checked together with ::1).
-pub(crate) fn parse_host(text: &str) -> Result<IpAddr, String> {
-    if text.eq_ignore_ascii_case("localhost") {
-        return Ok(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
-    }
-    text.parse().map_err(|_| {
-        format!("{text:?} is not an IP address: write one (e.g. 127.0.0.1 or ::1) or localhost")
-    })
-}
+/// An IP address, or `localhost` (the library's parser, as every front end's).
+pub(crate) use portlease::parse::host as parse_host;
 
 /// A TTL: seconds above 0, or `none` for the owner's lifetime.
 pub(crate) fn parse_ttl(text: &str) -> Result<Ttl, String> {

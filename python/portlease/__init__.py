@@ -30,7 +30,8 @@ from portlease._api import (
     lease,
     leases,
 )
-from portlease._errors import (
+# The exception classes: made by the native module, shown as portlease.X.
+from portlease._native import (
     BindError,
     Error,
     Exhausted,

@@ -12,19 +12,19 @@ import sys
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Iterable, Literal, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Iterable, Literal, Optional, Sequence, Tuple, Union
 
-from portlease import _checks, _native
-from portlease._errors import InvalidRequest
+from portlease import _native
 
 #: How long a call waits for the registry lock unless told otherwise, in seconds.
-DEFAULT_LOCK_TIMEOUT = 30.0
+DEFAULT_LOCK_TIMEOUT = _native.DEFAULT_LOCK_TIMEOUT
 
 #: The range searched when a request names none and ``$PORTLEASE_RANGE`` is unset
 #: (inclusive): 15000-24999, the same for every front end.
 DEFAULT_RANGE: Tuple[int, int] = (_native.DEFAULT_RANGE_START, _native.DEFAULT_RANGE_END)
 
-#: A range of ports: ``(start, end)`` inclusive, a ``range`` object, or ``"start-end"``.
+#: A range of ports: ``(start, end)`` inclusive, a ``range`` object, or ``"START-END"``
+#: (several joined by commas, as ``$PORTLEASE_RANGE`` writes them, are taken too).
 PortRange = Union[Tuple[int, int], range, str]
 #: Which protocols a port must be free for, and is leased for.
 ProtocolName = Literal["tcp", "udp", "both"]
@@ -34,67 +34,6 @@ OwnerSpec = Union[int, None, Literal["self"]]
 #: A TTL in seconds, ``None`` (for as long as the owner lives), or ``"default"`` (the
 #: library's default).
 TtlSpec = Union[float, None, Literal["default"]]
-
-
-_check_port = _checks.port
-
-#: The most ports one request may ask for.
-MAX_COUNT = 65535
-
-
-def _is_decimal(text: str) -> bool:
-    # str.isdigit() also takes superscripts and other scripts' digits, which int() refuses.
-    return text.isascii() and text.isdigit()
-
-
-def _normalise_range(spec: PortRange) -> Tuple[int, int]:
-    if isinstance(spec, range):
-        if spec.step != 1:
-            raise InvalidRequest(f"{spec!r} must be a range with step 1")
-        start, end = spec.start, spec.stop - 1
-    elif isinstance(spec, str):
-        parts = [p.strip() for p in spec.strip().split("-")]
-        if len(parts) != 2 or not all(_is_decimal(p) for p in parts):
-            raise InvalidRequest(f"range {spec!r} must be written START-END in digits 0-9, e.g. 15000-15999")
-        start, end = int(parts[0]), int(parts[1])
-    elif isinstance(spec, tuple) and len(spec) == 2:
-        start, end = spec
-    else:
-        raise InvalidRequest(
-            f"range {spec!r} must be a (start, end) tuple, a range object or a 'START-END' string"
-        )
-    _check_port(start, "a range's start")
-    _check_port(end, "a range's end")
-    if start > end:
-        raise InvalidRequest(f"range {start}-{end} is empty: its start is after its end")
-    return start, end
-
-
-def _normalise_ranges(ranges: Union[PortRange, Iterable[PortRange], None]) -> list[Tuple[int, int]]:
-    """The ranges as (start, end) pairs; ``[]`` for None (the default range)."""
-    if ranges is None:
-        return []
-    if isinstance(ranges, (range, str)) or (
-        isinstance(ranges, tuple) and len(ranges) == 2 and all(isinstance(x, int) for x in ranges)
-    ):
-        return [_normalise_range(cast(PortRange, ranges))]
-    try:
-        specs = list(cast(Iterable[PortRange], ranges))
-    except TypeError:
-        raise InvalidRequest(
-            f"ranges {ranges!r} must be a range or an iterable of ranges ((start, end), range objects, 'START-END')"
-        ) from None
-    if not specs:
-        raise InvalidRequest(f"ranges={ranges!r} names no port range: give one, or leave ranges out for the default")
-    return [_normalise_range(r) for r in specs]
-
-
-def _ports(ports: Iterable[int], what: str) -> list[int]:
-    try:
-        items = list(ports)
-    except TypeError:
-        raise InvalidRequest(f"{what} must be an iterable of port numbers, not {ports!r}") from None
-    return [_check_port(p, f"every port in {what}") for p in items]
 
 
 @dataclass(frozen=True)
@@ -184,7 +123,7 @@ class Lease:
         """Start the lease's time again from now, with ``ttl`` seconds as its new
         lifetime, or the lifetime it had (``None``). Raises LeaseLost if it ended
         (released, turned into a socket, or expired)."""
-        self._native.renew(None if ttl is None else _checks.seconds(ttl, "ttl"))
+        self._native.renew(ttl)
 
     def keep(self) -> Tuple[int, ...]:
         """Leave the lease in the registry when this object goes (it ends when its
@@ -196,7 +135,7 @@ class Lease:
         from now on it ends when that process does, or when its TTL runs out, whichever
         comes first (the TTL is kept: a lease made with ``ttl=60`` still ends 60 seconds
         after it was made or last renewed). Raises NoSuchProcess, LeaseLost."""
-        self._native.hand_to(_checks.pid(pid, "pid"))
+        self._native.hand_to(pid)
 
     def socket(self, kind: Optional[Literal["tcp", "udp"]] = None) -> _socket.socket:
         """Bind a socket to the one leased port and end the lease: the bound socket
@@ -207,8 +146,6 @@ class Lease:
         """
         if kind is None:
             kind = "udp" if self._protocol == "udp" else "tcp"
-        elif kind not in ("tcp", "udp") or not isinstance(kind, str):
-            raise InvalidRequest(f"unknown socket kind {kind!r}: use 'tcp' or 'udp'")
         fd = self._native.bind_socket_fd(kind)
         return _socket.socket(fileno=fd)
 
@@ -277,19 +214,8 @@ class Lease:
         fds: list[int] = []
         socket_names: list[str] = []
         if listen:
-            if names is None:
-                socket_names = [f"port{i}" for i in range(len(self.ports))]
-            else:
-                socket_names = list(names)
-            if len(socket_names) != len(self.ports) or any(
-                not n or ":" in n or "=" in n for n in socket_names
-            ):
-                raise InvalidRequest(
-                    f"names {socket_names!r} do not fit {len(self.ports)} ports: give one "
-                    "name per port, without ':' or '='"
-                )
             kind = "udp" if self._protocol == "udp" else "tcp"
-            fds = list(self._native.listen_fds(kind))
+            fds, socket_names = self._native.listen_fds(kind, names)
         gate_read, gate_write = os.pipe()
         try:
             trampoline = [
@@ -344,9 +270,7 @@ class Allocator:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         """Opens (or creates) the registry directory ``dir``."""
-        self._native = _native.NativeAllocator(
-            _checks.directory(dir), _checks.seconds(lock_timeout, "lock_timeout")
-        )
+        self._native = _native.NativeAllocator(dir, lock_timeout)
 
     @property
     def dir(self) -> str:
@@ -384,48 +308,28 @@ class Allocator:
 
         Raises Exhausted, InvalidRequest, NoSuchProcess, LockTimeout, RegistryIOError.
         """
-        if isinstance(count, int) and not isinstance(count, bool) and count < 1:
-            raise InvalidRequest(f"a count of {count} asks for no port: ask for 1 or more")
-        count = _checks.count(count, "count", MAX_COUNT)
-        _checks.flag(block, "block")
-        if not isinstance(protocol, str) or protocol not in ("tcp", "udp", "both"):
-            raise InvalidRequest(f"unknown protocol {protocol!r}: use 'tcp', 'udp' or 'both'")
-        owner_kind, owner_pid = "self", None
-        if owner is None:
-            owner_kind = "none"
-        elif not (isinstance(owner, str) and owner == "self"):
-            if isinstance(owner, bool) or not isinstance(owner, int):
-                raise InvalidRequest(f"owner must be 'self', a pid or None, not {owner!r}")
-            owner_kind, owner_pid = "pid", _checks.pid(owner, "owner")
-        ttl_given = not (isinstance(ttl, str) and ttl == "default")
-        ttl_seconds = None if not ttl_given or ttl is None else _checks.seconds(ttl, "ttl")
-        host = _checks.text(host, "host")
-        if host == "localhost":
-            host = "127.0.0.1"
         native = self._native.allocate(
-            ranges=_normalise_ranges(ranges),
-            preferred=None if preferred is None else _check_port(preferred, "preferred"),
-            exclude=_ports(exclude, "exclude"),
+            ranges=ranges,
+            preferred=preferred,
+            exclude=exclude,
             count=count,
             block=block,
             protocol=protocol,
-            host=host or None,
-            owner=owner_kind,
-            owner_pid=owner_pid,
-            ttl_given=ttl_given,
-            ttl=ttl_seconds,
-            label=_checks.text(label, "label"),
+            host=host,
+            owner=owner,
+            ttl=ttl,
+            label=label,
             source="python",
         )
         return Lease(native, protocol)
 
     def release(self, port: int) -> bool:
         """End the lease on ``port``, whoever holds it; returns whether there was one."""
-        return self._native.release(_check_port(port, "port"))
+        return self._native.release(port)
 
     def renew(self, port: int, ttl: Optional[float] = None) -> None:
         """Restart the lease on ``port``'s time, with a new TTL or its own."""
-        self._native.renew(_check_port(port, "port"), None if ttl is None else _checks.seconds(ttl, "ttl"))
+        self._native.renew(port, ttl)
 
     def leases(self) -> list[LeaseInfo]:
         """Every entry of the registry, stale ones included (marked)."""
@@ -457,8 +361,8 @@ os.register_at_fork(after_in_child=_new_lock_in_child)
 def _allocator_for(dir: Union[str, os.PathLike[str], None], lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Allocator:
     """One Allocator per directory, made on first use (it keeps the lock file open)."""
     # The default directory is looked up each time: $PORTLEASE_DIR may have changed.
-    path = _checks.directory(dir)
-    key = (_native.default_dir() if path is None else path, _checks.seconds(lock_timeout, "lock_timeout"))
+    path = _native.check_dir(dir, "dir")
+    key = (_native.default_dir() if path is None else path, lock_timeout)
     with _allocators_lock:
         allocator = _allocators.get(key)
         if allocator is None:
@@ -509,7 +413,7 @@ def leases(dir: Union[str, os.PathLike[str], None] = None) -> list[LeaseInfo]:
     does not exist.
     """
     return LeaseInfo._from_json(
-        _native.existing_leases_json(_checks.directory(dir), DEFAULT_LOCK_TIMEOUT)
+        _native.existing_leases_json(dir, DEFAULT_LOCK_TIMEOUT)
     )
 
 

@@ -25,8 +25,8 @@ import threading
 from typing import Iterable, Optional, Set, Union
 
 from portlease._api import DEFAULT_RANGE, Lease, PortRange, _allocator_for
-from portlease import _checks, _native
-from portlease._errors import Exhausted, InvalidRequest, NoFreePortFoundError
+from portlease import _native
+from portlease._native import Exhausted, NoFreePortFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def get_port_from_port_server(portserver_address: Optional[str], pid: Optional[i
     after :func:`return_port`."""
     if not portserver_address:
         return None
-    _checks.text(portserver_address, "portserver_address")
+    _native.check_text(portserver_address, "portserver_address")
     if pid is None:
         pid = os.getpid()
     try:
@@ -166,9 +166,9 @@ def pick_unused_port(
     NoSuchProcess for a pid that does not run, InvalidRequest for a pid that cannot be one.
     """
     if pid is not None:
-        _checks.pid(pid, "pid")
-    _checks.text(portserver_address, "portserver_address")
-    _checks.directory(dir)
+        _native.check_pid(pid, "pid")
+    _native.check_text(portserver_address, "portserver_address")
+    _native.check_dir(dir, "dir")
     if dir is None:
         with _picked_lock:
             if _free_ports:
@@ -207,7 +207,7 @@ def add_reserved_port(port: int) -> None:
     function of the same name: :func:`pick_unused_port` hands it out before asking for
     a new one, and again each time it is returned. portlease does not lease it: it is
     the caller's already."""
-    _checks.port(port, "port")
+    _native.check_port(port, "port")
     with _picked_lock:
         _free_ports.add(port)
 
@@ -246,12 +246,11 @@ def is_port_free(port: int) -> bool:
     """Whether ``port`` can be bound right now for both TCP and UDP, on every local
     address, as portpicker's function of the same name. Leases are not consulted:
     use :func:`pick_unused_port` to get a port nobody else is given."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise InvalidRequest(f"port must be a port number from 1 to 65535, not {port!r}")
+    # The native check first: it refuses what is no port before Python binds it.
     return (
-        bind(port, socket.SOCK_STREAM, socket.IPPROTO_TCP) is not None
+        _native.is_port_free(port)
+        and bind(port, socket.SOCK_STREAM, socket.IPPROTO_TCP) is not None
         and bind(port, socket.SOCK_DGRAM, socket.IPPROTO_UDP) is not None
-        and _native.is_port_free(port)
     )
 
 
@@ -260,8 +259,7 @@ def return_port(port: int) -> None:
     same name: one leased from the registry ends its lease; one from a portserver or
     the reserved pool goes back to this process's pool, for its next pick. Other ports
     are left alone."""
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise InvalidRequest(f"port must be an int, not {port!r}")
+    _native.check_int(port, "port")
     with _picked_lock:
         lease = _picked.pop(port, None)
         if lease is not None or port in _random_ports:

@@ -57,17 +57,16 @@ def _setting(config: pytest.Config, name: str) -> Optional[str]:
     return str(value) if value else None
 
 
-def _ranges(config: pytest.Config) -> Optional[List[str]]:
+def _ranges(config: pytest.Config) -> Optional[str]:
+    # As written: ``Allocator.allocate`` reads START-END[,START-END] text itself.
     text = _setting(config, "range")
-    if text is None:
-        return None
-    return [part.strip() for part in text.split(",") if part.strip()]
+    return text.strip() if text is not None else None
 
 
 class _Leaser:
     """Leases ports for a fixture and releases them all at its end."""
 
-    def __init__(self, allocator: Allocator, ranges: Optional[List[str]]) -> None:
+    def __init__(self, allocator: Allocator, ranges: Optional[str]) -> None:
         self.allocator = allocator
         self.ranges = ranges
         self.held: List[Lease] = []
@@ -166,7 +165,7 @@ def pytest_report_header(config: pytest.Config) -> Union[str, List[str]]:
     """One line: which registry and ports the fixtures lease, and whose names they serve."""
     directory = _setting(config, "dir") or default_dir()
     default = os.environ.get("PORTLEASE_RANGE", "").strip() or "{}-{}".format(*DEFAULT_RANGE)
-    ranges = ",".join(_ranges(config) or [default])
+    ranges = _ranges(config) or default
     asyncio = any(config.pluginmanager.has_plugin(name) for name in ("asyncio", "pytest_asyncio.plugin"))
     over = ", over pytest-asyncio's" if asyncio else ""
     return (

@@ -24,33 +24,28 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from portlease import _checks, _native
-from portlease._errors import Exhausted, InvalidRequest
+from portlease import _native
+from portlease._native import PortOutOfRange
 
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait for the registry lock before raising ``TimeoutError``.
-LOCK_TIMEOUT_S = 30.0
+LOCK_TIMEOUT_S = _native.DEFAULT_LOCK_TIMEOUT
 #: The seed's lock poll interval. portlease does not poll (a waiter blocks on the lock
 #: and gets it as soon as it is released); kept for code that reads it.
 LOCK_RETRY_INTERVAL_S = 0.1
 #: The registry directory shared with AIDB's processes.
 DEFAULT_REGISTRY_DIR = Path.home() / ".aidb"
 #: The registry file's name in the directory.
-DEFAULT_REGISTRY_FILE = "port_registry.json"
+DEFAULT_REGISTRY_FILE = _native.REGISTRY_FILE
 #: The lock file's name in the directory.
-DEFAULT_LOCK_FILE = "port_registry.lock"
+DEFAULT_LOCK_FILE = _native.LOCK_FILE
 #: Seconds a lease lives unless released (it also ends when its process exits).
-DEFAULT_LEASE_TIMEOUT_S = 300.0
+DEFAULT_LEASE_TIMEOUT_S = _native.SEED_LEASE_SECS
 #: The first port of the default range.
-DEFAULT_PORT_RANGE_START = 10000
+DEFAULT_PORT_RANGE_START = _native.SEED_RANGE_START
 #: How many ports the default range holds.
-DEFAULT_PORT_RANGE_SIZE = 1000
-
-
-class PortOutOfRange(InvalidRequest, OverflowError):
-    """A port past 65535 (or below 0) would be next to try: raised where the seed's
-    ``bind()`` raised ``OverflowError``, which this is too (and an ``InvalidRequest``)."""
+DEFAULT_PORT_RANGE_SIZE = _native.SEED_RANGE_SIZE
 
 
 class CrossProcessPortAllocator:
@@ -67,7 +62,7 @@ class CrossProcessPortAllocator:
         lease_timeout: float = DEFAULT_LEASE_TIMEOUT_S,
     ) -> None:
         """Opens (or creates) the registry directory."""
-        _checks.directory(registry_dir or None, "registry_dir")
+        _native.check_dir(registry_dir or None, "registry_dir")
         self.registry_dir: Path = Path(registry_dir or DEFAULT_REGISTRY_DIR)
         self.registry_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.registry_file: Path = self.registry_dir / DEFAULT_REGISTRY_FILE
@@ -103,48 +98,7 @@ class CrossProcessPortAllocator:
         Seed entries older than ``lease_timeout`` (or without a timestamp) are
         reclaimed, as the seed reclaims them.
         """
-        for value, what in ((preferred, "preferred"), (range_start, "range_start"), (range_size, "range_size")):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise InvalidRequest(f"{what} must be an int, not {value!r}")
-        end = range_start + range_size  # the seed's range: range_start .. end - 1
-        if preferred is not None and not 0 <= preferred <= 65535:
-            raise PortOutOfRange(
-                f"preferred port {preferred} is no port: ports run from 1 to 65535; give one of those, or None"
-            )
-        if preferred == 0 or (range_size > 0 and range_start == 0):
-            # The seed would "lease" port 0: bind() takes it for any port the OS picks.
-            raise InvalidRequest("port 0 is no port to lease: give ports from 1 to 65535")
-        # The ports the seed would try, and whether it would then reach one past 65535
-        # (or below 0), where its bind() raised OverflowError: a range past 65535 is
-        # tried up to 65535; one from below 0 fails at its first port, so only
-        # `preferred` is tried.
-        if range_size <= 0:
-            first, last, overflows = 1, 0, False
-        elif range_start < 0:
-            first, last, overflows = 1, 0, True
-        else:
-            first, last, overflows = range_start, min(end - 1, 65535), end - 1 > 65535
-        address = _checks.text(host, "host")
-        if address in ("localhost",):
-            address = "127.0.0.1"
-        timeout = _checks.seconds(self.lease_timeout, "lease_timeout")
-        try:
-            if first <= last:
-                port = self._allocator().allocate_kept(
-                    preferred, first, last - first + 1, address or None, timeout, timeout)
-            elif preferred is not None:  # no port in the range: the preferred one only
-                port = self._allocator().allocate_kept(preferred, preferred, 1, address or None, timeout, timeout)
-            else:
-                raise Exhausted(f"range_size {range_size} from {range_start} holds no port")
-        except Exhausted as e:
-            if overflows:
-                raise PortOutOfRange(
-                    f"range {range_start}-{end} runs outside 1-65535 and no port of it within is free: "
-                    "give a range_start and range_size that stay within 1-65535"
-                ) from None
-            raised = Exhausted(f"No available ports in range {range_start}-{end}: {e}; release ports, or give a wider range")
-            raised.ranges = getattr(e, "ranges", f"{range_start}-{end - 1}")
-            raise raised from None
+        port = self._allocator().allocate_as_seed(preferred, range_start, range_size, host, self.lease_timeout)
         logger.debug("Allocated port %d", port)
         return port
 
@@ -157,11 +111,7 @@ class CrossProcessPortAllocator:
         is leased by nobody: nothing to do, as with the seed. Anything but an int
         raises ``portlease.InvalidRequest``.
         """
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise InvalidRequest(f"port must be an int, not {port!r}")
-        if not 1 <= port <= 65535:
-            return
-        if self._allocator().release(port):
+        if self._allocator().release_as_seed(port):
             logger.debug("Released port %d", port)
 
 

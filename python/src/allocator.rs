@@ -1,13 +1,13 @@
 //! `NativeAllocator`: the library's `Allocator`, with every call made without the GIL.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use portlease::{Allocator, Lease, Owner, Protocol, Request};
+use portlease::parse::SeedRange;
+use portlease::{Allocator, Lease, Request};
 use pyo3::prelude::*;
 
+use crate::args;
 use crate::errors;
 use crate::lease::NativeLease;
 use crate::signals;
@@ -16,13 +16,13 @@ use crate::signals;
 #[pyclass(module = "portlease._native", frozen)]
 pub(crate) struct NativeAllocator {
     allocator: Allocator,
-    /// The leases `allocate_kept` made, so that `release` ends them by their own token
+    /// The leases `allocate_as_seed` made, so that `release` ends them by their own token
     /// (posted on the request board, served in one transaction with other processes'
     /// requests) rather than by port. Shared with `with_lock_timeout`'s copies.
     kept: Arc<Mutex<KeptLeases>>,
 }
 
-/// Leases left in the registry by `allocate_kept`, by port, and the process that made
+/// Leases left in the registry by `allocate_as_seed`, by port, and the process that made
 /// them: after a fork, the child finds its parent's here, and lets go of them.
 #[derive(Default)]
 struct KeptLeases {
@@ -68,7 +68,7 @@ impl NativeAllocator {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The token of this process's lease on `port` made by `allocate_kept`, if any.
+    /// The token of this process's lease on `port` made by `allocate_as_seed`, if any.
     fn kept_token(&self, port: u16) -> Option<String> {
         self.kept()
             .mine()
@@ -100,46 +100,18 @@ impl NativeAllocator {
     }
 }
 
-/// `portlease.InvalidRequest` (a `ValueError`) saying `message`.
-fn invalid(message: String) -> PyErr {
-    errors::to_py(portlease::Error::InvalidRequest(message))
-}
-
-/// A duration in seconds from Python: finite and not negative.
-fn seconds(value: f64, what: &str) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value).map_err(|_| {
-        invalid(format!(
-            "{what} must be a finite number of seconds >= 0, not {value}"
-        ))
-    })
-}
-
-fn parse_host(host: Option<&str>) -> PyResult<Option<IpAddr>> {
-    host.map(|text| {
-        text.parse::<IpAddr>().map_err(|_| {
-            invalid(format!(
-                "host {text:?} is not an IP address: give one of this machine's addresses, e.g. 127.0.0.1"
-            ))
-        })
-    })
-    .transpose()
-}
-
-fn parse_protocol(protocol: &str) -> PyResult<Protocol> {
-    protocol.parse().map_err(|_| {
-        invalid(format!(
-            "unknown protocol {protocol:?}: use \"tcp\", \"udp\" or \"both\""
-        ))
-    })
-}
-
 #[pymethods]
 impl NativeAllocator {
     /// An allocator on `dir` (created 0700 if missing), or on the default directory.
     #[new]
     #[pyo3(signature = (dir, lock_timeout))]
-    fn new(py: Python<'_>, dir: Option<String>, lock_timeout: f64) -> PyResult<Self> {
-        let timeout = seconds(lock_timeout, "lock_timeout")?;
+    fn new(
+        py: Python<'_>,
+        dir: &Bound<'_, PyAny>,
+        lock_timeout: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let dir = args::directory(dir, "dir")?;
+        let timeout = args::seconds(lock_timeout, "lock_timeout")?;
         let allocator = signals::call(py, move || match dir {
             Some(dir) => Allocator::with_dir(dir),
             None => Allocator::new(),
@@ -154,8 +126,8 @@ impl NativeAllocator {
     }
 
     /// The same registry with another lock timeout.
-    fn with_lock_timeout(&self, lock_timeout: f64) -> PyResult<Self> {
-        let timeout = seconds(lock_timeout, "lock_timeout")?;
+    fn with_lock_timeout(&self, lock_timeout: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let timeout = args::seconds(lock_timeout, "lock_timeout")?;
         Ok(NativeAllocator {
             allocator: self.allocator.clone().lock_timeout(timeout),
             // The leases this one made are released through the other as well.
@@ -163,122 +135,166 @@ impl NativeAllocator {
         })
     }
 
-    /// Leases ports; the arguments are checked and normalised by `portlease.Allocator`.
-    /// `owner` is "self", "pid" (then `owner_pid`) or "none"; `ttl_given` false keeps
-    /// the library's default TTL.
-    // Keyword-only: thirteen values in a row are too easy to pass in the wrong order.
-    #[pyo3(signature = (*, ranges, preferred, exclude, count, block, protocol, host, owner, owner_pid, ttl_given, ttl, label, source))]
+    /// Leases ports, with the options of `portlease.Allocator.allocate` as the caller
+    /// passed them: each is checked here (`args`), and refused with `InvalidRequest`.
+    // Keyword-only: eleven values in a row are too easy to pass in the wrong order.
+    #[pyo3(signature = (*, ranges, preferred, exclude, count, block, protocol, host, owner, ttl, label, source))]
     #[allow(clippy::too_many_arguments)]
     fn allocate(
         &self,
         py: Python<'_>,
-        ranges: Vec<(u16, u16)>,
-        preferred: Option<u16>,
-        exclude: Vec<u16>,
-        count: usize,
-        block: bool,
-        protocol: &str,
-        host: Option<&str>,
-        owner: &str,
-        owner_pid: Option<u32>,
-        ttl_given: bool,
-        ttl: Option<f64>,
-        label: Option<String>,
-        source: String,
+        ranges: &Bound<'_, PyAny>,
+        preferred: &Bound<'_, PyAny>,
+        exclude: &Bound<'_, PyAny>,
+        count: &Bound<'_, PyAny>,
+        block: &Bound<'_, PyAny>,
+        protocol: &Bound<'_, PyAny>,
+        host: &Bound<'_, PyAny>,
+        owner: &Bound<'_, PyAny>,
+        ttl: &Bound<'_, PyAny>,
+        label: &Bound<'_, PyAny>,
+        source: &Bound<'_, PyAny>,
     ) -> PyResult<NativeLease> {
-        let mut request = Request::new().count(count).block(block).source(source);
-        for (start, end) in ranges {
-            request = request.range(start..=end);
+        let mut request = Request::new()
+            .count(args::count(count, "count")?)
+            .block(args::flag(block, "block")?)
+            .protocol(args::protocol(protocol)?)
+            .owner(args::owner(owner)?);
+        if let Some(ranges) = args::ranges(ranges)? {
+            request = request.set_ranges(ranges);
         }
-        if let Some(port) = preferred {
+        if let Some(port) = args::optional_port(preferred, "preferred")? {
             request = request.prefer(port);
         }
-        for port in exclude {
+        for port in args::ports(exclude, "exclude")? {
             request = request.exclude(port);
         }
-        request = request.protocol(parse_protocol(protocol)?);
-        if let Some(host) = parse_host(host)? {
+        if let Some(host) = args::host(host, "host")? {
             request = request.host(host);
         }
-        request = request.owner(match (owner, owner_pid) {
-            ("self", _) => Owner::CurrentProcess,
-            ("pid", Some(pid)) => Owner::Process(pid),
-            ("none", _) => Owner::Nobody,
-            _ => return Err(invalid(format!("unknown owner {owner:?}"))),
-        });
-        if ttl_given {
-            request = request.ttl(ttl.map(|t| seconds(t, "ttl")).transpose()?);
+        if let Some(ttl) = args::ttl(ttl)? {
+            request = request.ttl(ttl);
         }
-        if let Some(label) = label {
+        if let Some(label) = args::text(label, "label")? {
             request = request.label(label);
         }
-        let allocator = self.allocator.clone();
-        if let Some(port) = preferred
-            && !request.ranges().iter().any(|range| range.contains(&port))
-        {
+        if let Some(source) = args::text(source, "source")? {
+            request = request.source(source);
+        }
+        if let Some(warning) = request.preferred_outside_ranges() {
             // As the library's log warns, where Python users see it.
             PyErr::warn(
                 py,
                 &py.get_type::<pyo3::exceptions::PyUserWarning>(),
-                &std::ffi::CString::new(format!(
-                    "preferred port {port} is outside the ranges searched ({}): it is tried \
-                     first all the same; drop the preference or widen the ranges if that is \
-                     not meant",
-                    request.describe_ranges()
-                ))?,
+                &std::ffi::CString::new(warning)?,
                 1,
             )?;
         }
+        let allocator = self.allocator.clone();
         let lease = signals::call(py, || allocator.allocate(&request))?;
         Ok(NativeLease::new(lease, self.allocator.clone()))
     }
 
-    /// The AIDB drop-in's allocation: one port, owned by this process for `ttl`
-    /// seconds, kept in the registry; returns the port. Seed entries older than
-    /// `seed_lease` seconds count as ended (`Request::seed_lease`; the seed's
-    /// `lease_timeout`, default 300).
-    #[pyo3(signature = (preferred, range_start, range_size, host, ttl, seed_lease=300.0))]
-    #[allow(clippy::too_many_arguments)]
-    fn allocate_kept(
+    /// The AIDB drop-in's `allocate(preferred, range_start, range_size, host)`, the
+    /// range read as the seed reads it (`portlease::parse::SeedRange`): one port, owned
+    /// by this process for `lease_timeout` seconds, kept in the registry; returns it.
+    /// Seed entries older than `lease_timeout` count as ended (`Request::seed_lease`),
+    /// as the seed's allocator with that `lease_timeout` judges them. Raises
+    /// `PortOutOfRange` and `Exhausted` where the seed raised `OverflowError` and
+    /// `RuntimeError`.
+    #[pyo3(signature = (preferred, range_start, range_size, host, lease_timeout))]
+    fn allocate_as_seed(
         &self,
         py: Python<'_>,
-        preferred: Option<u16>,
-        range_start: u16,
-        range_size: u32,
-        host: Option<&str>,
-        ttl: f64,
-        seed_lease: f64,
+        preferred: &Bound<'_, PyAny>,
+        range_start: &Bound<'_, PyAny>,
+        range_size: &Bound<'_, PyAny>,
+        host: &Bound<'_, PyAny>,
+        lease_timeout: &Bound<'_, PyAny>,
     ) -> PyResult<u16> {
-        let last = u32::from(range_start) + range_size.saturating_sub(1);
-        let last = u16::try_from(last)
-            .ok()
-            .filter(|_| range_size > 0)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "range of {range_size} ports from {range_start} is empty or runs past 65535"
-                ))
-            })?;
+        let preferred = args::optional_int(preferred, "preferred")?;
+        let range = SeedRange::new(
+            args::int(range_start, "range_start")?,
+            args::int(range_size, "range_size")?,
+        );
+        let host = args::host(host, "host")?;
+        let lease_timeout = args::seconds(lease_timeout, "lease_timeout")?;
+        let preferred = range.check(preferred).map_err(errors::seed_refusal)?;
+        let ports = range
+            .searched(preferred)
+            .ok_or_else(|| errors::seed_refusal(range.empty()))?;
         let mut request = Request::new()
-            .range(range_start..=last)
-            .ttl(Some(seconds(ttl, "lease_timeout")?))
-            .seed_lease(seconds(seed_lease, "lease_timeout")?)
+            .range(ports)
+            .ttl(Some(lease_timeout))
+            .seed_lease(lease_timeout)
             .source("aidb");
         if let Some(port) = preferred {
             request = request.prefer(port);
         }
-        if let Some(host) = parse_host(host)? {
+        if let Some(host) = host {
             request = request.host(host);
         }
         let allocator = self.allocator.clone();
-        let lease = signals::call(py, || allocator.allocate(&request))?;
-        Ok(self.remember(lease))
+        match signals::outcome(py, || allocator.allocate(&request))? {
+            Ok(lease) => Ok(self.remember(lease)),
+            Err(error) => Err(match &error {
+                portlease::Error::Exhausted { ranges, .. } => {
+                    errors::seed_refusal(range.exhausted(&error, ranges.clone()))
+                }
+                _ => errors::to_py(error),
+            }),
+        }
     }
 
     /// Ends the lease on `port`, whoever holds it; returns whether there was one.
-    /// A lease `allocate_kept` made in this process is ended by its own token, and
+    fn release(&self, py: Python<'_>, port: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.release_port(py, args::port(port, "port")?)
+    }
+
+    /// The AIDB drop-in's `release(port)`: any int, as the seed took; one that is no
+    /// port names no lease, so there is nothing to do. Returns whether a lease ended.
+    fn release_as_seed(&self, py: Python<'_>, port: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match u16::try_from(args::int(port, "port")?) {
+            Ok(port) if port != 0 => self.release_port(py, port),
+            _ => Ok(false),
+        }
+    }
+
+    /// Restarts the lease on `port`'s time, with a new TTL or its own.
+    #[pyo3(signature = (port, ttl=None))]
+    fn renew(
+        &self,
+        py: Python<'_>,
+        port: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let port = args::port(port, "port")?;
+        let ttl = ttl.map(|ttl| args::seconds(ttl, "ttl")).transpose()?;
+        let allocator = self.allocator.clone();
+        signals::call(py, || allocator.renew(port, ttl))
+    }
+
+    /// Every entry of the registry, as the JSON of `portlease list --json`.
+    fn leases_json(&self, py: Python<'_>) -> PyResult<String> {
+        let allocator = self.allocator.clone();
+        let leases = signals::call(py, || allocator.leases())?;
+        to_json(&leases)
+    }
+
+    /// Reclaims stale leases; returns them as JSON, as `portlease gc --json` does.
+    fn gc_json(&self, py: Python<'_>) -> PyResult<String> {
+        let allocator = self.allocator.clone();
+        let reclaimed = signals::call(py, || allocator.gc())?;
+        to_json(&reclaimed)
+    }
+}
+
+impl NativeAllocator {
+    /// Ends the lease on `port`, whoever holds it; returns whether there was one.
+    /// A lease `allocate_as_seed` made in this process is ended by its own token, and
     /// forgotten only once that succeeded: a retry after a failure (a lock timeout)
     /// still ends it by token, never the port's next holder's lease.
-    fn release(&self, py: Python<'_>, port: u16) -> PyResult<bool> {
+    fn release_port(&self, py: Python<'_>, port: u16) -> PyResult<bool> {
         let allocator = self.allocator.clone();
         match self.kept_token(port) {
             Some(token) => {
@@ -302,28 +318,6 @@ impl NativeAllocator {
             None => signals::call(py, || allocator.release(port)),
         }
     }
-
-    /// Restarts the lease on `port`'s time, with a new TTL or its own.
-    #[pyo3(signature = (port, ttl=None))]
-    fn renew(&self, py: Python<'_>, port: u16, ttl: Option<f64>) -> PyResult<()> {
-        let ttl = ttl.map(|t| seconds(t, "ttl")).transpose()?;
-        let allocator = self.allocator.clone();
-        signals::call(py, || allocator.renew(port, ttl))
-    }
-
-    /// Every entry of the registry, as the JSON of `portlease list --json`.
-    fn leases_json(&self, py: Python<'_>) -> PyResult<String> {
-        let allocator = self.allocator.clone();
-        let leases = signals::call(py, || allocator.leases())?;
-        to_json(&leases)
-    }
-
-    /// Reclaims stale leases; returns them as JSON, as `portlease gc --json` does.
-    fn gc_json(&self, py: Python<'_>) -> PyResult<String> {
-        let allocator = self.allocator.clone();
-        let reclaimed = signals::call(py, || allocator.gc())?;
-        to_json(&reclaimed)
-    }
 }
 
 /// Every entry of the existing registry in `dir` (default: the default directory), as
@@ -333,10 +327,11 @@ impl NativeAllocator {
 #[pyo3(signature = (dir, lock_timeout))]
 pub(crate) fn existing_leases_json(
     py: Python<'_>,
-    dir: Option<String>,
-    lock_timeout: f64,
+    dir: &Bound<'_, PyAny>,
+    lock_timeout: &Bound<'_, PyAny>,
 ) -> PyResult<String> {
-    let timeout = seconds(lock_timeout, "lock_timeout")?;
+    let dir = args::directory(dir, "dir")?;
+    let timeout = args::seconds(lock_timeout, "lock_timeout")?;
     let leases = signals::call(py, move || {
         let dir = dir.map_or_else(portlease::default_dir, Into::into);
         Allocator::existing(dir)?.lock_timeout(timeout).leases()

@@ -15,6 +15,7 @@ use portlease::{Allocator, Lease};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use crate::args;
 use crate::errors::{self, IntoPy};
 use crate::signals;
 
@@ -212,17 +213,9 @@ impl NativeLease {
 
     /// Restarts the lease's time, with a new TTL or its own.
     #[pyo3(signature = (ttl=None))]
-    fn renew(&self, py: Python<'_>, ttl: Option<f64>) -> PyResult<()> {
+    fn renew(&self, py: Python<'_>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let ttl = ttl.map(|ttl| args::seconds(ttl, "ttl")).transpose()?;
         self.in_maker()?;
-        let ttl = ttl
-            .map(|t| {
-                std::time::Duration::try_from_secs_f64(t).map_err(|_| {
-                    errors::to_py(portlease::Error::InvalidRequest(format!(
-                        "ttl must be a finite number of seconds >= 0, not {t}"
-                    )))
-                })
-            })
-            .transpose()?;
         self.with_lease(py, move |lease| lease.renew(ttl))
     }
 
@@ -234,7 +227,8 @@ impl NativeLease {
 
     /// Hands the lease to the running process `pid`: it ends when that process does,
     /// or when its TTL (kept as it was) runs out.
-    fn hand_to(&self, py: Python<'_>, pid: u32) -> PyResult<()> {
+    fn hand_to(&self, py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<()> {
+        let pid = args::pid(pid, "pid")?;
         self.in_maker()?;
         self.with_lease(py, move |lease| lease.transfer_to(pid))
     }
@@ -242,23 +236,15 @@ impl NativeLease {
     /// Binds a socket to the one leased port ("tcp": a listener; "udp") and ends the
     /// lease; returns the socket's file descriptor, now the caller's. Once bound, the
     /// lease is ended without answering Ctrl-C: the port is the socket's either way.
-    fn bind_socket_fd(&self, py: Python<'_>, kind: &str) -> PyResult<i32> {
+    fn bind_socket_fd(&self, py: Python<'_>, kind: &Bound<'_, PyAny>) -> PyResult<i32> {
+        let udp = args::socket_kind(kind)? == portlease::Protocol::Udp;
         self.in_maker()?;
-        let udp = match kind {
-            "tcp" => false,
-            "udp" => true,
-            _ => {
-                return Err(errors::to_py(portlease::Error::InvalidRequest(format!(
-                    "unknown socket kind {kind:?}: use \"tcp\" or \"udp\""
-                ))));
-            }
-        };
         // Checked here, as the library would only say so after taking the lease.
         if self.ports.len() != 1 {
-            return Err(errors::to_py(portlease::Error::InvalidRequest(format!(
+            return Err(errors::invalid(format!(
                 "this lease holds {} ports; bind each with the socket module instead",
                 self.ports.len()
-            ))));
+            )));
         }
         let Some(lease) = self.start_end(py)? else {
             return Err(self.ended());
@@ -276,23 +262,28 @@ impl NativeLease {
     }
 
     /// Binds a socket to each leased port ("tcp": listening; "udp") and keeps the
-    /// lease; returns their file descriptors (close-on-exec), now the caller's.
-    fn listen_fds(&self, py: Python<'_>, kind: &str) -> PyResult<Vec<i32>> {
+    /// lease; returns their file descriptors (close-on-exec), now the caller's, and
+    /// their `LISTEN_FDNAMES`: `names` (one per port), or `port0`, `port1`, ... for
+    /// `None`.
+    #[pyo3(signature = (kind, names=None))]
+    fn listen_fds(
+        &self,
+        py: Python<'_>,
+        kind: &Bound<'_, PyAny>,
+        names: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<(Vec<i32>, Vec<String>)> {
+        let protocol = args::socket_kind(kind)?;
+        let names = names.map_or(Ok(Vec::new()), |names| args::texts(names, "names"))?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let names =
+            portlease::parse::socket_names(self.ports.len(), &names).map_err(errors::invalid)?;
         self.in_maker()?;
-        let protocol = match kind {
-            "tcp" => portlease::Protocol::Tcp,
-            "udp" => portlease::Protocol::Udp,
-            _ => {
-                return Err(errors::to_py(portlease::Error::InvalidRequest(format!(
-                    "unknown socket kind {kind:?}: use \"tcp\" or \"udp\""
-                ))));
-            }
-        };
-        Ok(self
+        let fds = self
             .with_lease(py, move |lease| lease.bind_all(protocol))?
             .into_iter()
             .map(IntoRawFd::into_raw_fd)
-            .collect())
+            .collect();
+        Ok((fds, names))
     }
 }
 

@@ -39,8 +39,17 @@ pub(crate) fn call<T: Send>(
     py: Python<'_>,
     work: impl FnOnce() -> portlease::Result<T> + Send,
 ) -> PyResult<T> {
+    outcome(py, work)?.py_err()
+}
+
+/// [`call`], with the library's error left as it is, for a caller that turns it into
+/// an exception of its own; the exception a signal handler raised is still raised.
+pub(crate) fn outcome<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce() -> portlease::Result<T> + Send,
+) -> PyResult<portlease::Result<T>> {
     match detached(py, work) {
-        (result, None) => result.py_err(),
+        (result, None) => Ok(result),
         (result, Some(error)) => {
             py.detach(move || drop(result));
             Err(error)
