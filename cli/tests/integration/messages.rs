@@ -265,7 +265,7 @@ fn a_missing_portpicker_fails_under_ci_and_is_skipped_with_the_reason_elsewhere(
     let said = String::from_utf8_lossy(&elsewhere.stderr);
     assert!(elsewhere.status.success(), "{said}");
     assert!(
-        said.contains("skipped: the portpicker Python package"),
+        said.contains("skipped: serve::portpicker_clients_get_unique_leased_ports_until_they_exit: the portpicker Python package"),
         "{said}"
     );
 }

@@ -170,7 +170,12 @@ fn a_missing_seed_copy_fails_under_ci_and_is_skipped_with_the_reason_elsewhere()
     let elsewhere = run("");
     let said = String::from_utf8_lossy(&elsewhere.stderr);
     assert!(elsewhere.status.success(), "{said}");
-    assert!(said.contains("skipped: the seed's copy"), "{said}");
+    assert!(
+        said.contains(
+            "skipped: seed::the_seed_honours_a_ttl_lease_until_a_day_past_its_end: the seed's copy"
+        ),
+        "{said}"
+    );
 }
 
 #[test]
