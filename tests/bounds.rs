@@ -1,21 +1,22 @@
-//! Bounds on what the registry holds (issue 17): free text in an entry has a size
+//! Bounds on what the registry holds: free text in an entry has a size
 //! limit, no sequence of allowed calls writes a registry larger than every party
 //! reads, and a registry past that size, written by someone else, is salvaged rather
 //! than refused forever. Ports 38000-38099 are this file's.
+
+mod common;
 
 use std::path::Path;
 
 use portlease::{Allocator, Error, Owner, REGISTRY_FILE, Request};
 use serde_json::json;
 
-/// The read limit every party applies to the registry.
+use common::{kept_aside, registry_bytes, unix_now};
+
+/// The read limit every party applies to the registry (written out: the documented
+/// value is what is tested, not whatever the library's constant says).
 const READ_LIMIT: usize = 64 << 20;
 /// The limit on a label or a source.
 const TEXT_LIMIT: usize = 4096;
-
-fn registry_bytes(dir: &Path) -> Option<Vec<u8>> {
-    std::fs::read(dir.join(REGISTRY_FILE)).ok()
-}
 
 fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -25,26 +26,6 @@ fn names_in(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn kept_aside(dir: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .expect("the registry directory")
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("port_registry.json.corrupt-")
-        })
-        .map(|e| e.path())
-        .collect()
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time after 1970")
-        .as_secs_f64()
 }
 
 #[test]

@@ -105,6 +105,19 @@ enum Next {
 }
 
 impl Connection {
+    /// A connection just accepted from `peer`, nothing read yet.
+    fn accepted(stream: UnixStream, peer: Peer) -> Connection {
+        Connection {
+            stream,
+            peer,
+            request: Vec::new(),
+            opened: Instant::now(),
+            last_byte: None,
+            ended: false,
+            failed: None,
+        }
+    }
+
     /// Reads whatever the client has sent, without blocking.
     fn read(&mut self) {
         let mut chunk = [0u8; MAX_REQUEST + 1];
@@ -312,15 +325,7 @@ fn accept(
                         continue;
                     }
                 };
-                let mut connection = Connection {
-                    stream,
-                    peer,
-                    request: Vec::new(),
-                    opened: Instant::now(),
-                    last_byte: None,
-                    ended: false,
-                    failed: None,
-                };
+                let mut connection = Connection::accepted(stream, peer);
                 connection.read();
                 seat(connection, connections, accepting, stats, limits);
             }
@@ -510,15 +515,7 @@ mod tests {
         let (server, mut client) = UnixStream::pair().expect("a socket pair");
         server.set_nonblocking(true).expect("non-blocking");
         std::io::Write::write_all(&mut client, sent).expect("send");
-        let mut connection = Connection {
-            stream: server,
-            peer: Peer { uid: 0, pid: 1 },
-            request: Vec::new(),
-            opened: Instant::now(),
-            last_byte: None,
-            ended: false,
-            failed: None,
-        };
+        let mut connection = Connection::accepted(server, Peer { uid: 0, pid: 1 });
         connection.read();
         (connection, client)
     }
