@@ -40,8 +40,9 @@ pub(crate) fn parse_token(text: &str) -> Result<String, String> {
     }
 }
 
-/// A number of seconds (fractions allowed), by the library's rule: finite, from 0 to
-/// [`portlease::parse::MAX_SECONDS`].
+/// A number of seconds (fractions allowed), 0 or more: as long as a `Duration` holds
+/// (about 1.8e19), since a huge lock or request timeout means "wait for ever", which
+/// the library takes without overflow.
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let secs = text.trim().parse::<f64>().ok();
     if secs.is_some_and(|secs| secs < 0.0) {
@@ -49,12 +50,9 @@ pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
             "{text} seconds is negative: write 0 or more, e.g. 30 or 0.5"
         ));
     }
-    secs.and_then(|secs| portlease::parse::SECONDS.accept(secs))
+    secs.and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| {
-            format!(
-                "{text:?} is not a number of seconds: write {}, e.g. 30 or 0.5",
-                portlease::parse::SECONDS.wanted()
-            )
+            format!("{text:?} is not a number of seconds: write a finite number, e.g. 30 or 0.5")
         })
 }
 
