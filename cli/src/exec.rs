@@ -80,14 +80,32 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> Result<i32, Error> {
     let all: Vec<String> = ports.iter().map(u16::to_string).collect();
     command.env("PORTLEASE_PORTS", all.join(" "));
 
-    let spawned = if args.listen {
-        let socket_names: Vec<&str> = args.env.iter().map(String::as_str).collect();
-        lease.spawn_listening(&mut command, args.lease.proto, &socket_names)
-    } else {
-        lease.spawn(&mut command)
-    };
+    // From here a signal waits for the command: once the hand-over has let the child
+    // run, portlease must not end without passing the signal on. A hand-over still
+    // waiting for the lock is called off by it instead (the child then never runs).
+    if let Ok(mut forwarding) = forwarding.lock() {
+        forwarding.spawning();
+    }
+    let signalled = Arc::clone(&forwarding);
+    let spawned = portlease::interrupt::with_check(
+        move || signalled.lock().is_ok_and(|f| f.pending().is_some()),
+        || {
+            if args.listen {
+                let socket_names: Vec<&str> = args.env.iter().map(String::as_str).collect();
+                lease.spawn_listening(&mut command, args.lease.proto, &socket_names)
+            } else {
+                lease.spawn(&mut command)
+            }
+        },
+    );
+    let pending = forwarding.lock().ok().and_then(|f| f.pending());
     let mut child = match spawned {
         Ok(child) => child,
+        Err(_) if pending.is_some() => {
+            release(lease);
+            crate::output::note("interrupted before the command ran");
+            return Ok(128 + pending.unwrap_or_default());
+        }
         Err(portlease::Error::Spawn { source, .. }) => {
             let program = args.command[0].to_string_lossy();
             let (code, why) = match source.kind() {
@@ -106,8 +124,10 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> Result<i32, Error> {
     };
     // The lease is the command's since before it ran (see `Lease::spawn`).
     let pid = rustix::process::Pid::from_child(&child);
-    if let Ok(mut forwarding) = forwarding.lock() {
-        forwarding.started(pid);
+    if let Ok(mut forwarding) = forwarding.lock()
+        && let Some(signal) = forwarding.started(pid)
+    {
+        send(pid, signal);
     }
     // Wait for the command to end without reaping it, so that its pid stays its own
     // until the forwarder has stopped sending to it; then reap it.
@@ -228,10 +248,11 @@ fn substitute(arg: &OsString, ports: &[u16]) -> OsString {
     text.into()
 }
 
-/// Where the signal forwarder sends signals: nowhere before the command runs (a
+/// Where the signal forwarder sends signals: nowhere before the command is spawned (a
 /// signal then ends portlease itself, which may be waiting for the lock), to the
-/// command while it runs, and nowhere once it has ended (its pid may be reused as soon
-/// as it is reaped).
+/// command once it runs (a signal that came while it was being spawned is kept, and
+/// sent then), and nowhere once it has ended (its pid may be reused as soon as it is
+/// reaped).
 #[derive(Default)]
 struct Forwarding {
     child: Child,
@@ -241,6 +262,8 @@ struct Forwarding {
 enum Child {
     #[default]
     NotYet,
+    /// Being spawned; the last signal that came meanwhile.
+    Spawning(Option<i32>),
     Running(rustix::process::Pid),
     Ended,
 }
@@ -251,21 +274,43 @@ enum OnSignal {
     /// No command yet: portlease ends, as the signal asks.
     Exit(i32),
     Send(rustix::process::Pid),
+    /// Kept for the command about to run.
+    Keep,
     Ignore,
 }
 
 impl Forwarding {
-    fn started(&mut self, pid: rustix::process::Pid) {
+    fn spawning(&mut self) {
+        self.child = Child::Spawning(None);
+    }
+
+    /// A signal that came while the command was being spawned.
+    fn pending(&self) -> Option<i32> {
+        match self.child {
+            Child::Spawning(signal) => signal,
+            _ => None,
+        }
+    }
+
+    /// The command runs as `pid`; returns the signal to send it at once, if one came
+    /// while it was being spawned.
+    fn started(&mut self, pid: rustix::process::Pid) -> Option<i32> {
+        let pending = self.pending();
         self.child = Child::Running(pid);
+        pending
     }
 
     fn ended(&mut self) {
         self.child = Child::Ended;
     }
 
-    fn on_signal(&self, signal: i32) -> OnSignal {
+    fn on_signal(&mut self, signal: i32) -> OnSignal {
         match self.child {
             Child::NotYet => OnSignal::Exit(128 + signal),
+            Child::Spawning(_) => {
+                self.child = Child::Spawning(Some(signal));
+                OnSignal::Keep
+            }
             Child::Running(pid) => OnSignal::Send(pid),
             Child::Ended => OnSignal::Ignore,
         }
@@ -281,7 +326,7 @@ fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> Result<(), Error> {
         .name("portlease-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                let Ok(forwarding) = forwarding.lock() else {
+                let Ok(mut forwarding) = forwarding.lock() else {
                     return;
                 };
                 match forwarding.on_signal(signal) {
@@ -292,7 +337,7 @@ fn forward_signals(forwarding: Arc<Mutex<Forwarding>>) -> Result<(), Error> {
                         std::process::exit(code);
                     }
                     OnSignal::Send(pid) => send(pid, signal),
-                    OnSignal::Ignore => {}
+                    OnSignal::Keep | OnSignal::Ignore => {}
                 }
             }
         })
@@ -319,11 +364,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signals_end_portlease_before_the_command_and_never_reach_an_ended_one() {
+    fn signals_end_portlease_before_the_command_wait_for_it_while_it_is_spawned_and_never_reach_an_ended_one()
+     {
         let mut forwarding = Forwarding::default();
         assert_eq!(forwarding.on_signal(SIGINT), OnSignal::Exit(130));
         let pid = rustix::process::Pid::from_raw(4242).expect("a pid");
-        forwarding.started(pid);
+        forwarding.spawning();
+        assert_eq!(forwarding.pending(), None);
+        assert_eq!(forwarding.on_signal(SIGTERM), OnSignal::Keep);
+        assert_eq!(forwarding.pending(), Some(SIGTERM));
+        assert_eq!(forwarding.started(pid), Some(SIGTERM), "sent once it runs");
         assert_eq!(forwarding.on_signal(SIGTERM), OnSignal::Send(pid));
         forwarding.ended();
         assert_eq!(forwarding.on_signal(SIGTERM), OnSignal::Ignore);

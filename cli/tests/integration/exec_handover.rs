@@ -300,3 +300,54 @@ fn killed_after_the_hand_over_but_before_the_go_the_command_never_runs() {
 fn killed_once_the_command_runs_the_port_stays_the_commands() {
     assert_eq!(kill_at_step("started", 74), (true, false));
 }
+
+/// A SIGTERM that comes after the hand-over let the command run, but before `exec`
+/// knew its pid, reaches the command: `exec` must not end and leave it running.
+#[test]
+fn a_signal_during_the_hand_over_reaches_the_command_once_it_runs() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let port = *first_ports(2, 1).start();
+    let range = format!("{port}-{port}");
+    let mut portlease = Reaped(
+        Command::new(binary())
+            .env("PORTLEASE_DIR", dir.path())
+            .env("PORTLEASE_TEST_STOP_AT", "started")
+            .args(["exec", "--range", &range, "--", "sleep", "600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("portlease runs"),
+    );
+    let pid = i32::try_from(portlease.0.id()).expect("a pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stopped(portlease.0.id()) {
+        assert!(Instant::now() < deadline, "portlease never stopped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let owner: i32 = registry_json(dir.path())[&port.to_string()]["pid"]
+        .as_i64()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .expect("the command's pid");
+    // SAFETY: signals a process this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+        libc::kill(pid, libc::SIGCONT);
+    }
+    let status = portlease.0.wait().expect("portlease ends");
+    let gone = (0..1000).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        !std::path::Path::new(&format!("/proc/{owner}")).exists()
+    });
+    if !gone {
+        kill(owner);
+    }
+    assert!(gone, "the command got the SIGTERM and ended");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "exec ends as its command did"
+    );
+    assert!(
+        registry_json(dir.path()).is_empty(),
+        "the lease ended with it"
+    );
+}
