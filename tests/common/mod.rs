@@ -11,13 +11,15 @@
 #![allow(dead_code)] // Each test binary uses its own part.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use portlease::{Allocator, Request};
 use tempfile::TempDir;
+
+mod shared;
+pub use shared::*;
 
 /// An allocator on a fresh registry in a temp dir of its own.
 pub fn registry() -> (TempDir, Allocator) {
@@ -30,88 +32,6 @@ pub fn registry() -> (TempDir, Allocator) {
 pub fn leased(allocator: &Allocator) -> Vec<u16> {
     let leases = allocator.leases().expect("the registry's leases");
     leases.iter().filter_map(|lease| lease.port).collect()
-}
-
-/// Kills and reaps a child when dropped, so a failed assertion leaves no process.
-pub struct Reaped(pub Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The project setting that makes a missing test requirement (the seed's copy, root,
-/// namespaces) fail its test instead of skipping it: `.ci/run` sets it to 1.
-pub const REQUIRE_PEERS: &str = "PORTLEASE_REQUIRE_PEERS";
-
-/// Whether something a test needs from outside the project (the seed's copy, root, a
-/// namespace) is there. With `PORTLEASE_REQUIRE_PEERS=1` (which `.ci/run` sets) a
-/// missing one fails the test, saying what to install; elsewhere the test is skipped,
-/// with the reason printed.
-pub fn required(available: bool, what: &str, install: &str) -> bool {
-    if available {
-        return true;
-    }
-    let under_ci = std::env::var(REQUIRE_PEERS).is_ok_and(|required| required == "1");
-    assert!(
-        !under_ci,
-        "{what} is missing, and {REQUIRE_PEERS}=1 needs it: {install}"
-    );
-    skipped(&format!(
-        "{what} is missing ({install}); with {REQUIRE_PEERS}=1 this test fails"
-    ));
-    false
-}
-
-/// Whether this build has a part of Linux that a test is about (one of the flags of
-/// `portlease::platform`); if not (a build of other Unix systems' paths, `--cfg
-/// portlease_other_unix`), the test is skipped, saying so: there is nothing to test.
-pub fn platform_has(available: bool, what: &str) -> bool {
-    if !available {
-        skipped(&format!(
-            "this build has no {what} (the paths of other Unix systems)"
-        ));
-    }
-    available
-}
-
-/// Says that a test skipped, and why, where the run shows it: straight to stderr (a
-/// passing test's captured output is never shown), and as a line of the run's list
-/// of skips, `$CARGO_TARGET_TMPDIR/skipped-tests` (or `$PORTLEASE_TEST_SKIP_LIST`),
-/// which `.ci/run` counts. The command's tests (`cli/tests/integration/helpers.rs`)
-/// write the same list.
-pub fn skipped(why: &str) {
-    use std::io::Write;
-    let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    let line = format!("portlease test skipped: {test}: {why}\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    let list = std::env::var_os("PORTLEASE_TEST_SKIP_LIST").map_or_else(
-        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests"),
-        PathBuf::from,
-    );
-    if let Ok(mut file) = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(list)
-    {
-        let _ = file.write_all(line.as_bytes());
-    }
-}
-
-/// The registry file as JSON.
-pub fn registry_json(dir: &Path) -> serde_json::Map<String, serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join(portlease::REGISTRY_FILE)).expect("the registry");
-    serde_json::from_str(&text).expect("the registry is a JSON object")
-}
-
-/// Seconds since the Unix epoch, as the registry writes them.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time after 1970")
-        .as_secs_f64()
 }
 
 /// Nanoseconds on the system-wide monotonic clock (the one Python's
@@ -158,25 +78,6 @@ pub fn overlapping(holds: &[Hold]) -> Vec<(Hold, Hold)> {
     overlaps
 }
 
-/// The registry's bytes, or none.
-pub fn registry_bytes(dir: &Path) -> Option<Vec<u8>> {
-    std::fs::read(dir.join(portlease::REGISTRY_FILE)).ok()
-}
-
-/// The files a damaged registry was kept aside as (`port_registry.json.corrupt-*`).
-pub fn kept_aside(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .expect("the dir")
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("port_registry.json.corrupt-")
-        })
-        .map(|e| e.path())
-        .collect()
-}
-
 /// Starts this test binary again as a worker process: its ignored test `worker`, which
 /// calls [`worker_main`], plays `mode` on the registry in `dir` with `args`. A test
 /// binary that starts workers has that test:
@@ -208,20 +109,6 @@ pub fn worker_command(mode: &str, dir: &Path, args: &[String]) -> Command {
 
 /// Names a worker's mode (see [`worker_command`]); unset in ordinary runs.
 const WORKER_MODE: &str = "PORTLEASE_WORKER";
-
-/// Starts a worker and waits for the first line it prints with `prefix`; returns the
-/// worker, killed and reaped when dropped, and the rest of that line.
-pub fn start_worker_until(mut command: Command, prefix: &str) -> (Reaped, String) {
-    let mut child = Reaped(command.spawn().expect("a worker process"));
-    let stdout = child.0.stdout.take().expect("the worker's stdout");
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("a line from the worker");
-        if let Some((_, rest)) = line.split_once(prefix) {
-            return (child, rest.trim().to_owned());
-        }
-    }
-    panic!("the worker ended without printing {prefix:?}");
-}
 
 /// Asserts that no two holds of one port overlapped in time.
 pub fn assert_no_overlaps(holds: &[Hold]) {
@@ -402,27 +289,4 @@ pub fn worker_main() {
         }
         other => panic!("unknown worker mode {other}"),
     }
-}
-
-/// The Python interpreter the tests run: `$PORTLEASE_TEST_PYTHON`, else `python3`.
-pub fn python() -> String {
-    std::env::var("PORTLEASE_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// The seed's runnable copy: `$PORTLEASE_TEST_SEED_DIR/port_allocator.py`, else
-/// `../shared/seed/port_allocator.py` beside the project. Under CI a missing copy
-/// fails the test that needs it; elsewhere it is skipped (see [`required`]).
-pub fn seed_module() -> Option<PathBuf> {
-    let dir = std::env::var_os("PORTLEASE_TEST_SEED_DIR").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/seed"),
-        PathBuf::from,
-    );
-    let path = dir.join("port_allocator.py");
-    required(
-        path.exists(),
-        &format!("the seed's copy {}", path.display()),
-        "put the seed module port_allocator.py in ../shared/seed beside the project, or name \
-         its directory in PORTLEASE_TEST_SEED_DIR",
-    )
-    .then_some(path)
 }
