@@ -34,8 +34,7 @@ fn a_pid_reused_within_its_dead_owners_clock_tick_keeps_no_lease() {
         );
         return;
     }
-    let output = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+    let output = common::in_new_pid_namespace()
         .arg(std::env::current_exe().expect("the test binary"))
         .args([
             "reuse_in_a_new_pid_namespace",

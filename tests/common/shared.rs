@@ -153,3 +153,11 @@ pub fn start_worker_until(mut command: Command, prefix: &str) -> (Reaped, String
     }
     panic!("the worker ended without printing {prefix:?}");
 }
+
+/// `unshare` set to start what the caller adds as pid 1 of a new PID namespace with
+/// its own `/proc`, killed with `unshare` (which needs root).
+pub fn in_new_pid_namespace() -> Command {
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--pid", "--fork", "--mount-proc", "--kill-child"]);
+    unshare
+}

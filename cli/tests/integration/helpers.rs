@@ -230,9 +230,8 @@ pub fn kernel_thread() -> Option<u32> {
 /// where `unshare` is refused.
 pub fn exec_in_new_pid_namespace(dir: &Path, port: u16) -> Option<Reaped> {
     let range = format!("{port}-{port}");
-    let mut owner = Command::new("unshare");
+    let mut owner = in_new_pid_namespace();
     owner
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
         .arg(binary())
         .args(["exec", "--range", &range, "--", "sleep", "120"])
         .env("PORTLEASE_DIR", dir)

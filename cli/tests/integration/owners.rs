@@ -10,9 +10,9 @@ use std::time::Duration;
 use portlease::{Error, Owner, Request};
 
 use crate::helpers::{
-    Reaped, Run, binary, exec_in_new_pid_namespace, first_ports, kernel_thread, portlease_in,
-    ports, registry, registry_bytes, registry_json, required, run_within, skipped,
-    wait_until_leased,
+    Reaped, Run, binary, exec_in_new_pid_namespace, first_ports, in_new_pid_namespace,
+    kernel_thread, portlease_in, ports, registry, registry_bytes, registry_json, required,
+    run_within, skipped, wait_until_leased,
 };
 
 #[test]
@@ -66,17 +66,9 @@ fn an_owner_in_another_pid_namespace_keeps_its_port() {
         bin = binary().display(),
     );
     let other_dir = tempfile::tempdir().expect("a temp dir");
-    let mut inside = Command::new("unshare");
+    let mut inside = in_new_pid_namespace();
     inside
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-            "sh",
-            "-c",
-            &script,
-        ])
+        .args(["sh", "-c", &script])
         .env("PORTLEASE_DIR", other_dir.path());
     let outcome = run_within(inside, Duration::from_secs(60));
     assert_eq!(
@@ -196,15 +188,8 @@ fn alloc_loop(dir: &std::path::Path, range: &str, rounds: u32, own_namespace: bo
          done"
     );
     let mut command = if own_namespace {
-        let mut unshare = Command::new("unshare");
-        unshare.args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-            "sh",
-            "-c",
-        ]);
+        let mut unshare = in_new_pid_namespace();
+        unshare.args(["sh", "-c"]);
         unshare
     } else {
         let mut sh = Command::new("sh");

@@ -246,16 +246,8 @@ fn release_in_a_namespace_whose_session_leader_is_outside_judges_kinship() {
          sh -c '\"$PL\" release {port}; echo \"exit $?\"'
          kill $job; wait"
     );
-    let output = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            "--kill-child",
-            "sh",
-            "-c",
-            &script,
-        ])
+    let output = crate::helpers::in_new_pid_namespace()
+        .args(["sh", "-c", &script])
         .env("PL", binary())
         .env("PORTLEASE_DIR", dir.path())
         .env_remove("RUST_BACKTRACE")

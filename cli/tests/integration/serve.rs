@@ -957,13 +957,14 @@ fn a_client_the_server_cannot_see_is_refused_with_the_reason() {
     let address = abstract_address("unseen");
     // The server in a PID namespace of its own: this test's process is outside it,
     // so the kernel gives the server pid 0 for it (SO_PEERCRED).
-    let mut command = Command::new("unshare");
-    command
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-        .arg(binary())
-        .arg("--dir")
-        .arg(dir.path())
-        .args(["serve", "--address", &address, "--pool", &arg(&pool)]);
+    let mut command = crate::helpers::in_new_pid_namespace();
+    command.arg(binary()).arg("--dir").arg(dir.path()).args([
+        "serve",
+        "--address",
+        &address,
+        "--pool",
+        &arg(&pool),
+    ]);
     let server = Server::spawn(command);
     assert_eq!(ask_for(&address, std::process::id()), "");
     // Refused with the reason, not the error of reading pid 0 ("Success (os error 0)").
@@ -1031,9 +1032,8 @@ fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
     // Python is not the shell's last command, so the shell forks it (as the next pid
     // of the namespace) rather than becoming it (pid 1).
     let script = r#"echo $(($1 - 1)) > /proc/sys/kernel/ns_last_pid && "$2" -c "$3" "$4"; exit $?"#;
-    let mut client = Command::new("unshare");
+    let mut client = crate::helpers::in_new_pid_namespace();
     client
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
         .args(["sh", "-c", script, "sh", &namesake_pid.to_string()])
         .arg(crate::helpers::python())
         .args([NAMESPACED_PICKER, &address])
