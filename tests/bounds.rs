@@ -5,28 +5,16 @@
 
 mod common;
 
-use std::path::Path;
-
 use portlease::{Allocator, Error, Owner, REGISTRY_FILE, Request};
 use serde_json::json;
 
-use common::{kept_aside, registry_bytes, unix_now};
+use common::{file_names, kept_aside, registry_bytes, unix_now};
 
 /// The read limit every party applies to the registry (written out: the documented
 /// value is what is tested, not whatever the library's constant says).
 const READ_LIMIT: usize = 64 << 20;
 /// The limit on a label or a source.
 const TEXT_LIMIT: usize = 4096;
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("the registry directory")
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn a_label_or_source_past_the_limit_is_refused_naming_the_limit() {
@@ -106,9 +94,9 @@ fn no_allowed_call_writes_a_registry_past_the_read_limit() {
         "the registry is as it was"
     );
     assert!(
-        !names_in(dir.path()).iter().any(|n| n.ends_with(".tmp")),
+        !file_names(dir.path()).iter().any(|n| n.ends_with(".tmp")),
         "no temporary file left: {:?}",
-        names_in(dir.path())
+        file_names(dir.path())
     );
 
     // Not bricked: every party still reads it, and calls that fit still work.
@@ -156,7 +144,7 @@ fn a_registry_past_the_read_limit_is_salvaged_not_refused() {
         .expect("salvaged, not refused");
     assert_eq!(lease.port(), 38022, "the salvaged entries are honoured");
     let aside = kept_aside(dir.path());
-    assert_eq!(aside.len(), 1, "{:?}", names_in(dir.path()));
+    assert_eq!(aside.len(), 1, "{:?}", file_names(dir.path()));
     assert!(
         std::fs::read(&aside[0]).expect("the original").as_slice() == &oversize[..],
         "the original kept aside byte for byte"

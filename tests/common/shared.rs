@@ -118,6 +118,17 @@ pub fn registry_bytes(dir: &Path) -> Option<Vec<u8>> {
     std::fs::read(dir.join(portlease::REGISTRY_FILE)).ok()
 }
 
+/// The names of the files in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("the dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The files a damaged registry was kept aside as (`port_registry.json.corrupt-*`).
 pub fn kept_aside(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)

@@ -296,14 +296,3 @@ pub fn run_test_without(test: &str, ci: &str, env: (&str, &str)) -> Output {
         .output()
         .expect("the test binary runs")
 }
-
-/// The names of the files in `dir`, sorted.
-pub fn file_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("the dir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
