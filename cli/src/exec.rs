@@ -99,14 +99,14 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> Result<i32, Error> {
         },
     );
     let pending = forwarding.lock().ok().and_then(|f| f.pending());
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(_) if pending.is_some() => {
+    let mut child = match (spawned, pending) {
+        (Ok(child), _) => child,
+        (Err(_), Some(signal)) => {
             release(lease);
             crate::output::note("interrupted before the command ran");
-            return Ok(128 + pending.unwrap_or_default());
+            return Ok(128 + signal);
         }
-        Err(portlease::Error::Spawn { source, .. }) => {
+        (Err(portlease::Error::Spawn { source, .. }), None) => {
             let program = args.command[0].to_string_lossy();
             let (code, why) = match source.kind() {
                 ErrorKind::NotFound => (127, "command not found".to_string()),
@@ -117,7 +117,7 @@ pub(crate) fn run(global: &Global, args: &ExecArgs) -> Result<i32, Error> {
             crate::output::note(format_args!("error: cannot run {program:?}: {why}"));
             return Ok(code);
         }
-        Err(e) => {
+        (Err(e), None) => {
             release(lease);
             return Err(e.into());
         }
