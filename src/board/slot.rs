@@ -354,7 +354,7 @@ impl Board {
     }
 }
 
-// Of a board: none is made without `linux_kernel`.
+// The board's own tests: without `linux_kernel` no board is ever made.
 #[cfg(all(test, linux_kernel))]
 mod tests {
     use super::*;
