@@ -354,9 +354,10 @@ impl Drop for RegistryLock<'_> {
 
 /// Whether `file` is the lock file now in `dir` (not followed if it is a link).
 fn is_same_file(file: &File, dir: &RegistryDir) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), stat_at(dir, LOCK_FILE)) {
-        (Ok(open), Ok(Some(named))) => open.dev() == named.st_dev && open.ino() == named.st_ino,
+    // Both by `stat`, whose field types are the platform's (`st_dev` is signed on
+    // macOS), so that they compare as they are.
+    match (rustix::fs::fstat(file), stat_at(dir, LOCK_FILE)) {
+        (Ok(open), Ok(Some(named))) => open.st_dev == named.st_dev && open.st_ino == named.st_ino,
         _ => false,
     }
 }

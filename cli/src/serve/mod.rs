@@ -12,12 +12,20 @@
 //! the clients. `room` decides which connection goes when one user holds too many or
 //! the table is full, `listen` finds or makes the socket, `stats` counts for SIGUSR1.
 
+// Linux's alone: the server reads each client's pid and uid with `SO_PEERCRED`.
+#[cfg(linux_kernel)]
 mod event_loop;
+#[cfg(linux_kernel)]
 mod grant;
+#[cfg(linux_kernel)]
 mod listen;
+#[cfg(linux_kernel)]
 mod peer;
+#[cfg(linux_kernel)]
 mod room;
+#[cfg(linux_kernel)]
 mod stats;
+#[cfg(linux_kernel)]
 mod worker;
 
 use std::ops::RangeInclusive;
@@ -111,13 +119,31 @@ fn parse_pool(text: &str) -> Result<Pool, String> {
 }
 
 /// Limits and timeouts the loop applies.
+#[cfg_attr(
+    not(linux_kernel),
+    expect(dead_code, reason = "checked, but there is no loop to apply them")
+)]
 pub(super) struct Limits {
     max_connections: usize,
     max_connections_per_uid: usize,
     request_timeout: Duration,
 }
 
-pub(crate) fn run(global: &Global, args: &ServeArgs) -> Result<i32, Error> {
+/// Elsewhere than Linux there is no `serve`: it cannot learn who a client is. Its
+/// arguments are still checked, as on Linux.
+#[cfg(not(linux_kernel))]
+pub(crate) fn run(_: &Global, args: &ServeArgs) -> Result<i32, Error> {
+    let _checked = settings(args)?;
+    Err(Error::failure(
+        "portlease serve needs Linux: it learns each client's pid and user from the \
+         kernel (SO_PEERCRED); here, lease ports with `portlease alloc`, `portlease exec` \
+         or the library",
+    ))
+}
+
+/// What the arguments ask of the server: the request each grant makes, and the loop's
+/// limits; a usage error for a limit of 0 or a bad pool.
+fn settings(args: &ServeArgs) -> Result<(Request, Limits), Error> {
     let zero = [
         args.max_per_pid,
         args.max_per_uid,
@@ -128,9 +154,6 @@ pub(crate) fn run(global: &Global, args: &ServeArgs) -> Result<i32, Error> {
         let message = "--max-per-pid, --max-per-uid, --max-connections, \
                        --max-connections-per-uid and --request-timeout must be above 0";
         return Err(UsageError(message.into()).into());
-    }
-    if args.debug {
-        log::set_max_level(log::max_level().max(log::LevelFilter::Debug));
     }
     let mut request = Request::new()
         .protocol(Protocol::Both)
@@ -148,9 +171,6 @@ pub(crate) fn run(global: &Global, args: &ServeArgs) -> Result<i32, Error> {
     for range in pool {
         request = request.range(range);
     }
-    let allocator = global.allocator()?;
-    let granter = grant::Granter::new(allocator, request, args.max_per_uid);
-    let socket = listen::open(&args.address).map_err(Error::failure)?;
     let limits = Limits {
         max_connections: args.max_connections,
         max_connections_per_uid: args
@@ -158,6 +178,18 @@ pub(crate) fn run(global: &Global, args: &ServeArgs) -> Result<i32, Error> {
             .unwrap_or(args.max_connections.div_ceil(2)),
         request_timeout: args.request_timeout,
     };
+    Ok((request, limits))
+}
+
+#[cfg(linux_kernel)]
+pub(crate) fn run(global: &Global, args: &ServeArgs) -> Result<i32, Error> {
+    if args.debug {
+        log::set_max_level(log::max_level().max(log::LevelFilter::Debug));
+    }
+    let (request, limits) = settings(args)?;
+    let allocator = global.allocator()?;
+    let granter = grant::Granter::new(allocator, request, args.max_per_uid);
+    let socket = listen::open(&args.address).map_err(Error::failure)?;
     let signals = event_loop::Signals::register().map_err(Error::failure)?;
     log::info!(
         "serving ports {} from {} on {}",

@@ -246,3 +246,27 @@ fn list_names_an_owner_in_another_pid_namespace_as_such() {
     let lease = leases.iter().find(|l| l.port == Some(mine)).expect("mine");
     assert!(!lease.owner_in_other_pid_namespace, "{lease:?}");
 }
+
+/// Where `serve` is not built (other Unix systems), asking for it says so, and what to
+/// use instead, after checking its arguments as Linux does; nothing is created.
+#[test]
+fn serve_without_linux_says_what_to_use_instead() {
+    if cfg!(linux_kernel) {
+        crate::helpers::skipped("this build has `serve` (Linux)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let registry = dir.path().join("registry");
+    let socket = dir.path().join("socket");
+    Run::new(&registry)
+        .args(["serve", "--max-connections", "0"])
+        .run()
+        .fails(2, "must be above 0");
+    let socket = socket.to_str().expect("a UTF-8 path");
+    let stderr = Run::new(&registry)
+        .args(["serve", "--address", socket])
+        .run()
+        .fails(1, "serve needs Linux");
+    assert!(stderr.contains("portlease alloc"), "{stderr}");
+    assert!(!registry.exists() && !dir.path().join("socket").exists());
+}

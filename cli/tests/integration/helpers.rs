@@ -13,6 +13,12 @@ use tempfile::TempDir;
 mod shared;
 pub use shared::*;
 
+/// Whether this build has `portlease serve`, which is Linux's alone (it reads its
+/// clients' credentials with `SO_PEERCRED`); if not, the test is skipped, saying so.
+pub fn has_serve() -> bool {
+    platform_has(cfg!(linux_kernel), "`serve` (it needs Linux's SO_PEERCRED)")
+}
+
 /// Ports 20000-32699, below the usual ephemeral range, cut into blocks of 100: each
 /// test uses the block of its own number, written once at its top, and no other.
 pub fn ports(block: u16) -> std::ops::RangeInclusive<u16> {

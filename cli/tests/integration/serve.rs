@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use portlease::{Allocator, Error, LeaseInfo, Request};
 
-use crate::helpers::{Reaped, Run, binary, portlease_in, ports, required, run_within};
+use crate::helpers::{Reaped, Run, binary, has_serve, portlease_in, ports, required, run_within};
 
 /// Ports `offset..offset + count` of block `block`: tests share blocks 113 and 114 by
 /// slices that do not overlap.
@@ -174,6 +174,9 @@ pub(crate) fn portpicker_available() -> bool {
 
 #[test]
 fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
+    if !has_serve() {
+        return;
+    }
     if !portpicker_available() {
         return;
     }
@@ -239,6 +242,9 @@ fn portpicker_clients_get_unique_leased_ports_until_they_exit() {
 
 #[test]
 fn bad_requests_are_refused_in_silence_and_logged_with_the_reason() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(113, 20, 10);
     let address = abstract_address("refusals");
@@ -277,6 +283,9 @@ fn bad_requests_are_refused_in_silence_and_logged_with_the_reason() {
 
 #[test]
 fn a_silent_client_does_not_hold_up_the_others() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(113, 30, 10);
     let address = abstract_address("silent");
@@ -304,6 +313,9 @@ fn a_silent_client_does_not_hold_up_the_others() {
 
 #[test]
 fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(113, 40, 10);
     let pool_arg = arg(&pool);
@@ -354,6 +366,9 @@ fn a_path_socket_is_private_stale_ones_replaced_live_ones_kept() {
 
 #[test]
 fn one_pid_cannot_drain_the_pool() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let address = abstract_address("limit");
     let pool_arg = arg(&slice(113, 50, 10));
@@ -389,6 +404,9 @@ fn port_of(answer: &str, server: &Server) -> u16 {
 
 #[test]
 fn portpickers_own_flags_start_the_server() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(113, 60, 10);
     let address = abstract_address("flags");
@@ -438,6 +456,9 @@ fn portpickers_own_flags_start_the_server() {
 
 #[test]
 fn sigusr1_logs_portpickers_statistics_and_the_server_goes_on() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(113, 70, 10);
     let address = abstract_address("usr1");
@@ -467,6 +488,9 @@ fn sigusr1_logs_portpickers_statistics_and_the_server_goes_on() {
 
 #[test]
 fn a_sigusr1_storm_does_not_hold_up_the_requests() {
+    if !has_serve() {
+        return;
+    }
     // Each SIGUSR1 asks for the statistics; a storm of them must not keep the server
     // from serving (nor fill its memory with statistics to log).
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -565,6 +589,9 @@ pub(crate) fn nobody_runs(
 #[test]
 #[ignore = "a client process that `a_client_gets_ports_only_for_its_own_processes` starts"]
 fn client_of_another_user() {
+    if !has_serve() {
+        return;
+    }
     let (Ok(address), Ok(claim)) = (
         std::env::var("PORTLEASE_CLIENT_ADDRESS"),
         std::env::var("PORTLEASE_CLIENT_CLAIM"),
@@ -582,6 +609,9 @@ fn client_of_another_user() {
 
 #[test]
 fn a_client_gets_ports_only_for_its_own_processes() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(113, 80, 10);
     let address = abstract_address("peer");
@@ -652,6 +682,9 @@ fn a_client_gets_ports_only_for_its_own_processes() {
 
 #[test]
 fn a_socket_passed_by_systemd_is_served() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(113, 90, 10);
     let address = abstract_address("activated");
@@ -699,6 +732,9 @@ fn a_socket_passed_by_systemd_is_served() {
 
 #[test]
 fn out_of_descriptors_the_server_backs_off_and_recovers() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(114, 0, 10);
     let address = abstract_address("emfile");
@@ -733,6 +769,9 @@ fn out_of_descriptors_the_server_backs_off_and_recovers() {
 
 #[test]
 fn sigterm_finishes_the_transaction_in_progress() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(114, 10, 10);
     let address = abstract_address("sigterm");
@@ -771,6 +810,9 @@ fn sigterm_finishes_the_transaction_in_progress() {
 
 #[test]
 fn a_request_without_a_newline_is_answered_at_once() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(114, 20, 10);
     let address = abstract_address("nonewline");
@@ -802,6 +844,9 @@ fn a_request_without_a_newline_is_answered_at_once() {
 
 #[test]
 fn errors_keep_their_cause() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let file = dir.path().join("file");
     std::fs::write(&file, "").expect("a file");
@@ -815,6 +860,9 @@ fn errors_keep_their_cause() {
 
 #[test]
 fn an_empty_address_is_refused_saying_so() {
+    if !has_serve() {
+        return;
+    }
     // An empty path binds nothing the user named (Linux picks an abstract address of
     // its own); the error used to be "cannot restrict  to its owner".
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -831,6 +879,9 @@ fn an_empty_address_is_refused_saying_so() {
 
 #[test]
 fn an_exhausted_pool_is_a_warning_with_its_state() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(114, 40, 3);
     let address = abstract_address("drained");
@@ -854,6 +905,9 @@ fn an_exhausted_pool_is_a_warning_with_its_state() {
 
 #[test]
 fn one_user_cannot_drain_the_pool_when_limited() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(114, 50, 10);
     let address = abstract_address("peruid");
@@ -895,6 +949,9 @@ sys.stdin.readline()
 
 #[test]
 fn eight_portpicker_clients_never_fall_back_to_guessing() {
+    if !has_serve() {
+        return;
+    }
     if !portpicker_available() {
         return;
     }
@@ -949,6 +1006,9 @@ fn pid_namespaces_available() -> bool {
 
 #[test]
 fn a_client_the_server_cannot_see_is_refused_with_the_reason() {
+    if !has_serve() {
+        return;
+    }
     if !pid_namespaces_available() {
         return;
     }
@@ -1010,6 +1070,9 @@ fn only_child(pid: u32) -> u32 {
 
 #[test]
 fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
+    if !has_serve() {
+        return;
+    }
     // A client in a PID namespace of its own (a container) sends pids as that
     // namespace counts them. The server must not read them as the host's: the lease
     // would belong to whatever host process has that number, and end with it while
@@ -1101,6 +1164,9 @@ fn a_client_in_another_pid_namespace_gets_ports_for_itself_only() {
 
 #[test]
 fn a_request_timeout_too_long_for_the_clock_is_no_crash() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(34, 0, 10);
     let address = abstract_address("longtimeout");
@@ -1123,6 +1189,9 @@ fn a_request_timeout_too_long_for_the_clock_is_no_crash() {
 
 #[test]
 fn a_grant_the_client_never_hears_of_is_released() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = slice(35, 0, 10);
     let address = abstract_address("unheard");

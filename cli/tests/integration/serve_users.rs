@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use portlease::LeaseInfo;
 
-use crate::helpers::{Reaped, Run, ports, python, run_within};
+use crate::helpers::{Reaped, Run, has_serve, ports, python, run_within};
 use crate::serve::{
     PICKER, Server, abstract_address, first_lines, nobody_runs, portpicker_available, spawn_clients,
 };
@@ -51,6 +51,9 @@ print(os.getpid(), *answers, flush=True)
 
 #[test]
 fn one_users_silent_connections_do_not_shut_out_another_users_requests() {
+    if !has_serve() {
+        return;
+    }
     if !portpicker_available() {
         return;
     }
@@ -139,6 +142,9 @@ fn sixty_requests_while_nobody_floods(flags: &[&str]) -> Option<String> {
 #[test]
 #[ignore = "the flooding user's process that `one_users_silent_connections_do_not_shut_out_another_users_requests` starts"]
 fn flood_of_silent_connections() {
+    if !has_serve() {
+        return;
+    }
     let (Ok(address), Ok(count)) = (
         std::env::var("PORTLEASE_FLOOD_ADDRESS"),
         std::env::var("PORTLEASE_FLOOD_COUNT"),
@@ -186,6 +192,9 @@ fn flood_of_silent_connections() {
 
 #[test]
 fn a_taken_abstract_name_names_its_holder_and_the_private_path_form() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = ports(58);
     let pool_arg = format!("{}-{}", pool.start(), pool.end());
@@ -215,6 +224,9 @@ fn a_taken_abstract_name_names_its_holder_and_the_private_path_form() {
 #[test]
 #[ignore = "another user's process that `a_taken_abstract_name_names_its_holder_and_the_private_path_form` starts"]
 fn squatter() {
+    if !has_serve() {
+        return;
+    }
     let Ok(address) = std::env::var("PORTLEASE_SQUAT_ADDRESS") else {
         return;
     };
@@ -230,6 +242,9 @@ fn squatter() {
 
 #[test]
 fn portpicker_reaches_a_server_on_a_private_path_socket_that_others_cannot() {
+    if !has_serve() {
+        return;
+    }
     if !portpicker_available() {
         return;
     }
@@ -296,6 +311,9 @@ fn portpicker_reaches_a_server_on_a_private_path_socket_that_others_cannot() {
 #[test]
 #[ignore = "another user's process that `portpicker_reaches_a_server_on_a_private_path_socket_that_others_cannot` starts"]
 fn connect_attempt() {
+    if !has_serve() {
+        return;
+    }
     let Ok(address) = std::env::var("PORTLEASE_CONNECT_ADDRESS") else {
         return;
     };
@@ -307,6 +325,9 @@ fn connect_attempt() {
 
 #[test]
 fn a_user_over_its_share_loses_its_own_oldest_idle_connection() {
+    if !has_serve() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temp dir");
     let pool = ports(58);
     let pool_arg = format!("{}-{}", pool.start(), pool.end());
