@@ -241,6 +241,8 @@ impl Allocator {
     /// Ends the lease allocated under `token` (every port it holds) and nothing else;
     /// returns its ports, ascending. A lease already ended returns none, so a release
     /// retried after a lost answer cannot end a lease made since on the same port.
+    /// To end only some of its ports, use
+    /// [`release_under_token`](Allocator::release_under_token).
     ///
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
@@ -316,14 +318,15 @@ impl Allocator {
     }
 
     /// Ends the leases on `ports` held under `token` (a [`Lease::token`]), as the
-    /// lease's own release does: posted on the request board when others wait for the
+    /// lease's own release does (where [`release_by_token`](Allocator::release_by_token)
+    /// ends every port of the lease, whichever they are): posted on the request board when others wait for the
     /// lock, so it shares their transaction. A port with no entry counts as released,
     /// so a retry is harmless; a port leased to another lease meanwhile is left alone
     /// and reported as [`Error::LeaseLost`].
     ///
     /// # Errors
     /// [`Error::LeaseLost`], [`Error::LockTimeout`], or an I/O error naming the file.
-    pub fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
+    pub fn release_under_token(&self, ports: &[u16], token: &str) -> Result<()> {
         let op = Op::Release {
             ports: ports.to_vec(),
             token: token.to_owned(),
@@ -386,8 +389,8 @@ impl LeaseKeeper for Allocator {
         Allocator::dir(self)
     }
 
-    fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
-        Allocator::release_token(self, ports, token)
+    fn release_under_token(&self, ports: &[u16], token: &str) -> Result<()> {
+        Allocator::release_under_token(self, ports, token)
     }
 
     fn renew_matching(

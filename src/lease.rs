@@ -25,7 +25,7 @@ pub(crate) trait LeaseKeeper: fmt::Debug + Send + Sync + UnwindSafe + RefUnwindS
 
     /// Ends the leases on `ports` held under `token`; a port leased to another lease
     /// meanwhile is left alone and reported as [`Error::LeaseLost`].
-    fn release_token(&self, ports: &[u16], token: &str) -> Result<()>;
+    fn release_under_token(&self, ports: &[u16], token: &str) -> Result<()>;
 
     /// Renews the live leases on `ports` held under `token`, with `ttl` as their new
     /// lifetime, or the one they had.
@@ -145,7 +145,7 @@ impl Lease {
     /// the same. Lock and I/O errors.
     pub fn release(mut self) -> Result<()> {
         self.held = false;
-        self.allocator.release_token(&self.ports, &self.token)
+        self.allocator.release_under_token(&self.ports, &self.token)
     }
 
     /// Leaves the lease in the registry after the guard is gone; it ends when its
@@ -254,7 +254,7 @@ impl Lease {
 
     fn end_after_bind(mut self) {
         self.held = false;
-        if let Err(e) = self.allocator.release_token(&self.ports, &self.token) {
+        if let Err(e) = self.allocator.release_under_token(&self.ports, &self.token) {
             log::warn!(
                 "port {} is bound, but its lease could not be ended: {e}",
                 self.port()
@@ -356,7 +356,7 @@ fn in_tokio_runtime(method: &str) -> Result<()> {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.held
-            && let Err(e) = self.allocator.release_token(&self.ports, &self.token)
+            && let Err(e) = self.allocator.release_under_token(&self.ports, &self.token)
         {
             log::warn!("could not release the lease on {:?}: {e}", self.ports);
         }

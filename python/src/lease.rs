@@ -195,8 +195,9 @@ impl NativeLease {
             return Ok(());
         };
         let allocator = &self.allocator;
-        let (result, raised) =
-            signals::detached(py, || allocator.release_token(lease.ports(), lease.token()));
+        let (result, raised) = signals::detached(py, || {
+            allocator.release_under_token(lease.ports(), lease.token())
+        });
         match result {
             // Ended; a port that went to somebody else meanwhile is theirs.
             Ok(()) | Err(portlease::Error::LeaseLost { .. }) => {
