@@ -226,12 +226,12 @@ impl NativeLease {
         self.ports.clone()
     }
 
-    /// Hands the lease to the running process `pid`: it ends when that process does,
-    /// or when its TTL (kept as it was) runs out.
+    /// Hands the lease to the running process `pid`: any TTL is cleared, and it lasts
+    /// exactly as long as that process.
     fn hand_to(&self, py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<()> {
         let pid = args::pid(pid, "pid")?;
         self.in_maker()?;
-        self.with_lease(py, move |lease| lease.transfer_to(pid))
+        self.with_lease(py, move |lease| lease.hand_to(pid))
     }
 
     /// Binds a socket to the one leased port ("tcp": a listener; "udp") and ends the
