@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::lease::{Lease, LeaseKeeper};
 use crate::probe::ephemeral_port_range;
 use crate::process::ProcessId;
-use crate::record::LeaseRecord;
+use crate::record::{LeaseRecord, Tenure};
 use crate::request::{Owner, Request, check_ttl};
 use crate::snapshot::LeaseInfo;
 
@@ -241,6 +241,8 @@ impl Allocator {
     /// Ends the lease allocated under `token` (every port it holds) and nothing else;
     /// returns its ports, ascending. A lease already ended returns none, so a release
     /// retried after a lost answer cannot end a lease made since on the same port.
+    /// To end only some of its ports, use
+    /// [`release_under_token`](Allocator::release_under_token).
     ///
     /// # Errors
     /// [`Error::LockTimeout`] or an I/O error naming the file.
@@ -249,23 +251,36 @@ impl Allocator {
     }
 
     /// Hands the leases on `ports` to the running process `pid`, recorded by pid and
-    /// start time as [`Lease::transfer_to`] does, but with the TTL cleared (where
-    /// `transfer_to` keeps it): from now on each lasts exactly as long as that process
-    /// runs. A lease held by another live process is handed on
+    /// start time, as [`Lease::hand_to`] does: any TTL is cleared, so from now on each
+    /// lasts exactly as long as that process runs (it cannot expire while the process
+    /// has yet to bind its port). A lease held by another live process is handed on
     /// only if `may_take` accepts that process. All of them, or, on error, none.
     ///
     /// # Errors
     /// [`Error::NoSuchProcess`], [`Error::NotLeased`], [`Error::NotPortlease`],
     /// [`Error::LeaseLost`] for a lease that has ended, [`Error::HeldByProcess`]; lock
     /// and I/O errors.
-    pub fn hand_over(
+    pub fn hand_to(
         &self,
         ports: &[u16],
         pid: u32,
         may_take: impl Fn(ProcessId) -> bool,
     ) -> Result<()> {
+        self.hand(ports, None, pid, may_take).map(drop)
+    }
+
+    /// What [`hand_to`](Allocator::hand_to) and [`Lease::hand_to`] do: hands the leases
+    /// on `ports` (held under `token`, when given) to `pid`; returns what each held
+    /// before.
+    pub(crate) fn hand(
+        &self,
+        ports: &[u16],
+        token: Option<&str>,
+        pid: u32,
+        may_take: impl Fn(ProcessId) -> bool,
+    ) -> Result<Vec<Tenure>> {
         let to = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
-        self.engine.hand_over(ports, to, may_take)
+        self.engine.hand_to(ports, token, to, may_take)
     }
 
     /// Renews the lease on `port`: its time starts again from now, with `ttl` as its
@@ -316,14 +331,15 @@ impl Allocator {
     }
 
     /// Ends the leases on `ports` held under `token` (a [`Lease::token`]), as the
-    /// lease's own release does: posted on the request board when others wait for the
+    /// lease's own release does (where [`release_by_token`](Allocator::release_by_token)
+    /// ends every port of the lease, whichever they are): posted on the request board when others wait for the
     /// lock, so it shares their transaction. A port with no entry counts as released,
     /// so a retry is harmless; a port leased to another lease meanwhile is left alone
     /// and reported as [`Error::LeaseLost`].
     ///
     /// # Errors
     /// [`Error::LeaseLost`], [`Error::LockTimeout`], or an I/O error naming the file.
-    pub fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
+    pub fn release_under_token(&self, ports: &[u16], token: &str) -> Result<()> {
         let op = Op::Release {
             ports: ports.to_vec(),
             token: token.to_owned(),
@@ -386,8 +402,8 @@ impl LeaseKeeper for Allocator {
         Allocator::dir(self)
     }
 
-    fn release_token(&self, ports: &[u16], token: &str) -> Result<()> {
-        Allocator::release_token(self, ports, token)
+    fn release_under_token(&self, ports: &[u16], token: &str) -> Result<()> {
+        Allocator::release_under_token(self, ports, token)
     }
 
     fn renew_matching(
@@ -399,13 +415,13 @@ impl LeaseKeeper for Allocator {
         Allocator::renew_matching(self, ports, token, ttl)
     }
 
-    fn update_leases(
-        &self,
-        ports: &[u16],
-        token: Option<&str>,
-        change: &dyn Fn(&mut LeaseRecord, f64),
-    ) -> Result<()> {
-        Allocator::update_leases(self, ports, token, change)
+    fn hand_to(&self, ports: &[u16], token: &str, pid: u32) -> Result<Vec<Tenure>> {
+        // The token shows the lease is the caller's, whoever holds it now.
+        self.hand(ports, Some(token), pid, |_| true)
+    }
+
+    fn restore(&self, token: &str, before: &[Tenure]) -> Result<()> {
+        self.engine.restore(token, before)
     }
 }
 

@@ -197,9 +197,10 @@ pub enum Error {
 
     /// A command could not be spawned with its lease ([`Lease::spawn`](crate::Lease::spawn)):
     /// it was not found, not executable, or its child ended before the hand-over. No
-    /// program ran. The lease is handed back to the caller where it can be; a child
-    /// that failed to exec after the hand-over has ended, and may have taken the lease
-    /// with it (then the guard's `release` reports [`Error::LeaseLost`]).
+    /// program ran. The lease is given back as it was (its owner and TTL) where it
+    /// can be; a child that failed to exec after the hand-over has ended, and the lease
+    /// may have been reclaimed with it meanwhile (then the guard's `release` reports
+    /// [`Error::LeaseLost`]).
     #[error(
         "cannot run {program:?}: {source}; check the command's name, the PATH and its \
          permissions"

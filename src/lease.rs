@@ -10,8 +10,7 @@ use std::time::Duration;
 use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, Result};
-use crate::process::ProcessId;
-use crate::record::LeaseRecord;
+use crate::record::Tenure;
 use crate::request::Request;
 
 /// What a lease needs of the allocator that made it: to end, renew and hand over its
@@ -25,7 +24,7 @@ pub(crate) trait LeaseKeeper: fmt::Debug + Send + Sync + UnwindSafe + RefUnwindS
 
     /// Ends the leases on `ports` held under `token`; a port leased to another lease
     /// meanwhile is left alone and reported as [`Error::LeaseLost`].
-    fn release_token(&self, ports: &[u16], token: &str) -> Result<()>;
+    fn release_under_token(&self, ports: &[u16], token: &str) -> Result<()>;
 
     /// Renews the live leases on `ports` held under `token`, with `ttl` as their new
     /// lifetime, or the one they had.
@@ -36,14 +35,16 @@ pub(crate) trait LeaseKeeper: fmt::Debug + Send + Sync + UnwindSafe + RefUnwindS
         ttl: Option<Duration>,
     ) -> Result<()>;
 
-    /// Changes the live leases on `ports` held under `token` with `change`, in one
-    /// transaction; fails with [`Error::LeaseLost`] if any is gone.
-    fn update_leases(
-        &self,
-        ports: &[u16],
-        token: Option<&str>,
-        change: &dyn Fn(&mut LeaseRecord, f64),
-    ) -> Result<()>;
+    /// Hands the live leases on `ports` held under `token` to the running process
+    /// `pid`, their TTL cleared, as [`Allocator::hand_to`](crate::Allocator::hand_to)
+    /// does; returns what each held before. Fails with [`Error::LeaseLost`] if any is
+    /// gone.
+    fn hand_to(&self, ports: &[u16], token: &str, pid: u32) -> Result<Vec<Tenure>>;
+
+    /// Puts back on the leases held under `token` what they held before a hand-over
+    /// (`before`), even where the process they were handed to has ended since, in
+    /// one transaction; fails with [`Error::LeaseLost`] if any entry is gone.
+    fn restore(&self, token: &str, before: &[Tenure]) -> Result<()>;
 }
 
 /// Ports leased to the caller; the lease ends when the guard is dropped.
@@ -145,7 +146,7 @@ impl Lease {
     /// the same. Lock and I/O errors.
     pub fn release(mut self) -> Result<()> {
         self.held = false;
-        self.allocator.release_token(&self.ports, &self.token)
+        self.allocator.release_under_token(&self.ports, &self.token)
     }
 
     /// Leaves the lease in the registry after the guard is gone; it ends when its
@@ -166,20 +167,29 @@ impl Lease {
     }
 
     /// Hands the lease to another running process (say, a child spawned after the
-    /// ports were chosen): from now on it ends when that process does, or when its
-    /// TTL runs out, whichever comes first. The TTL is kept as it was (a lease owned
-    /// by a process has none unless the request gave one); unlike
-    /// [`Allocator::hand_over`](crate::Allocator::hand_over), which clears it.
+    /// ports were chosen), recorded by pid and start time, as
+    /// [`Allocator::hand_to`](crate::Allocator::hand_to) does: any TTL is cleared, so
+    /// from now on the lease lasts exactly as long as that process runs (it cannot
+    /// expire while the process has yet to bind its port). The guard still releases
+    /// it when dropped; [`keep`](Lease::keep) it to leave the lease to that process.
     ///
     /// # Errors
-    /// [`Error::NoSuchProcess`], [`Error::LeaseLost`]; lock and I/O errors.
-    pub fn transfer_to(&self, pid: u32) -> Result<()> {
-        let owner = ProcessId::of_running(pid).ok_or(Error::NoSuchProcess { pid })?;
-        self.allocator
-            .update_leases(&self.ports, Some(&self.token), &|lease, _| {
-                lease.pid = owner.pid;
-                lease.owner = Some(owner);
-            })
+    /// [`Error::NoSuchProcess`], [`Error::LeaseLost`] when the lease already ended;
+    /// lock and I/O errors.
+    pub fn hand_to(&self, pid: u32) -> Result<()> {
+        self.hand_to_child(pid).map(drop)
+    }
+
+    /// [`hand_to`](Lease::hand_to), returning what each port held before, for
+    /// [`take_back`](Lease::take_back).
+    pub(crate) fn hand_to_child(&self, pid: u32) -> Result<Vec<Tenure>> {
+        self.allocator.hand_to(&self.ports, &self.token, pid)
+    }
+
+    /// Undoes a [`hand_to_child`](Lease::hand_to_child) that came to nothing: the
+    /// lease's owner and TTL are again those it had before (`before`).
+    pub(crate) fn take_back(&self, before: &[Tenure]) -> Result<()> {
+        self.allocator.restore(&self.token, before)
     }
 
     /// Binds a TCP listener to the leased port and ends the lease: from then on the
@@ -254,7 +264,7 @@ impl Lease {
 
     fn end_after_bind(mut self) {
         self.held = false;
-        if let Err(e) = self.allocator.release_token(&self.ports, &self.token) {
+        if let Err(e) = self.allocator.release_under_token(&self.ports, &self.token) {
             log::warn!(
                 "port {} is bound, but its lease could not be ended: {e}",
                 self.port()
@@ -356,7 +366,7 @@ fn in_tokio_runtime(method: &str) -> Result<()> {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.held
-            && let Err(e) = self.allocator.release_token(&self.ports, &self.token)
+            && let Err(e) = self.allocator.release_under_token(&self.ports, &self.token)
         {
             log::warn!("could not release the lease on {:?}: {e}", self.ports);
         }

@@ -65,6 +65,38 @@ pub(crate) enum Record {
     Unknown,
 }
 
+/// Who held a lease on one port, and for how long: what handing it to a process
+/// changes, kept so that a hand-over that came to nothing can be undone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Tenure {
+    pub(crate) port: u16,
+    pub(crate) pid: u32,
+    pub(crate) owner: Option<ProcessId>,
+    pub(crate) since: f64,
+    pub(crate) ttl: Option<f64>,
+}
+
+impl Tenure {
+    /// The tenure `lease` on `port` has now.
+    pub(crate) fn of(port: u16, lease: &LeaseRecord) -> Tenure {
+        Tenure {
+            port,
+            pid: lease.pid,
+            owner: lease.owner,
+            since: lease.since,
+            ttl: lease.ttl,
+        }
+    }
+
+    /// Puts it back on `lease`.
+    pub(crate) fn restore(&self, lease: &mut LeaseRecord) {
+        lease.pid = self.pid;
+        lease.owner = self.owner;
+        lease.since = self.since;
+        lease.ttl = self.ttl;
+    }
+}
+
 /// A lease written by portlease.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LeaseRecord {

@@ -1,7 +1,7 @@
 //! Spawning a command that owns its lease from before its program runs.
 //!
 //! # The hand-over
-//! Spawning a child and then handing it the lease ([`Lease::transfer_to`]) leaves a
+//! Spawning a child and then handing it the lease ([`Lease::hand_to`]) leaves a
 //! moment in which the child's program runs while the lease is still the parent's: if
 //! the parent is killed then, the lease ends with it and the port goes out again while
 //! the program uses it. [`Lease::spawn`] closes that moment with a gate:
@@ -49,6 +49,7 @@ use socket2::{Domain, Socket, Type};
 
 use crate::error::{Error, Result};
 use crate::lease::Lease;
+use crate::record::Tenure;
 use crate::request::Protocol;
 use crate::test_hooks;
 
@@ -65,7 +66,8 @@ const PID_DIGITS: usize = 10;
 impl Lease {
     /// Spawns `command` with this lease handed to it before its program runs: from
     /// the moment the program starts, the lease is the child's (pid and start time),
-    /// and ends when the child does (or by its TTL, kept as it was).
+    /// as [`hand_to`](Lease::hand_to) makes it: any TTL is cleared, and it lasts
+    /// exactly as long as the child.
     ///
     /// If the calling process dies before the hand-over is recorded, the child exits
     /// with [`PARENT_GONE_EXIT`] without running the program, so no program ever runs
@@ -214,10 +216,10 @@ fn spawn_handed(lease: &Lease, command: &mut Command, passing: Option<Passing>) 
 
     let mut report_read = std::fs::File::from(report_read);
     let (spawned, handed) = std::thread::scope(|scope| {
-        let hand_over = std::thread::Builder::new()
+        let hand_to = std::thread::Builder::new()
             .name("portlease-hand-over".into())
-            .spawn_scoped(scope, || hand_over(lease, &mut report_read, gate_write));
-        let hand_over = match hand_over {
+            .spawn_scoped(scope, || hand_to_child(lease, &mut report_read, gate_write));
+        let hand_to = match hand_to {
             Ok(thread) => thread,
             Err(e) => return (Err(e), None),
         };
@@ -225,20 +227,24 @@ fn spawn_handed(lease: &Lease, command: &mut Command, passing: Option<Passing>) 
         // Only the child's copy of the report's writing end may keep it open now: a
         // child that never reached `pre_exec` leaves the hand-over thread end-of-file.
         drop(report_write);
-        (spawned, Some(hand_over.join()))
+        (spawned, Some(hand_to.join()))
     });
     armed.store(false, Ordering::Relaxed);
     drop(gate_read);
     let handed = match handed {
         Some(Ok(handed)) => handed,
         Some(Err(_)) => Err(Error::invalid("the hand-over thread panicked")),
-        None => Ok(false),
+        None => Ok(None),
     };
-    let handed_to_child = matches!(handed, Ok(true));
+    // What the lease held before it was handed to the child, if it was.
+    let before = match &handed {
+        Ok(Some(before)) => Some(before.clone()),
+        _ => None,
+    };
     let mut child = match spawned {
         Ok(child) => child,
         Err(source) => {
-            take_back(lease, handed_to_child);
+            take_back(lease, before.as_deref());
             handed?;
             return Err(spawn_error(source));
         }
@@ -249,29 +255,33 @@ fn spawn_handed(lease: &Lease, command: &mut Command, passing: Option<Passing>) 
     let failed_exec = read_full(&mut report_read, &mut errno).unwrap_or(false);
     let outcome = match handed {
         Err(e) => Err(e),
-        Ok(false) => Err(spawn_error(io::Error::other(
+        Ok(None) => Err(spawn_error(io::Error::other(
             "the child ended before it could be handed its lease",
         ))),
-        Ok(true) if failed_exec => Err(spawn_error(io::Error::from_raw_os_error(
+        Ok(Some(_)) if failed_exec => Err(spawn_error(io::Error::from_raw_os_error(
             i32::from_ne_bytes(errno),
         ))),
-        Ok(true) => Ok(()),
+        Ok(Some(_)) => Ok(()),
     };
     match outcome {
         Ok(()) => Ok(child),
         Err(e) => {
             // The child did not run the program: it exited, or exits at once.
             let _ = child.wait();
-            take_back(lease, handed_to_child);
+            take_back(lease, before.as_deref());
             Err(e)
         }
     }
 }
 
-/// Makes the lease the caller's again after it was handed to a child that never ran
-/// its program (and has ended): else it would end with that child.
-fn take_back(lease: &Lease, handed: bool) {
-    if handed && let Err(e) = lease.transfer_to(std::process::id()) {
+/// Makes the lease what it was before it was handed to a child that never ran its
+/// program (and has ended): else it would end with that child. Its owner (as a rule
+/// the caller) and its TTL are put back as they were (`before`), so the failed spawn
+/// neither shortens nor lengthens it.
+fn take_back(lease: &Lease, before: Option<&[Tenure]>) {
+    if let Some(before) = before
+        && let Err(e) = lease.take_back(before)
+    {
         log::debug!(
             "the lease on {:?} ended with a child that did not run: {e}",
             lease.ports()
@@ -279,17 +289,22 @@ fn take_back(lease: &Lease, handed: bool) {
     }
 }
 
-/// The parent's side: reads the child's pid, hands it the lease, opens the gate.
-/// Returns whether the gate was opened (false: the child ended before it asked).
-fn hand_over(lease: &Lease, report: &mut std::fs::File, gate: OwnedFd) -> Result<bool> {
+/// The parent's side: reads the child's pid, hands it the lease (its TTL cleared, as
+/// [`Lease::hand_to`] does), opens the gate. Returns what the lease held before, once
+/// the gate is opened (`None`: the child ended before it asked).
+fn hand_to_child(
+    lease: &Lease,
+    report: &mut std::fs::File,
+    gate: OwnedFd,
+) -> Result<Option<Vec<Tenure>>> {
     let mut pid = [0u8; 4];
     match read_full(report, &mut pid) {
         Ok(true) => {}
-        _ => return Ok(false),
+        _ => return Ok(None),
     }
     let pid = u32::from_ne_bytes(pid);
     test_hooks::stop_here("forked");
-    lease.transfer_to(pid)?;
+    let before = lease.hand_to_child(pid)?;
     test_hooks::stop_here("handed");
     let mut gate = std::fs::File::from(gate);
     gate.write_all(&[GO]).map_err(|source| Error::Spawn {
@@ -297,7 +312,7 @@ fn hand_over(lease: &Lease, report: &mut std::fs::File, gate: OwnedFd) -> Result
         source,
     })?;
     test_hooks::stop_here("started");
-    Ok(true)
+    Ok(Some(before))
 }
 
 /// Reads exactly `buf.len()` bytes; `Ok(false)` at end-of-file before them.

@@ -129,6 +129,10 @@ fn renewing_restarts_the_clock_and_a_lost_lease_is_reported() {
         .allocate(&Request::new().range(range))
         .expect("the expired port");
     assert!(matches!(lease.renew(None), Err(Error::LeaseLost { .. })));
+    assert!(matches!(
+        lease.hand_to(std::process::id()),
+        Err(Error::LeaseLost { .. })
+    ));
     assert!(matches!(lease.release(), Err(Error::LeaseLost { .. })));
     let entry = &registry_json(dir.path())[&theirs.port().to_string()];
     assert_eq!(
@@ -186,20 +190,26 @@ fn into_listener_hands_over_a_bound_socket() {
 }
 
 #[test]
-fn a_lease_can_be_handed_to_a_child() {
+fn a_lease_handed_to_a_child_lasts_as_long_as_the_child_its_ttl_cleared() {
     let (_dir, allocator) = registry();
     let lease = allocator
-        .allocate(&Request::new().range(38760..=38760).ttl(None))
+        .allocate(
+            &Request::new()
+                .range(38760..=38760)
+                .ttl(Some(Duration::from_secs(600))),
+        )
         .expect("a port");
+    assert_eq!(allocator.leases().expect("leases")[0].ttl_secs, Some(600.0));
     let mut child = Reaped(
         std::process::Command::new("sleep")
             .arg("600")
             .spawn()
             .expect("sleep"),
     );
-    lease.transfer_to(child.0.id()).expect("transfer");
+    lease.hand_to(child.0.id()).expect("hand");
     let listed = allocator.leases().expect("leases");
     assert_eq!(listed[0].pid, Some(child.0.id().into()));
+    assert_eq!(listed[0].ttl_secs, None, "the TTL is cleared");
     child.0.kill().expect("kill");
     child.0.wait().expect("reap");
     assert!(

@@ -3,7 +3,9 @@
 //! LISTEN_* set. Ports 38400-38499 are this file's.
 
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use portlease::{Allocator, Error, Protocol, Request};
 
@@ -27,7 +29,11 @@ impl Drop for Reaped {
 fn the_spawned_child_owns_the_lease_as_soon_as_spawn_returns() {
     let (_dir, allocator) = allocator();
     let lease = allocator
-        .allocate(&Request::new().range(38400..=38409))
+        .allocate(
+            &Request::new()
+                .range(38400..=38409)
+                .ttl(Some(Duration::from_secs(600))),
+        )
         .expect("a port");
     let mut child = Reaped(
         lease
@@ -38,6 +44,10 @@ fn the_spawned_child_owns_the_lease_as_soon_as_spawn_returns() {
     assert_eq!(infos.len(), 1);
     assert_eq!(infos[0].pid, Some(i64::from(child.0.id())));
     assert_eq!(infos[0].owner_alive, Some(true));
+    assert_eq!(
+        infos[0].ttl_secs, None,
+        "handed, it lasts as long as the child"
+    );
     let _ = child.0.kill();
     let _ = child.0.wait();
     lease.release().expect("released after the child");
@@ -62,6 +72,37 @@ fn a_command_that_cannot_run_is_an_error_and_the_lease_stays_the_callers() {
     assert!(err.to_string().contains("no-such-command-for-portlease"));
     let infos = allocator.leases().expect("the leases");
     assert_eq!(infos[0].pid, Some(i64::from(std::process::id())));
+    lease.renew(None).expect("still this process's lease");
+}
+
+#[test]
+fn a_child_that_fails_its_exec_gives_the_lease_back_with_its_ttl() {
+    // The script passes the checks before the fork; its interpreter is missing, so
+    // the child's exec fails after the lease was handed to it.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let script = dir.path().join("script");
+    std::fs::write(&script, "#!/no/such/interpreter-for-portlease\n").expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_registry, allocator) = allocator();
+    let lease = allocator
+        .allocate(
+            &Request::new()
+                .range(38440..=38449)
+                .ttl(Some(Duration::from_secs(600))),
+        )
+        .expect("a port");
+    let before = allocator.leases().expect("the leases");
+    let err = lease
+        .spawn(&mut Command::new(&script))
+        .expect_err("no interpreter");
+    assert!(matches!(err, Error::Spawn { .. }), "{err:?}");
+    let after = allocator.leases().expect("the leases");
+    assert_eq!(after[0].pid, Some(i64::from(std::process::id())));
+    assert_eq!(after[0].ttl_secs, Some(600.0), "the TTL is back");
+    assert!(
+        after[0].age_secs >= before[0].age_secs,
+        "its time was not started again"
+    );
     lease.renew(None).expect("still this process's lease");
 }
 

@@ -28,7 +28,9 @@ use super::error::Error;
 ///
 /// The lease is the command's from before its program runs: portlease forks, records
 /// the child as the owner while the child waits, then lets it run; if portlease dies
-/// before that, the child exits (code 125) without running the command.
+/// before that, the child exits (code 125) without running the command. Handed to the
+/// command, as by `portlease hand`, the lease lasts exactly as long as it runs: a
+/// --ttl counts only until then.
 ///
 /// With --listen, portlease binds each port (on --host, else 127.0.0.1; listening for
 /// TCP, bound for --proto udp) and passes the sockets as descriptors 3, 4, ..., with

@@ -29,7 +29,7 @@ pub(crate) struct HandArgs {
 pub(crate) fn run(global: &Global, args: &HandArgs) -> Result<i32, crate::error::Error> {
     global
         .allocator()?
-        .hand_over(&args.ports, args.to, |holder| {
+        .hand_to(&args.ports, args.to, |holder| {
             args.force || kin::is_kin(holder)
         })
         .map_err(|e| kin::explain(e, "hand on"))?;

@@ -131,10 +131,11 @@ class Lease:
         return tuple(self._native.keep())
 
     def hand_to(self, pid: int) -> None:
-        """Hand the lease to the running process ``pid`` (say, a server just spawned):
-        from now on it ends when that process does, or when its TTL runs out, whichever
-        comes first (the TTL is kept: a lease made with ``ttl=60`` still ends 60 seconds
-        after it was made or last renewed). Raises NoSuchProcess, LeaseLost."""
+        """Hand the lease to the running process ``pid`` (say, a server just spawned),
+        recorded by pid and start time: from now on it lasts exactly as long as that
+        process runs. Any TTL is cleared, as ``portlease hand`` does: a lease made with
+        ``ttl=60`` cannot expire while the process, perhaps still starting, has yet to
+        bind its port. Raises NoSuchProcess, LeaseLost (the lease has ended)."""
         self._native.hand_to(pid)
 
     def socket(self, kind: Optional[Literal["tcp", "udp"]] = None) -> _socket.socket:
@@ -180,11 +181,12 @@ class Lease:
         the owner of this lease from before the command runs.
 
         The child starts as a small trampoline that waits until the lease is recorded
-        as its own (pid and start time), then execs the command in the same process:
-        ``popen(...).pid`` is the command's pid. If this process dies before the
-        hand-over, the trampoline exits with code 125 without running the command, so
-        no command ever runs on a port leased to no living process (a ``Popen``
-        followed by :meth:`hand_to` leaves such a moment).
+        as its own (pid and start time; its TTL cleared, as :meth:`hand_to` does),
+        then execs the command in the same process: ``popen(...).pid`` is the
+        command's pid. If this process dies before the hand-over, the trampoline exits
+        with code 125 without running the command, so no command ever runs on a port
+        leased to no living process (a ``Popen`` followed by :meth:`hand_to` leaves
+        such a moment).
 
         With ``listen=True``, each leased port is bound first (on the request's host,
         or 127.0.0.1; listening for TCP, bound for a UDP lease) and passed as

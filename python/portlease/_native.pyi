@@ -236,7 +236,7 @@ class NativeLease:
     def keep(self) -> list[int]:
         """Leaves the lease in the registry when the guard goes."""
     def hand_to(self, pid: object) -> None:
-        """Hands the lease to the running process ``pid``; its TTL is kept."""
+        """Hands the lease to the running process ``pid``; its TTL is cleared."""
     def bind_socket_fd(self, kind: object) -> int:
         """Binds a socket to the port, ends the lease, returns the descriptor."""
     def listen_fds(

@@ -301,7 +301,7 @@ impl NativeAllocator {
                 // Posted on the request board like any lease's release, so that under
                 // contention it shares a transaction with the others waiting.
                 let (result, raised) =
-                    signals::detached(py, || allocator.release_token(&[port], &token));
+                    signals::detached(py, || allocator.release_under_token(&[port], &token));
                 let ended = match result {
                     Ok(()) => true,
                     // It had expired and went to somebody else: left alone.

@@ -195,8 +195,9 @@ impl NativeLease {
             return Ok(());
         };
         let allocator = &self.allocator;
-        let (result, raised) =
-            signals::detached(py, || allocator.release_token(lease.ports(), lease.token()));
+        let (result, raised) = signals::detached(py, || {
+            allocator.release_under_token(lease.ports(), lease.token())
+        });
         match result {
             // Ended; a port that went to somebody else meanwhile is theirs.
             Ok(()) | Err(portlease::Error::LeaseLost { .. }) => {
@@ -225,12 +226,12 @@ impl NativeLease {
         self.ports.clone()
     }
 
-    /// Hands the lease to the running process `pid`: it ends when that process does,
-    /// or when its TTL (kept as it was) runs out.
+    /// Hands the lease to the running process `pid`: any TTL is cleared, and it lasts
+    /// exactly as long as that process.
     fn hand_to(&self, py: Python<'_>, pid: &Bound<'_, PyAny>) -> PyResult<()> {
         let pid = args::pid(pid, "pid")?;
         self.in_maker()?;
-        self.with_lease(py, move |lease| lease.transfer_to(pid))
+        self.with_lease(py, move |lease| lease.hand_to(pid))
     }
 
     /// Binds a socket to the one leased port ("tcp": a listener; "udp") and ends the

@@ -72,7 +72,10 @@ def test_renew_and_hand_to(registry: pathlib.Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         lease.hand_to(child.pid)
-        assert allocator.leases()[0].pid == child.pid
+        handed = allocator.leases()[0]
+        assert handed.pid == child.pid
+        # Handed, it lasts as long as the process: the TTL is cleared.
+        assert handed.ttl_secs is None
     finally:
         child.kill()
         child.wait()

@@ -9,7 +9,7 @@ use super::Engine;
 use crate::board::wire::{Op, Outcome};
 use crate::error::{Error, Result};
 use crate::process::ProcessId;
-use crate::record::{LeaseRecord, Record};
+use crate::record::{LeaseRecord, Record, Tenure};
 use crate::request::Request;
 use crate::snapshot::LeaseInfo;
 use crate::transaction::Transaction;
@@ -175,14 +175,18 @@ pub(super) fn release_where(
     Ok(released)
 }
 
-/// Hands the leases on `ports` to `to`, their TTL cleared; a lease held by another
-/// live process only if `may_take` accepts that process. All of them, or none.
-pub(super) fn hand_over(
+/// Hands the live leases on `ports` (held under `token`, when given) to `to`. The one
+/// rule of handing: any TTL is cleared, so each lasts exactly as long as that process.
+/// A lease held by another live process is handed on only if `may_take` accepts that
+/// process. All of them, or none. Returns what each held before (see [`Tenure`]).
+pub(super) fn hand_to(
     txn: &mut Transaction<'_>,
     ports: &[u16],
+    token: Option<&str>,
     to: ProcessId,
     may_take: impl Fn(ProcessId) -> bool,
-) -> Result<()> {
+) -> Result<Vec<Tenure>> {
+    let mut before = Vec::with_capacity(ports.len());
     for &port in ports {
         let key = port.to_string();
         if let Some(holder) = txn.live_holder(&key)
@@ -191,13 +195,36 @@ pub(super) fn hand_over(
         {
             return Err(Error::held_by(key, holder));
         }
+        if let Some(lease) = txn.live_lease(port, token) {
+            before.push(Tenure::of(port, &lease));
+        }
     }
-    change_leases(txn, ports, None, |lease, now| {
+    change_leases(txn, ports, token, |lease, now| {
         lease.pid = to.pid;
         lease.owner = Some(to);
         lease.ttl = None;
         lease.since = now;
-    })
+    })?;
+    Ok(before)
+}
+
+/// Puts back on the leases held under `token` what they held before a hand-over
+/// (`before`: owner and TTL). The process they were handed to may have ended since:
+/// that leaves them stale, not another's, so they are put back all the same. Fails
+/// with [`Error::LeaseLost`] for a port whose entry is gone or another's. All of
+/// them, or none.
+pub(super) fn restore(txn: &mut Transaction<'_>, token: &str, before: &[Tenure]) -> Result<()> {
+    for tenure in before {
+        let port = tenure.port;
+        let mut lease = match txn.record(&port.to_string()) {
+            Some(Record::Lease(lease)) if lease.token.as_deref() == Some(token) => lease.clone(),
+            _ => return Err(Error::LeaseLost { port }),
+        };
+        tenure.restore(&mut lease);
+        lease.restamp(txn.now());
+        txn.update_lease(port, lease);
+    }
+    Ok(())
 }
 
 /// Changes the live leases on `ports` (held under `token`, when given) with `change`;

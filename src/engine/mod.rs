@@ -21,7 +21,7 @@ use crate::directory::RegistryDir;
 use crate::error::{Error, Result};
 use crate::lock::{LockSite, RegistryLock, deadline_after};
 use crate::process::ProcessId;
-use crate::record::LeaseRecord;
+use crate::record::{LeaseRecord, Tenure};
 use crate::registry_cache::RegistryCache;
 use crate::snapshot::LeaseInfo;
 use crate::transaction::Transaction;
@@ -243,15 +243,23 @@ impl Engine {
         })
     }
 
-    /// Hands the leases on `ports` to the running process `to`, their TTL cleared; a
-    /// lease held by another live process only if `may_take` accepts it.
-    pub(crate) fn hand_over(
+    /// Hands the leases on `ports` (held under `token`, when given) to the running
+    /// process `to`, their TTL cleared; a lease held by another live process only if
+    /// `may_take` accepts it. Returns what each held before.
+    pub(crate) fn hand_to(
         &self,
         ports: &[u16],
+        token: Option<&str>,
         to: ProcessId,
         may_take: impl Fn(ProcessId) -> bool,
-    ) -> Result<()> {
-        self.transact(|txn| execute::hand_over(txn, ports, to, may_take))
+    ) -> Result<Vec<Tenure>> {
+        self.transact(|txn| execute::hand_to(txn, ports, token, to, may_take))
+    }
+
+    /// Puts back on the leases held under `token` what they held before a hand-over,
+    /// even where the process they were handed to has ended since.
+    pub(crate) fn restore(&self, token: &str, before: &[Tenure]) -> Result<()> {
+        self.transact(|txn| execute::restore(txn, token, before))
     }
 
     /// Changes the live leases on `ports` (held under `token`, when given) with
