@@ -133,6 +133,10 @@ enum Command {
     Man(man::ManArgs),
 }
 
+/// Whether this build has `portlease serve`: Linux's alone (it reads each client's
+/// pid and user with `SO_PEERCRED`); elsewhere it says so and fails.
+pub const SERVE: bool = cfg!(linux_kernel);
+
 /// Runs the command line on this process's arguments; returns the exit code, for
 /// `fn main() -> ExitCode` (a code above 255 is reported as 255).
 pub fn main() -> std::process::ExitCode {

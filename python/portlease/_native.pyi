@@ -15,6 +15,9 @@ __all__ = [
     "SEED_LEASE_SECS",
     "SEED_RANGE_SIZE",
     "SEED_RANGE_START",
+    "PROCESS_IDENTITY",
+    "REQUEST_BOARD",
+    "SERVE",
     "TEST_HOOKS",
     "BindError",
     "Error",
@@ -50,6 +53,9 @@ __all__ = [
 
 __version__: str
 TEST_HOOKS: bool
+REQUEST_BOARD: bool
+PROCESS_IDENTITY: bool
+SERVE: bool
 DEFAULT_RANGE_START: int
 DEFAULT_RANGE_END: int
 DEFAULT_LOCK_TIMEOUT: float

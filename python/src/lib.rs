@@ -93,6 +93,10 @@ fn add_defaults(module: &Bound<'_, PyModule>) -> PyResult<()> {
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     // Whether this build stops at PORTLEASE_TEST_STOP_AT's points (test builds only).
     module.add("TEST_HOOKS", portlease::test_hooks::ENABLED)?;
+    // What this build has of Linux (`portlease::platform`), and the command's `serve`.
+    module.add("REQUEST_BOARD", portlease::platform::REQUEST_BOARD)?;
+    module.add("PROCESS_IDENTITY", portlease::platform::PROCESS_IDENTITY)?;
+    module.add("SERVE", portlease_cli::SERVE)?;
     module.add_class::<allocator::NativeAllocator>()?;
     module.add_class::<lease::NativeLease>()?;
     exceptions::add_to(module)?;

@@ -18,6 +18,14 @@ from typing import Iterator
 
 import pytest
 
+from portlease import _native
+
+#: A test of `portlease serve`, which is Linux's alone (a build of other Unix systems'
+#: paths, `--cfg portlease_other_unix`, has none: the test is skipped, saying so).
+needs_serve = pytest.mark.skipif(not _native.SERVE, reason="this build has no `serve` (it needs Linux's SO_PEERCRED)")
+#: A test of the request board, which builds of other Unix systems' paths lack.
+needs_board = pytest.mark.skipif(not _native.REQUEST_BOARD, reason="this build has no request board (the paths of other Unix systems)")
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SEED = (
     pathlib.Path(os.environ["PORTLEASE_TEST_SEED_DIR"])

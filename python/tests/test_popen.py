@@ -117,7 +117,9 @@ def test_a_parent_killed_before_the_go_never_runs_the_command(tmp_path, step, po
     while True:
         try:
             with open(f"/proc/{child}/stat") as stat:
-                if stat.read().rsplit(") ", 1)[1].startswith("Z"):
+                # A zombie is gone where owners are known by more than their pid;
+                # elsewhere its pid answers kill(pid, 0) until it is reaped.
+                if stat.read().rsplit(") ", 1)[1].startswith("Z") and _native.PROCESS_IDENTITY:
                     break
         except FileNotFoundError:
             break
@@ -132,7 +134,7 @@ def _has(module):
     try:
         __import__(module)
     except ImportError:
-        if os.environ.get("CI") in ("true", "1"):
+        if os.environ.get("PORTLEASE_REQUIRE_PEERS") == "1":
             raise
         pytest.skip(f"{module} is not installed (pip install {module})")
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import portlease
-from conftest import wait_listening
+from conftest import needs_serve, wait_listening
 import portlease as portpicker
 
 R = (12300, 12349)
@@ -45,6 +45,7 @@ def test_a_port_picked_for_another_process_ends_with_it(registry: pathlib.Path) 
         portpicker.pick_unused_port(pid=child.pid, ranges=R, dir=registry)
 
 
+@needs_serve
 def test_a_portserver_is_asked_when_its_address_is_given(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORTLEASE_DIR", str(tmp_path / "default"))
     address = f"@portlease-test-{os.getpid()}"

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 import portlease
-from conftest import wait_listening
+from conftest import needs_serve, wait_listening
 import portlease as portpicker
 
 POOL = "13900-13949"
@@ -47,6 +47,7 @@ def portserver(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
         server.wait()
 
 
+@needs_serve
 def test_a_returned_portserver_port_is_reused_by_the_next_pick(
         portserver: tuple[str, pathlib.Path], clean_pools: None, tmp_path: pathlib.Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,6 +64,7 @@ def test_a_returned_portserver_port_is_reused_by_the_next_pick(
     assert not (tmp_path / "default").exists(), "the portserver answered: the registry was not used"
 
 
+@needs_serve
 def test_get_port_from_port_server_gives_a_port_or_none(
         portserver: tuple[str, pathlib.Path], clean_pools: None) -> None:
     address, served = portserver

@@ -17,7 +17,7 @@ from typing import Iterator, Optional
 import pytest
 
 import portlease
-from conftest import wait_listening
+from conftest import needs_serve, wait_listening
 
 POOL = "13300-13309"
 OWN = (13350, 13359)
@@ -31,6 +31,7 @@ def own_registry(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pat
     return tmp_path / "own"
 
 
+@needs_serve
 def test_a_portserver_over_its_per_user_limit_refuses_and_the_registry_is_not_used(
     tmp_path: pathlib.Path, own_registry: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 import portlease
 from portlease import _native
+from conftest import needs_board
 
 R = (13000, 13009)
 
@@ -143,6 +144,7 @@ def _state(pid: int) -> str:
 
 
 @pytest.mark.skipif(not _native.TEST_HOOKS, reason="this wheel has no test stop points (a release build): python/test.sh builds one that has")
+@needs_board
 def test_sigint_while_the_request_waits_with_a_stopped_server_leases_nothing(registry: pathlib.Path) -> None:
     """The server (the first poster, which gets the lock) stops itself once it has taken
     both requests (PORTLEASE_TEST_STOP_AT=taken) and holds the lock; the second poster,
